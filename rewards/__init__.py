@@ -1,0 +1,1 @@
+"""effirl.rewards: tasks, datasets, reward shaping and the reward service. Uses sandbox/, never torch."""

@@ -1,0 +1,40 @@
+"""The one task schema every dataset loader yields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.types import FunctionTest, ProgramTest
+
+
+@dataclass(frozen=True)
+class Task:
+    """A coding problem.
+
+    id: unique within its dataset, e.g. ``HumanEval/0`` or ``synthetic/sum_range/train/17``.
+    prompt: the problem statement with the function signature, as shown to the model.
+    entry_point: the function the tests call (None for stdin/stdout programs).
+    function_tests: call-and-compare tests; the first ``n_base_tests`` are the dataset's base tests
+        (HumanEval+/MBPP+ keep base and plus inputs apart), the rest are extra (plus / stress) tests.
+    program_tests: stdin/stdout tests for whole programs.
+    test_script: an assertion script (e.g. HumanEval's ``check(candidate)``); weaker trust level.
+    references: known-correct solutions; the first is the cost baseline.
+    atol: absolute float tolerance for comparisons (None: exact).
+    metadata: source, difficulty, family, split, ...
+    """
+
+    id: str
+    prompt: str
+    entry_point: str | None = None
+    function_tests: tuple[FunctionTest, ...] = ()
+    n_base_tests: int | None = None
+    program_tests: tuple[ProgramTest, ...] = ()
+    test_script: str | None = None
+    references: tuple[str, ...] = ()
+    atol: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reference(self) -> str | None:
+        return self.references[0] if self.references else None

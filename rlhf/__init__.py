@@ -1,0 +1,1 @@
+"""effirl.rlhf: the RL machinery (models, rollout, algorithms, learner, weight sync, controller, CLI)."""
