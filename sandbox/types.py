@@ -82,6 +82,9 @@ class ExecutionResult:
     ``outputs`` holds the decoded return values of each test call, only when the caller asked for
     them (``Sandbox.call_function``), e.g. to turn a reference solution into expected outputs.
     ``costs`` lists every repeat's cost; ``cost`` is their aggregate (min by default).
+    ``error_kind`` names what went wrong in a machine-readable way: ``syntax``, ``missing_entry_point``,
+    ``exception``, ``memory``, ``timeout``, ``early_exit``, ``output_limit``, ``wrong_output``,
+    ``assertion`` or ``sandbox``.
     """
 
     status: Status
@@ -93,6 +96,7 @@ class ExecutionResult:
     stdout: str = ""
     stderr: str = ""
     error: str | None = None
+    error_kind: str | None = None
     outputs: list[Any] | None = None
 
     @property
@@ -111,6 +115,7 @@ class ExecutionResult:
             "stdout": self.stdout,
             "stderr": self.stderr,
             "error": self.error,
+            "error_kind": self.error_kind,
         }
 
 

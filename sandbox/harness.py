@@ -1,0 +1,225 @@
+"""What runs inside the candidate process (pid 1 of its run's namespaces), after the box is sealed.
+
+It loads the candidate's code, calls the entry point on each test input, and writes one JSON record
+per line to the result channel (fd 3):
+
+    {"t": "start", "cpu": ns, "wall": ns, "rss": bytes}   written before any candidate code runs; the
+                                                          process then blocks until the monitor has
+                                                          read its CPU clock
+    {"t": "fatal", "kind": "syntax" | "missing_entry_point" | "exception" | "memory", "msg": str}
+    {"t": "out", "i": k, "v": <tagged JSON>}              test k returned v
+    {"t": "exc", "i": k, "kind": "exception" | "memory" | "unserialisable", "msg": str}
+    {"t": "script", "ok": bool, "kind": ..., "msg": str}  assertion-script verdict
+    {"t": "done", "events": int | null}
+
+The candidate shares this process, so everything it can reach it can forge; the design makes that
+useless: expected values never enter this process (the trusted side compares), the start record is
+written before candidate code exists, and costs are read by the trusted side from the kernel.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+from sandbox import codec
+
+RESULT_FD = 3
+_MESSAGE_LIMIT = 2000
+
+
+def run(job: dict[str, Any], max_record_bytes: int) -> None:
+    """Execute ``job`` and report through fd 3. Never returns normally: the trusted side stops us."""
+    write = os.write  # bound before the candidate can rebind os.write
+    channel = _Channel(write, max_record_bytes)
+    mode = job["mode"]
+    inputs = [(codec.from_jsonable(args), codec.from_jsonable(kwargs)) for args, kwargs in job.get("inputs", [])]
+    try:
+        code = compile(job["code"], "<candidate>", "exec", dont_inherit=True)
+        script = compile(job["test_script"], "<test>", "exec", dont_inherit=True) if mode == "script" else None
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        channel.record({"t": "fatal", "kind": "syntax", "msg": _describe(exc)})
+        _finish(channel, None)
+    namespace: dict[str, Any] = {"__name__": "__main__" if mode == "program" else "candidate"}
+    counter = _EventCounter() if job.get("count_events") else None
+    channel.record(_start_record())
+    # Block until the trusted side has read our CPU clock (and counters): the kernel brings a
+    # process's CPU time up to date when it blocks, so the reading is exact, not tick-granular.
+    os.read(4, 1)
+    if counter is not None:
+        counter.start()
+    if mode == "function":
+        _run_function(channel, code, namespace, job["entry_point"], inputs)
+    elif mode == "program":
+        _run_program(channel, code, namespace)
+    else:
+        _run_script(channel, code, script, namespace, job.get("entry_point"))
+    _finish(channel, counter)
+
+
+def _start_record() -> dict[str, Any]:
+    return {
+        "t": "start",
+        "cpu": time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID),
+        "wall": time.monotonic_ns(),
+        "rss": _resident_bytes(),
+    }
+
+
+def _run_function(channel: _Channel, code: Any, namespace: dict, entry_point: str, inputs: list) -> None:
+    if not _exec_module(channel, code, namespace):
+        return
+    function = namespace.get(entry_point)
+    if not callable(function):
+        channel.record({"t": "fatal", "kind": "missing_entry_point", "msg": f"`{entry_point}` is not defined"})
+        return
+    for index, (args, kwargs) in enumerate(inputs):
+        try:
+            value = function(*args, **kwargs)
+        except MemoryError:
+            channel.record({"t": "exc", "i": index, "kind": "memory", "msg": "MemoryError"})
+            continue
+        except (Exception, SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+            # SystemExit is caught too: a candidate calling sys.exit() in a test fails that test.
+            channel.record({"t": "exc", "i": index, "kind": "exception", "msg": _describe(exc)})
+            continue
+        try:
+            encoded = codec.to_jsonable(value)
+        except (codec.EncodeError, RecursionError, ValueError, MemoryError) as exc:
+            channel.record({"t": "exc", "i": index, "kind": "unserialisable", "msg": str(exc)[:_MESSAGE_LIMIT]})
+            continue
+        channel.record({"t": "out", "i": index, "v": encoded})
+
+
+def _run_program(channel: _Channel, code: Any, namespace: dict) -> None:
+    try:
+        exec(code, namespace)
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            channel.record({"t": "fatal", "kind": "exception", "msg": f"exit status {exc.code!r}"})
+    except MemoryError:
+        channel.record({"t": "fatal", "kind": "memory", "msg": "MemoryError"})
+    except BaseException as exc:
+        channel.record({"t": "fatal", "kind": "exception", "msg": _describe(exc)})
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        channel.record({"t": "fatal", "kind": "exception", "msg": f"could not flush stdout: {exc}"})
+
+
+def _run_script(channel: _Channel, code: Any, script: Any, namespace: dict, entry_point: str | None) -> None:
+    if not _exec_module(channel, code, namespace):
+        return
+    try:
+        exec(script, namespace)
+        if entry_point is not None and callable(namespace.get("check")):
+            if entry_point not in namespace:
+                channel.record({"t": "fatal", "kind": "missing_entry_point", "msg": f"`{entry_point}` is not defined"})
+                return
+            namespace["check"](namespace[entry_point])
+    except AssertionError as exc:
+        channel.record({"t": "script", "ok": False, "kind": "assertion", "msg": _describe(exc)})
+        return
+    except MemoryError:
+        channel.record({"t": "script", "ok": False, "kind": "memory", "msg": "MemoryError"})
+        return
+    except BaseException as exc:
+        channel.record({"t": "script", "ok": False, "kind": "exception", "msg": _describe(exc)})
+        return
+    channel.record({"t": "script", "ok": True})
+
+
+def _exec_module(channel: _Channel, code: Any, namespace: dict) -> bool:
+    try:
+        exec(code, namespace)
+        return True
+    except MemoryError:
+        channel.record({"t": "fatal", "kind": "memory", "msg": "MemoryError while loading the code"})
+    except BaseException as exc:
+        channel.record({"t": "fatal", "kind": "exception", "msg": _describe(exc)})
+    return False
+
+
+def _finish(channel: _Channel, counter: _EventCounter | None) -> None:
+    events = counter.stop() if counter is not None else None
+    channel.record({"t": "done", "events": events})
+    # Wait to be killed: the trusted side reads our CPU clock and memory high-water mark first.
+    while True:
+        try:
+            os.read(4, 1)
+        except BaseException:
+            pass
+        time.sleep(3600)
+
+
+def _describe(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text[:_MESSAGE_LIMIT]
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class _Channel:
+    """Newline-delimited JSON records on fd 3, each capped in size."""
+
+    def __init__(self, write: Any, max_record_bytes: int) -> None:
+        self._write = write
+        self._limit = max_record_bytes
+
+    def record(self, record: dict[str, Any]) -> None:
+        try:
+            data = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+        except (ValueError, TypeError, RecursionError) as exc:
+            data = json.dumps({"t": "exc", "i": record.get("i"), "kind": "unserialisable", "msg": str(exc)}).encode()
+        if len(data) > self._limit:
+            data = json.dumps(
+                {"t": "exc", "i": record.get("i"), "kind": "too_large", "msg": f"{len(data)} bytes"}
+            ).encode()
+        view = memoryview(data + b"\n")
+        while view:
+            written = self._write(RESULT_FD, view)
+            view = view[written:]
+
+
+class _EventCounter:
+    """Counts Python line events: deterministic, but blind to work inside C builtins (e.g. ``x in list``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def start(self) -> None:
+        monitoring = getattr(sys, "monitoring", None)
+        if monitoring is not None:
+            self._monitoring = monitoring
+            monitoring.use_tool_id(monitoring.PROFILER_ID, "effirl")
+            monitoring.register_callback(monitoring.PROFILER_ID, monitoring.events.LINE, self._on_line)
+            monitoring.set_events(monitoring.PROFILER_ID, monitoring.events.LINE)
+        else:
+            self._monitoring = None
+            sys.settrace(self._trace)
+
+    def _on_line(self, code: Any, line: int) -> None:
+        self.count += 1
+
+    def _trace(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            self.count += 1
+        return self._trace
+
+    def stop(self) -> int:
+        if self._monitoring is not None:
+            self._monitoring.set_events(self._monitoring.PROFILER_ID, 0)
+        else:
+            sys.settrace(None)
+        return self.count
