@@ -64,7 +64,9 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
         return [to_jsonable(v, d) for v in list.__iter__(value)]
     if isinstance(value, dict):
         items = [(k, dict.__getitem__(value, k)) for k in dict.__iter__(value)]
-        if all(type(k) is str for k in (k for k, _ in items)) and not (len(items) == 1 and items[0][0] in TAGS):
+        if all(type(k) is str for k in (k for k, _ in items)) and not (
+            len(items) == 1 and items[0][0] in TAGS
+        ):
             return {k: to_jsonable(v, d) for k, v in items}
         return {"__dict__": [[to_jsonable(k, d), to_jsonable(v, d)] for k, v in items]}
     if isinstance(value, frozenset):

@@ -72,17 +72,29 @@ class SandboxConfig:
 
     def __post_init__(self) -> None:
         if self.isolation not in ISOLATION_LEVELS:
-            raise ValueError(f"sandbox isolation {self.isolation!r} is unknown; choose one of {ISOLATION_LEVELS}")
+            raise ValueError(
+                f"sandbox isolation {self.isolation!r} is unknown; choose one of {ISOLATION_LEVELS}"
+            )
         if self.isolation not in STRONG_LEVELS and not self.allow_weak_isolation:
             raise ValueError(
                 f"sandbox isolation {self.isolation!r} does not contain untrusted code; "
                 "set allow_weak_isolation=True to use it anyway"
             )
         if self.namespace_scope not in NAMESPACE_SCOPES:
-            raise ValueError(f"namespace_scope must be one of {NAMESPACE_SCOPES}, got {self.namespace_scope!r}")
+            raise ValueError(
+                f"namespace_scope must be one of {NAMESPACE_SCOPES}, got {self.namespace_scope!r}"
+            )
         if self.cost_aggregate not in COST_AGGREGATES:
             raise ValueError(f"cost_aggregate must be one of {COST_AGGREGATES}, got {self.cost_aggregate!r}")
-        for name in ("workers", "memory_mb", "file_size_mb", "max_threads", "open_files", "stack_mb", "repeats"):
+        for name in (
+            "workers",
+            "memory_mb",
+            "file_size_mb",
+            "max_threads",
+            "open_files",
+            "stack_mb",
+            "repeats",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"sandbox {name} must be >= 1, got {getattr(self, name)}")
         if self.timeout_s <= 0:

@@ -67,7 +67,9 @@ def function_payload(job: FunctionJob) -> dict[str, Any]:
         if not isinstance(test, FunctionTest):
             raise JobError(f"test {index} must be a FunctionTest, got {type(test).__name__}")
         if not isinstance(test.args, (list, tuple)):
-            raise JobError(f"test {index}: args must be a list or tuple of arguments, got {type(test.args).__name__}")
+            raise JobError(
+                f"test {index}: args must be a list or tuple of arguments, got {type(test.args).__name__}"
+            )
         try:
             inputs.append([codec.to_jsonable(list(test.args)), codec.to_jsonable(dict(test.kwargs))])
         except codec.EncodeError as exc:
@@ -84,7 +86,12 @@ def program_payload(code: str, stdin: str) -> dict[str, Any]:
 def script_payload(job: ScriptJob) -> dict[str, Any]:
     _check_text(job.code, "code")
     _check_text(job.test_script, "test_script")
-    return {"mode": "script", "code": job.code, "test_script": job.test_script, "entry_point": job.entry_point}
+    return {
+        "mode": "script",
+        "code": job.code,
+        "test_script": job.test_script,
+        "entry_point": job.entry_point,
+    }
 
 
 def _check_text(value: Any, name: str) -> None:

@@ -37,7 +37,8 @@ class Settings:
     seccomp_filter: seccomp.SeccompFilter | None
     baseline_vm_bytes: int
     work_dir_bytes: int
-    uid: int  # the unprivileged uid candidates run as when the server was started as root
+    uid: int | None  # the unprivileged uid candidates run as when the server was started as root
+    bwrap_command: tuple[str, ...] = ()  # isolation 'bwrap': the command that starts a boxed candidate
 
 
 def serve_one(settings: Settings, job_fd: int, report_fd: int) -> None:
@@ -72,16 +73,21 @@ class Box:
     def __init__(self, settings: Settings, proc_fd: int) -> None:
         self.settings = settings
         self.proc_fd = proc_fd
-        self.work_dir = "/tmp" if settings.level == "namespaces" else _make_work_dir()
+        self.work_dir = "/tmp" if settings.level in ("namespaces", "bwrap") else _make_work_dir()
         self.result_r, result_w = os.pipe()
         self.out_r, out_w = os.pipe()
         self.err_r, err_w = os.pipe()
         job_r, self.job_w = os.pipe()
         stdin_r, self.stdin_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:
-            _candidate(settings, self.work_dir, (stdin_r, out_w, err_w, result_w, job_r))
-        for fd in (result_w, out_w, err_w, job_r, stdin_r):
+        child_fds = (stdin_r, out_w, err_w, result_w, job_r)
+        self.launcher_pid: int | None = None
+        if settings.level == "bwrap":
+            self.launcher_pid, self.pid = _spawn_bwrap(settings.bwrap_command, child_fds)
+        else:
+            self.pid = os.fork()
+            if self.pid == 0:
+                _candidate(settings, self.work_dir, child_fds)
+        for fd in child_fds:
             os.close(fd)
         self.reaped = False
 
@@ -99,7 +105,7 @@ class Box:
         _kill(self.pid)
         if not self.reaped:
             try:
-                os.waitpid(self.pid, 0)
+                os.waitpid(self.launcher_pid or self.pid, 0)
             except ChildProcessError:
                 pass
             self.reaped = True
@@ -108,7 +114,8 @@ class Box:
                 os.close(fd)
             except OSError:
                 pass
-        _wipe(self.work_dir, remove=self.work_dir != "/tmp")
+        if self.settings.level != "bwrap":  # bubblewrap's /tmp vanishes with its namespaces
+            _wipe(self.work_dir, remove=self.work_dir != "/tmp")
 
 
 def _wipe(path: str, *, remove: bool) -> None:
@@ -136,21 +143,19 @@ def _describe(exc: BaseException) -> str:
 
 
 def _candidate(settings: Settings, work_dir: str, fds: tuple[int, int, int, int, int]) -> None:
-    """Body of the candidate process: seal the box, wait for the job, hand over to the harness."""
-    result_w = fds[3]
+    """Body of a forked candidate process: seal the box, wait for the job, hand over to the harness."""
     try:
         namespaces.die_with_parent()
         os.setsid()  # own process group: kill(0, ...) from the candidate reaches only its own run
         notes = []
         if settings.level == "namespaces" and settings.scope == "run" and not namespaces.mount_run_proc():
             notes.append("fresh /proc refused by the kernel; /proc hidden instead")
-        elif settings.level == "process":
+        elif settings.level == "process" and settings.uid is not None:
             namespaces.become_unprivileged(settings.uid)
         copies = [os.dup(fd) for fd in fds]
         for target, fd in enumerate(copies):
             os.dup2(fd, target)  # 0 stdin, 1 stdout, 2 stderr, 3 results, 4 job + acknowledgements
         os.closerange(5, 1 << 16)
-        result_w = 3
         os.chdir(work_dir)
         if work_dir != "/tmp":
             os.environ.update({"HOME": work_dir, "TMPDIR": work_dir})
@@ -158,6 +163,30 @@ def _candidate(settings: Settings, work_dir: str, fds: tuple[int, int, int, int,
             namespaces.drop_capabilities()
         if settings.seccomp_filter is not None:
             settings.seccomp_filter.install()
+    except BaseException as exc:
+        _setup_failed(fds[3], exc)
+    receive_and_run(settings.baseline_vm_bytes, notes)
+
+
+def boxed_main() -> None:
+    """Entry point of a candidate interpreter started fresh inside bubblewrap (isolation 'bwrap').
+
+    bubblewrap already made the namespaces and the read-only root; fds 0-4 are set up as for a
+    forked candidate. What is left: seccomp, then the job.
+    """
+    try:
+        harness.preload()
+        allow = json.loads(os.environ.pop("EFFIRL_ALLOW_SUBPROCESSES", "false"))
+        seccomp.build_filter(allow_subprocesses=allow).install()
+        baseline = _vm_size_bytes()
+    except BaseException as exc:
+        _setup_failed(3, exc)
+    receive_and_run(baseline, [])
+
+
+def receive_and_run(baseline_vm_bytes: int, notes: list[str]) -> None:
+    """Wait for the job on fd 4, apply its limits, run it; never returns."""
+    try:
         job_bytes = _read_frame(4)
         if job_bytes is None:
             os._exit(0)
@@ -166,7 +195,7 @@ def _candidate(settings: Settings, work_dir: str, fds: tuple[int, int, int, int,
         namespaces.apply_limits(
             namespaces.Limits(
                 cpu_s=limits["cpu_s"],
-                address_space_bytes=settings.baseline_vm_bytes + limits["memory_bytes"],
+                address_space_bytes=baseline_vm_bytes + limits["memory_bytes"],
                 file_size_bytes=limits["file_size_bytes"],
                 open_files=limits["open_files"],
                 threads=limits["threads"],
@@ -174,16 +203,28 @@ def _candidate(settings: Settings, work_dir: str, fds: tuple[int, int, int, int,
             )
         )
         for note in notes:
-            os.write(result_w, (json.dumps({"t": "note", "msg": note}) + "\n").encode())
+            os.write(3, (json.dumps({"t": "note", "msg": note}) + "\n").encode())
     except BaseException as exc:
-        try:
-            os.write(result_w, (json.dumps({"t": "setup_error", "msg": _describe(exc)}) + "\n").encode())
-        finally:
-            os._exit(70)
+        _setup_failed(3, exc)
     try:
         harness.run(job, limits["max_result_bytes"])
     finally:
         os._exit(71)
+
+
+def _setup_failed(fd: int, exc: BaseException) -> None:
+    try:
+        os.write(fd, (json.dumps({"t": "setup_error", "msg": _describe(exc)}) + "\n").encode())
+    finally:
+        os._exit(70)
+
+
+def _vm_size_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +277,7 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
     status = None
     if outcome != "done":
         _kill(pid)
-        _, status = os.waitpid(pid, 0)
+        _, status = os.waitpid(box.launcher_pid or pid, 0)
         box.reaped = True
     for fd in (box.out_r, box.err_r):
         if fd not in overflow:
@@ -262,7 +303,9 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def _on_records(box: Box, buffer: bytearray, records: list, marks: dict, counter: Any, deadline: float) -> bool:
+def _on_records(
+    box: Box, buffer: bytearray, records: list, marks: dict, counter: Any, deadline: float
+) -> bool:
     """Handle complete records; take the kernel's readings at start and done. True when done."""
     for record in _take_records(buffer, records):
         kind = record.get("t")
@@ -380,6 +423,36 @@ def _peak_rss_bytes(proc_fd: int, pid: int) -> int | None:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def _spawn_bwrap(command: tuple[str, ...], fds: tuple[int, ...]) -> tuple[int, int]:
+    """Start a fresh boxed interpreter with ``fds`` as its 0-4; returns (bwrap pid, candidate pid).
+
+    ``--as-pid-1`` makes the interpreter itself pid 1 of its namespace, and ``--info-fd`` tells us
+    its pid as we see it, so its CPU clock can be read exactly as for a forked candidate.
+    """
+    info_r, info_w = os.pipe()
+    launcher = os.fork()
+    if launcher == 0:
+        try:
+            namespaces.die_with_parent()
+            copies = [os.dup(fd) for fd in (*fds, info_w)]
+            for target, fd in enumerate(copies):
+                os.dup2(fd, target)
+            os.closerange(6, 1 << 16)
+            os.execv(command[0], [command[0], "--info-fd", "5", *command[1:]])
+        finally:
+            os._exit(127)
+    os.close(info_w)
+    info = b""
+    while b"}" not in info and (chunk := os.read(info_r, 4096)):
+        info += chunk
+    os.close(info_r)
+    try:
+        return launcher, int(json.loads(info)["child-pid"])
+    except (ValueError, KeyError) as exc:
+        os.waitpid(launcher, 0)
+        raise RuntimeError(f"bubblewrap did not start the candidate: {info[:200]!r}") from exc
 
 
 def _make_work_dir() -> str:

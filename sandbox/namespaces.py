@@ -100,14 +100,37 @@ def make_tree_read_only(path: str) -> None:
     _check(result, f"mount_setattr({path!r}, read-only, recursive)")
 
 
-def write_id_maps(inside: int, outside_uid: int, outside_gid: int) -> None:
-    """Map one uid/gid into the user namespace just created by this process."""
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{inside} {outside_uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{inside} {outside_gid} 1")
+SANDBOX_INSIDE_ID = 1000  # the uid/gid candidates see; mapped to an unprivileged id outside
+
+
+def write_id_maps(inside: int, outside_uid: int, outside_gid: int, proc_fd: int | None = None) -> None:
+    """Map one uid/gid into the user namespace just created by this process.
+
+    ``proc_fd``: an open directory of a /proc that shows this process (default: the mounted /proc).
+    """
+    entries = (
+        ("setgroups", "deny"),
+        ("uid_map", f"{inside} {outside_uid} 1"),
+        ("gid_map", f"{inside} {outside_gid} 1"),
+    )
+    for name, text in entries:
+        fd = os.open(
+            f"self/{name}" if proc_fd is not None else f"/proc/self/{name}", os.O_WRONLY, dir_fd=proc_fd
+        )
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+
+def enter_user_namespace(proc_fd: int | None = None) -> None:
+    """A private user namespace for this process, mapping SANDBOX_INSIDE_ID to our uid outside.
+
+    The caller keeps full capabilities inside it (to set up mounts) until it drops them.
+    """
+    uid, gid = os.geteuid(), os.getegid()
+    unshare(CLONE_NEWUSER)
+    write_id_maps(SANDBOX_INSIDE_ID, uid, gid, proc_fd)
 
 
 def die_with_parent() -> None:
@@ -253,9 +276,9 @@ SANDBOX_UID_BASE = 1_500_000_000  # unprivileged uids no account uses; one per w
 
 
 def enter_jail(
-    root: str, extra_paths: Iterable[str] = (), *, worker_namespaces: bool, work_dir_bytes: int, uid: int
+    root: str, extra_paths: Iterable[str] = (), *, worker_namespaces: bool, work_dir_bytes: int
 ) -> list[str]:
-    """Enter a fresh jail; when started as root, become the unprivileged ``uid`` afterwards.
+    """Enter a fresh jail (the caller drops root privileges afterwards, see :func:`become_unprivileged`).
 
     As root the jail's namespaces are made directly and privileges are dropped once it is built, so
     candidates never run as a uid that owns anything on the host; each worker gets its own uid so that
@@ -267,23 +290,24 @@ def enter_jail(
     (see :func:`start_reaper`).
     """
     flags = CLONE_NEWNS | (WORKER_NAMESPACES if worker_namespaces else 0)
-    as_root = os.geteuid() == 0
-    if as_root:
+    if running_as_real_root():
         unshare(flags)
     else:
-        outside_uid, outside_gid = os.geteuid(), os.getegid()
-        unshare(CLONE_NEWUSER | flags)
-        write_id_maps(0, outside_uid, outside_gid)
+        enter_user_namespace()
+        unshare(flags)
     notes = build_jail(root, extra_paths)
     if worker_namespaces:
         mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, _tmpfs_options(work_dir_bytes))
     return notes
 
 
+def running_as_real_root() -> bool:
+    """Root of the initial user namespace (not merely uid 0 inside a user namespace)."""
+    return os.geteuid() == 0 and _is_initial_user_namespace()
+
+
 def become_unprivileged(uid: int) -> None:
-    """Drop from real root to ``uid``/``uid`` with no groups (no-op when not root)."""
-    if os.geteuid() != 0 or not _is_initial_user_namespace():
-        return
+    """Drop from root to ``uid``/``uid`` with no groups; call only when :func:`running_as_real_root`."""
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
@@ -302,7 +326,7 @@ def _tmpfs_options(size_bytes: int) -> str:
     return f"size={max(64, size_bytes // 1024)}k,nr_inodes=1024,mode=1777"
 
 
-def start_reaper(uid: int) -> tuple[int, int, int]:
+def start_reaper(uid: int | None) -> tuple[int, int, int]:
     """Fork pid 1 of the worker's pid namespace; returns (pid, command fd, acknowledgement fd).
 
     It mounts a /proc showing only the namespace, then serves one command: on each byte received it
@@ -321,7 +345,8 @@ def start_reaper(uid: int) -> tuple[int, int, int]:
         os.close(command_w)
         os.close(ack_r)
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
-        become_unprivileged(uid)
+        if uid is not None:
+            become_unprivileged(uid)
         while os.read(command_r, 1):
             try:
                 os.kill(-1, signal.SIGKILL)
@@ -349,9 +374,8 @@ def enter_run_box(work_dir_bytes: int) -> None:
     The caller's next child becomes pid 1 of the new pid namespace: when it dies, the kernel kills
     every process left in that namespace, so nothing a candidate starts can outlive its run.
     """
-    uid, gid = os.getuid(), os.getgid()
-    unshare(RUN_NAMESPACES)
-    write_id_maps(0, uid, gid)
+    enter_user_namespace()
+    unshare(RUN_NAMESPACES & ~CLONE_NEWUSER)
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, _tmpfs_options(work_dir_bytes))
 
 

@@ -77,7 +77,9 @@ class Sandbox:
         if errors:
             for worker in self._workers:
                 worker.kill()
-            raise errors[0] if isinstance(errors[0], SandboxUnavailable) else SandboxUnavailable(str(errors[0]))
+            raise (
+                errors[0] if isinstance(errors[0], SandboxUnavailable) else SandboxUnavailable(str(errors[0]))
+            )
 
     @property
     def info(self) -> dict[str, Any]:
@@ -152,7 +154,12 @@ class Sandbox:
         return self.run(FunctionJob(code, entry_point, tests, None, timeout_s, repeats, want_outputs=True))
 
     def run_program(
-        self, code: str, tests: Sequence[ProgramTest], *, timeout_s: float | None = None, repeats: int | None = None
+        self,
+        code: str,
+        tests: Sequence[ProgramTest],
+        *,
+        timeout_s: float | None = None,
+        repeats: int | None = None,
     ) -> ExecutionResult:
         """Run ``code`` as a program on each test's stdin and compare its stdout."""
         return self.run(ProgramJob(code, tuple(tests), timeout_s, repeats))
@@ -198,7 +205,11 @@ class Sandbox:
         first = self._once(worker, payload, job.timeout_s)
         reports = [first]
         verdict = judge_function(
-            reports, job.tests, atol=job.atol, want_outputs=job.want_outputs, cost_aggregate=self.config.cost_aggregate
+            reports,
+            job.tests,
+            atol=job.atol,
+            want_outputs=job.want_outputs,
+            cost_aggregate=self.config.cost_aggregate,
         )
         repeats = job.repeats or self.config.repeats
         if repeats > 1 and verdict.status is Status.PASSED:

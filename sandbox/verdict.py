@@ -78,8 +78,16 @@ def _run_failure(report: dict[str, Any]) -> tuple[Status, str, str] | None:
         return Status.FAILED, "output_limit", "return values exceed the sandbox's max_result_bytes"
     if outcome == "exited":
         if not any(r.get("t") == "start" for r in records):
-            return Status.SANDBOX_ERROR, "sandbox", f"candidate process ended before starting ({report.get('exit')})"
-        return Status.RUNTIME_ERROR, "early_exit", f"the program ended before finishing its tests ({report.get('exit')})"
+            return (
+                Status.SANDBOX_ERROR,
+                "sandbox",
+                f"candidate process ended before starting ({report.get('exit')})",
+            )
+        return (
+            Status.RUNTIME_ERROR,
+            "early_exit",
+            f"the program ended before finishing its tests ({report.get('exit')})",
+        )
     return None
 
 
@@ -136,11 +144,23 @@ def judge_function(
     elif passed == total:
         status, kind, message = Status.PASSED, None, None
     elif saw_exception:
-        status, kind, message = Status.RUNTIME_ERROR, "exception", next(o.error for o in outcomes if not o.passed)
+        status, kind, message = (
+            Status.RUNTIME_ERROR,
+            "exception",
+            next(o.error for o in outcomes if not o.passed),
+        )
     else:
         status, kind, message = Status.FAILED, "wrong_output", f"{total - passed} of {total} tests failed"
     return _result(
-        reports, status, passed, total, outcomes, kind, message, cost_aggregate, outputs if want_outputs else None
+        reports,
+        status,
+        passed,
+        total,
+        outcomes,
+        kind,
+        message,
+        cost_aggregate,
+        outputs if want_outputs else None,
     )
 
 
@@ -243,8 +263,12 @@ def _sum_costs(reports: Sequence[dict[str, Any]]) -> Cost | None:
         cpu_ns=sum(c.cpu_ns for c in costs),
         wall_ns=sum(c.wall_ns for c in costs),
         peak_memory_bytes=max(c.peak_memory_bytes for c in costs),
-        instructions=None if any(c.instructions is None for c in costs) else sum(c.instructions for c in costs),
-        python_events=None if any(c.python_events is None for c in costs) else sum(c.python_events for c in costs),
+        instructions=None
+        if any(c.instructions is None for c in costs)
+        else sum(c.instructions for c in costs),
+        python_events=None
+        if any(c.python_events is None for c in costs)
+        else sum(c.python_events for c in costs),
     )
 
 

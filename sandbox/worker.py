@@ -18,11 +18,13 @@ from typing import Any
 
 from sandbox.config import SandboxConfig
 from sandbox.namespaces import ETC_PATHS, SANDBOX_UID_BASE, SYSTEM_PATHS, python_paths
+from sandbox.zygote import CANDIDATE_ENV
 from sandbox.zygote import HEADER as _HEADER
 
 log = logging.getLogger(__name__)
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _BOOT = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); from sandbox.zygote import main; main()"
+_BOOT_BOXED = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); from sandbox.monitor import boxed_main; boxed_main()"
 _START_TIMEOUT_S = 60.0
 
 
@@ -56,7 +58,11 @@ class Worker:
             "namespace_scope": self.config.namespace_scope,
             "uid": SANDBOX_UID_BASE + self.index,
         }
-        command = [*self._wrapper(), sys.executable, "-I", "-S", "-c", _BOOT, json.dumps(options)]
+        # The real interpreter, not a venv's symlink to it: the jail binds the Python install only.
+        python = os.path.realpath(sys.executable)
+        if self.config.isolation == "bwrap":
+            options["bwrap_command"] = self._bwrap_command()
+        command = [python, "-I", "-S", "-c", _BOOT, json.dumps(options)]
         try:
             self.process = subprocess.Popen(
                 command,
@@ -84,24 +90,40 @@ class Worker:
         self.hello = hello
         return hello
 
-    def _wrapper(self) -> list[str]:
-        if self.config.isolation != "bwrap":
-            return []
+    def _bwrap_command(self) -> list[str]:
+        """The bubblewrap command that starts one boxed candidate interpreter (isolation 'bwrap')."""
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise SandboxUnavailable(
                 "isolation 'bwrap' needs bubblewrap: install the Debian package `bubblewrap` "
                 "(scripts/setup.sh does this as root) or use isolation 'namespaces'"
             )
-        args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-        for path in (*SYSTEM_PATHS, *ETC_PATHS, *python_paths(), PACKAGE_PARENT + "/sandbox", *self.config.extra_paths):
+        args = [
+            bwrap,
+            "--unshare-all",
+            "--new-session",
+            "--die-with-parent",
+            "--as-pid-1",
+            "--cap-drop",
+            "ALL",
+        ]
+        for path in (
+            *SYSTEM_PATHS,
+            *ETC_PATHS,
+            *python_paths(),
+            PACKAGE_PARENT + "/sandbox",
+            *self.config.extra_paths,
+        ):
             if os.path.islink(path):
                 args += ["--symlink", os.readlink(path), path]
             elif os.path.exists(path):
                 args += ["--ro-bind", path, path]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
-        args += ["--setenv", "PYTHONHASHSEED", "0", "--"]
-        return args
+        environment = {**CANDIDATE_ENV, "PYTHONHASHSEED": "0"}
+        environment["EFFIRL_ALLOW_SUBPROCESSES"] = json.dumps(self.config.allow_subprocesses)
+        for key, value in environment.items():
+            args += ["--setenv", key, value]
+        return [*args, "--", os.path.realpath(sys.executable), "-I", "-S", "-c", _BOOT_BOXED]
 
     def execute(self, job: bytes, wall_s: float) -> dict[str, Any]:
         """Run one job; raises :class:`WorkerLost` (after restarting the server) if it dies or hangs."""

@@ -22,15 +22,16 @@ import time
 import traceback
 from typing import Any
 
-from sandbox import monitor, namespaces, seccomp
+from sandbox import harness, monitor, namespaces, seccomp
 
-PRELOADED = (
-    "abc array bisect builtins cmath collections collections.abc contextlib copy dataclasses datetime "
-    "decimal enum fractions functools hashlib heapq io itertools json math numbers operator random re "
-    "statistics string struct sys textwrap time types typing unicodedata"
-).split()
 HEADER = struct.Struct(">I")
-CANDIDATE_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "PYTHONUTF8": "1"}
+CANDIDATE_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "PYTHONUTF8": "1",
+}
 
 
 def write_frame(fd: int, data: bytes) -> None:
@@ -128,15 +129,15 @@ class Server:
         self.reaper: tuple[int, int, int] | None = None
 
     def prepare(self) -> dict[str, Any]:
-        for name in PRELOADED:
-            __import__(name)
+        harness.preload()
         options = self.options
+        real_root = namespaces.running_as_real_root()
         scope = options.get("namespace_scope", "worker")
         uid = int(options.get("uid", namespaces.SANDBOX_UID_BASE))
         work_dir_bytes = int(options.get("work_dir_bytes", 16 << 20))
         notes: list[str] = []
         seccomp_filter = None
-        if self.level in ("namespaces", "bwrap", "process"):
+        if self.level in ("namespaces", "process"):
             seccomp_filter = seccomp.build_filter(allow_subprocesses=options.get("allow_subprocesses", False))
             seccomp_filter.prepare()
         if self.level == "namespaces":
@@ -145,21 +146,25 @@ class Server:
                 options.get("extra_paths", ()),
                 worker_namespaces=scope == "worker",
                 work_dir_bytes=work_dir_bytes,
-                uid=uid,
             )
         # The host's view of /proc, kept open: the reaper is about to mount the worker's own over it.
         self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+        baseline_vm_bytes = _vm_size_bytes()
         if self.level == "namespaces" and scope == "worker":
-            self.reaper = namespaces.start_reaper(uid)
-        if self.level == "namespaces":
+            self.reaper = namespaces.start_reaper(uid if real_root else None)
+        if self.level == "namespaces" and real_root:
             namespaces.become_unprivileged(uid)
+            if scope == "worker":
+                # As root no user namespace was needed to build the jail; candidates still get one.
+                namespaces.enter_user_namespace(self.proc_fd)
         self.settings = monitor.Settings(
             level=self.level,
             scope=scope if self.level == "namespaces" else "worker",
             seccomp_filter=seccomp_filter,
-            baseline_vm_bytes=_vm_size_bytes(),
+            baseline_vm_bytes=baseline_vm_bytes,
             work_dir_bytes=work_dir_bytes,
-            uid=uid,
+            uid=uid if real_root else None,
+            bwrap_command=tuple(options.get("bwrap_command", ())),
         )
         os.environ.clear()
         os.environ.update(CANDIDATE_ENV)
@@ -200,7 +205,10 @@ class Server:
                 report = spare.run(job)
                 if not report:
                     elapsed = time.monotonic() - started
-                    failure = {"outcome": "sandbox_error", "msg": f"monitor died ({ended}) after {elapsed:.3f}s"}
+                    failure = {
+                        "outcome": "sandbox_error",
+                        "msg": f"monitor died ({ended}) after {elapsed:.3f}s",
+                    }
                     report = json.dumps(failure).encode()
             write_frame(1, report)
             spare.close()  # after answering: tearing the run down is off the critical path
