@@ -169,6 +169,11 @@ def _exec_module(channel: _Channel, code: Any, namespace: dict) -> bool:
 
 def _finish(channel: _Channel, counter: _EventCounter | None) -> None:
     events = counter.stop() if counter is not None else None
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # a candidate may have closed or replaced them
+            pass
     channel.record({"t": "done", "events": events})
     # Wait to be killed: the trusted side reads our CPU clock and memory high-water mark first.
     while True:

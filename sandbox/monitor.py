@@ -231,7 +231,7 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
     """Follow the candidate until it is done, dies, overflows or runs out of time."""
     limits = job["limits"]
     pid = box.pid
-    _feed_stdin(box.stdin_w, job.get("stdin") or "")
+    stdin = memoryview((job.get("stdin") or "").encode())
     counter = _HardwareCounter(pid) if job.get("instructions") else None
     deadline = time.monotonic() + limits["wall_s"]
     caps = {
@@ -247,6 +247,10 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
     for fd in caps:
         os.set_blocking(fd, False)
         selector.register(fd, selectors.EVENT_READ)
+    # stdin is fed from the same loop, so a candidate that writes before it has read all its input
+    # cannot deadlock against us.
+    os.set_blocking(box.stdin_w, False)
+    selector.register(box.stdin_w, selectors.EVENT_WRITE)
     outcome = "exited"
     while selector.get_map() and outcome == "exited":
         timeout = deadline - time.monotonic()
@@ -255,6 +259,9 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
             break
         for key, _ in selector.select(timeout):
             fd = key.fd
+            if fd == box.stdin_w:
+                stdin = _feed(selector, fd, stdin)
+                continue
             try:
                 chunk = os.read(fd, _STDIO_CHUNK)
             except BlockingIOError:
@@ -341,28 +348,18 @@ def _take_records(buffer: bytearray, records: list[dict[str, Any]]) -> list[dict
     return fresh
 
 
-def _feed_stdin(fd: int, text: str) -> None:
-    # Small inputs fit the pipe buffer; larger ones are written by a thread so the monitor's loop
-    # keeps reading the candidate's output meanwhile (no deadlock when both sides block).
-    data = text.encode()
-    if len(data) <= 32768:
-        if data:
-            os.write(fd, data)
+def _feed(selector: selectors.BaseSelector, fd: int, data: memoryview) -> memoryview:
+    """Write what the pipe takes now; close stdin when all is written or the reader is gone."""
+    try:
+        data = data[os.write(fd, data[:_STDIO_CHUNK]) :] if data else data
+    except BlockingIOError:
+        return data
+    except OSError:
+        data = data[:0]
+    if not data:
+        selector.unregister(fd)
         os.close(fd)
-        return
-    import threading
-
-    def feed() -> None:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    threading.Thread(target=feed, daemon=True).start()
+    return data
 
 
 def _drain(fd: int, buffer: bytearray, cap: int) -> None:

@@ -115,7 +115,7 @@ class Sandbox:
 
             label = progress if isinstance(progress, str) else "sandbox"
             with tqdm(total=len(futures), desc=label, unit="run") as bar:
-                for future in concurrent.futures.as_completed(futures):
+                for _ in concurrent.futures.as_completed(futures):
                     bar.update(1)
         return [f.result() for f in futures]
 
@@ -245,7 +245,8 @@ class Sandbox:
         if len(data) > self.config.max_input_bytes:
             raise JobError(
                 f"the job is {len(data)} bytes (code plus encoded test inputs), over the sandbox's "
-                f"max_input_bytes of {self.config.max_input_bytes}; send fewer or smaller inputs or raise the limit"
+                f"max_input_bytes of {self.config.max_input_bytes}; send fewer or smaller inputs "
+                "or raise the limit"
             )
         for attempt in range(2):
             try:

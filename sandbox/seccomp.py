@@ -1,7 +1,9 @@
 """A seccomp-BPF filter for candidate processes, assembled by hand (no libseccomp needed).
 
 The filter is a deny-list: syscalls that let a process escape or damage its box return EPERM (the
-candidate sees a PermissionError it can handle; nothing crashes), everything else is allowed. On top:
+candidate sees a PermissionError it can handle; nothing crashes), everything else is allowed. SysV and
+POSIX message/shared-memory objects are denied too: they would outlive a run in a worker's IPC
+namespace. On top:
 - ``socket`` only for AF_UNIX (no network even if the network namespace were missing),
 - ``clone`` only with CLONE_THREAD (threads yes, new processes no) unless subprocesses are allowed,
   ``fork``/``vfork`` likewise, and ``clone3`` answers ENOSYS so libc falls back to the checkable ``clone``,
@@ -44,7 +46,7 @@ DENIED = (
     "swapon", "swapoff", "acct", "quotactl", "syslog", "vhangup", "lookup_dcookie", "fanotify_init",
     "add_key", "request_key", "keyctl", "open_by_handle_at", "name_to_handle_at",
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname", "setdomainname",
-    "iopl", "ioperm",
+    "iopl", "ioperm", "shmget", "semget", "msgget", "mq_open",
 )  # fmt: skip
 
 _X86_64 = {
@@ -58,7 +60,8 @@ _X86_64 = {
     "lookup_dcookie": 212, "fanotify_init": 300, "add_key": 248, "request_key": 249, "keyctl": 250,
     "open_by_handle_at": 304, "name_to_handle_at": 303, "settimeofday": 164, "clock_settime": 227,
     "clock_adjtime": 305, "adjtimex": 159, "sethostname": 170, "setdomainname": 171, "iopl": 172,
-    "ioperm": 173, "socket": 41, "clone": 56, "clone3": 435, "fork": 57, "vfork": 58,
+    "ioperm": 173, "shmget": 29, "semget": 64, "msgget": 68, "mq_open": 240, "socket": 41, "clone": 56,
+    "clone3": 435, "fork": 57, "vfork": 58,
 }  # fmt: skip
 _AARCH64 = {
     "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_getfd": 438, "kcmp": 272,
@@ -71,7 +74,7 @@ _AARCH64 = {
     "lookup_dcookie": 18, "fanotify_init": 262, "add_key": 217, "request_key": 218, "keyctl": 219,
     "open_by_handle_at": 265, "name_to_handle_at": 264, "settimeofday": 170, "clock_settime": 112,
     "clock_adjtime": 266, "adjtimex": 171, "sethostname": 161, "setdomainname": 162,
-    "socket": 198, "clone": 220, "clone3": 435,
+    "shmget": 194, "semget": 190, "msgget": 186, "mq_open": 180, "socket": 198, "clone": 220, "clone3": 435,
 }  # fmt: skip
 # AUDIT_ARCH_* values: EM_* | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
 _ARCHES = {"x86_64": (0xC000003E, _X86_64), "aarch64": (0xC00000B7, _AARCH64)}

@@ -129,9 +129,7 @@ def judge_function(
             outputs.append(None)
             continue
         outputs.append(value)
-        if want_outputs:
-            outcomes.append(TestOutcome(True))
-        elif outputs_match(value, test.expected, atol):
+        if want_outputs or outputs_match(value, test.expected, atol):
             outcomes.append(TestOutcome(True))
         else:
             outcomes.append(TestOutcome(False, "wrong output"))

@@ -23,8 +23,9 @@ from sandbox.zygote import HEADER as _HEADER
 
 log = logging.getLogger(__name__)
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-_BOOT = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); from sandbox.zygote import main; main()"
-_BOOT_BOXED = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); from sandbox.monitor import boxed_main; boxed_main()"
+_PATH = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
+_BOOT = _PATH + "from sandbox.zygote import main; main()"
+_BOOT_BOXED = _PATH + "from sandbox.monitor import boxed_main; boxed_main()"
 _START_TIMEOUT_S = 60.0
 
 

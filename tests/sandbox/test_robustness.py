@@ -1,0 +1,113 @@
+"""The pool survives anything a candidate does, and the next run is unaffected."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from sandbox import FunctionTest, Sandbox, Status
+
+CHECK = [FunctionTest((2,), 4)]
+HEALTHY = "def f(x):\n    return x * 2\n"
+
+
+def function(body: str) -> str:
+    return "def f(x):\n" + textwrap.indent(textwrap.dedent(body).strip(), "    ") + "\n"
+
+
+def assert_next_run_works(box: Sandbox) -> None:
+    for _ in range(3):  # reaches both workers
+        result = box.run_function_tests(HEALTHY, "f", CHECK)
+        assert result.status is Status.PASSED, (result.error, result.stderr)
+    leftovers = box.call_function(
+        "import os\ndef f():\n    return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n",
+        "f",
+        [()],
+    )
+    assert len(leftovers.outputs[0]) <= 2, f"processes left behind: {leftovers.outputs[0]}"
+    assert box.call_function("import os\ndef f():\n    return os.listdir('/tmp')\n", "f", [()]).outputs == [
+        []
+    ]
+
+
+ATTACKS = {
+    "fork_bomb": ("import os\nwhile True:\n    os.fork()", {Status.RUNTIME_ERROR}),
+    "memory_bomb": (
+        "blocks = []\nwhile True:\n    blocks.append(bytearray(1 << 24))",
+        {Status.MEMORY_EXCEEDED},
+    ),
+    "infinite_loop": ("while True:\n    pass", {Status.TIMEOUT}),
+    "ignores_sigterm": (
+        "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass",
+        {Status.TIMEOUT},
+    ),
+    "huge_return_value": ("return 'x' * (64 << 20)", {Status.FAILED}),
+    "huge_stdout": ("import sys\nwhile True:\n    sys.stdout.write('y' * 65536)", {Status.RUNTIME_ERROR}),
+    "segfault": ("import ctypes\nctypes.string_at(0)", {Status.RUNTIME_ERROR}),
+    "kill_parent": ("import os\nos.kill(os.getppid(), 9)\nreturn x * 2", {Status.RUNTIME_ERROR}),
+    "kill_everything": (
+        "import os\ntry:\n    os.kill(-1, 9)\nexcept OSError:\n    pass\nreturn x * 2",
+        {Status.PASSED},
+    ),
+    "kill_own_group": ("import os\nos.killpg(0, 9)", {Status.RUNTIME_ERROR}),
+    "close_all_fds": ("import os\nos.closerange(0, 4096)\nreturn x * 2", {Status.RUNTIME_ERROR}),
+    "deep_recursion": ("def r(n):\n    return r(n + 1) + 1\nreturn r(0)", {Status.RUNTIME_ERROR}),
+    "deep_recursion_unlimited": (
+        "import sys\nsys.setrecursionlimit(10**8)\ndef r(n):\n    return r(n + 1) + 1\nreturn r(0)",
+        {Status.RUNTIME_ERROR, Status.TIMEOUT, Status.MEMORY_EXCEEDED},
+    ),
+    "writes_files": (
+        "open('/tmp/junk', 'wb').write(b'z' * (64 << 20))",
+        {Status.RUNTIME_ERROR},
+    ),
+    "thread_bomb": (
+        "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()",
+        {Status.RUNTIME_ERROR, Status.MEMORY_EXCEEDED},
+    ),
+    "huge_integer": ("return 10 ** (10 ** 9)", {Status.TIMEOUT, Status.MEMORY_EXCEEDED}),
+    "raises_base_exception": ("raise KeyboardInterrupt", {Status.RUNTIME_ERROR}),
+    "stops_itself": (
+        "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\nreturn x * 2",
+        {Status.TIMEOUT},
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_pool_survives(box, attack):
+    body, allowed = ATTACKS[attack]
+    result = box.run_function_tests(function(body), "f", CHECK, timeout_s=2.0)
+    assert result.status in allowed, (attack, result.status, result.error)
+    assert_next_run_works(box)
+
+
+@pytest.fixture(scope="module")
+def subprocess_box():
+    with Sandbox(workers=1, timeout_s=5.0, memory_mb=256, allow_subprocesses=True, max_threads=16) as sandbox:
+        yield sandbox
+
+
+def test_spawned_daemons_are_gone_after_the_run(subprocess_box):
+    daemon = function(
+        """
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(120)
+            os._exit(0)
+        os.wait()
+        return x * 2
+        """
+    )
+    result = subprocess_box.run_function_tests(daemon, "f", CHECK)
+    assert result.status is Status.PASSED
+    assert_next_run_works(subprocess_box)
+
+
+def test_fork_bomb_with_subprocesses_allowed_is_contained(subprocess_box):
+    bomb = function("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
+    result = subprocess_box.run_function_tests(bomb, "f", CHECK, timeout_s=1.0)
+    assert result.status is Status.TIMEOUT
+    assert_next_run_works(subprocess_box)
