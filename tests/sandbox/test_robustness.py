@@ -62,7 +62,8 @@ ATTACKS = {
         {Status.RUNTIME_ERROR},
     ),
     "thread_bomb": (
-        "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()",
+        "import threading, time\nwhile True:\n"
+        "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()",
         {Status.RUNTIME_ERROR, Status.MEMORY_EXCEEDED},
     ),
     "huge_integer": ("return 10 ** (10 ** 9)", {Status.TIMEOUT, Status.MEMORY_EXCEEDED}),
