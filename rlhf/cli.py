@@ -1,0 +1,341 @@
+"""The ``effirl`` command line.
+
+    effirl train RECIPE [key=value ...] [--resume]     RL-train a LoRA adapter
+    effirl sft RECIPE [key=value ...]                  supervised warm-up on reference solutions
+    effirl eval RECIPE [key=value ...] [--checkpoint]  pass@k and speedups of a model or checkpoint
+    effirl export CHECKPOINT --out DIR [--merge]       write an adapter or a merged model
+    effirl reward serve [--host] [--port] ...          the HTTP reward service
+    effirl config show [RECIPE] [key=value ...]        print the resolved config
+    effirl config docs [--out FILE]                    print the configuration reference
+
+Commands other than ``config`` live in their own modules and are imported only when run (see
+``ENTRY_POINTS``), so ``effirl config`` stays fast and works without the training stack.
+Exit codes: 0 success, 1 failure, 2 a usage or configuration error (reported on one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf.config import ConfigError, ExperimentConfig, dump_config, load_config
+from rlhf.config.docs import render_config_docs
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """Where a command's implementation lives and how the CLI calls it (``signature``)."""
+
+    module: str
+    function: str
+    signature: str
+
+
+# The one table of commands implemented outside this module; each is imported only when run.
+ENTRY_POINTS: dict[str, EntryPoint] = {
+    "train": EntryPoint("rlhf.train_cli", "train", "train(config: ExperimentConfig) -> int | None"),
+    "sft": EntryPoint("rlhf.train_cli", "sft", "sft(config: ExperimentConfig) -> int | None"),
+    "eval": EntryPoint(
+        "rlhf.evaluation",
+        "run_evaluation",
+        "run_evaluation(config: ExperimentConfig, *, checkpoint: str | None, out: str | None) -> int | None",
+    ),
+    "export": EntryPoint(
+        "rlhf.export",
+        "export_checkpoint",
+        "export_checkpoint(checkpoint: str, *, out: str, merge: bool, dtype: str) -> int | None",
+    ),
+    "reward serve": EntryPoint(
+        "rewards.service",
+        "serve",
+        "serve(*, host: str, port: int, workers: int | None, token: str | None) -> int | None",
+    ),
+}
+
+
+class CommandUnavailable(RuntimeError):
+    """A command whose implementation is not part of this installation."""
+
+
+def resolve_entry_point(command: str) -> Callable[..., Any]:
+    """The function implementing ``command`` (a key of ENTRY_POINTS), imported now.
+
+    Raises CommandUnavailable when its module or function does not exist. An ImportError raised
+    inside a module that does exist is a real bug and propagates.
+    """
+    entry = ENTRY_POINTS[command]
+    try:
+        found = importlib.util.find_spec(entry.module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise CommandUnavailable(
+            f"`effirl {command}` is not available in this build: module `{entry.module}` is not installed"
+        )
+    function = getattr(importlib.import_module(entry.module), entry.function, None)
+    if not callable(function):
+        raise CommandUnavailable(
+            f"`effirl {command}` is not available in this build: `{entry.module}` has no `{entry.function}`"
+        )
+    return function
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+    if extra:
+        # Overrides may follow options (`train r.yaml --resume a=1`); argparse leaves those over.
+        if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides.extend(extra)
+        else:
+            command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not hasattr(args, "run"):
+        command_parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"effirl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CommandUnavailable as exc:
+        print(f"effirl: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("effirl: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``effirl`` and all its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="effirl",
+        description="RL fine-tuning that teaches code LLMs to write code that is correct and efficient.",
+        epilog="Run `effirl COMMAND --help` for a command's options and `effirl config docs` for every "
+        "config key.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"effirl {_version()}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    train = _command(
+        commands,
+        "train",
+        "RL-train a LoRA adapter with a recipe",
+        "Train the policy's LoRA adapter with the algorithm, data and rewards of RECIPE.",
+        "effirl train recipes/quickstart.yaml\n"
+        "  effirl train recipes/grpo_humanevalplus.yaml train.steps=200 rollout.n_samples=8\n"
+        "  effirl train recipes/quickstart.yaml --resume",
+    )
+    _recipe_arguments(train, required=True)
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="resume from the newest checkpoint in the run's output_dir (same as resume=auto; "
+        "resume=PATH picks a checkpoint)",
+    )
+    train.set_defaults(run=_run_train)
+
+    sft = _command(
+        commands,
+        "sft",
+        "supervised warm-up on reference solutions",
+        "Fine-tune the LoRA adapter on the tasks' reference solutions (a warm start for RL; point "
+        "lora.adapter_path at its output).",
+        "effirl sft recipes/quickstart.yaml train.steps=50",
+    )
+    _recipe_arguments(sft, required=True)
+    sft.set_defaults(run=_run_sft)
+
+    evaluate = _command(
+        commands,
+        "eval",
+        "evaluate a model or checkpoint",
+        "Evaluate on the recipe's evaluation tasks (data.eval_dataset, data.eval_split): pass rates and "
+        "speedups over the reference solutions, sampled with rollout.eval_temperature.",
+        "effirl eval recipes/grpo_humanevalplus.yaml --checkpoint runs/grpo_humanevalplus/final\n"
+        "  effirl eval recipes/quickstart.yaml rollout.eval_n_samples=4 rollout.eval_temperature=0.8",
+    )
+    _recipe_arguments(evaluate, required=True)
+    evaluate.add_argument(
+        "--checkpoint", metavar="DIR", help="checkpoint whose adapter to evaluate (default: the base model)"
+    )
+    evaluate.add_argument("--out", metavar="FILE", help="also write the results as JSON to FILE")
+    evaluate.set_defaults(run=_run_eval)
+
+    export = _command(
+        commands,
+        "export",
+        "export a checkpoint's adapter or a merged model",
+        "Write a checkpoint's LoRA adapter as a standalone PEFT adapter, or with --merge the base model "
+        "with the adapter merged in, loadable by transformers and vLLM without effirl.",
+        "effirl export runs/quickstart/final --out exported/quickstart\n"
+        "  effirl export runs/quickstart/final --out exported/merged --merge --dtype bfloat16",
+    )
+    export.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="checkpoint directory written by `effirl train`"
+    )
+    export.add_argument("--out", metavar="DIR", required=True, help="directory to write (created if missing)")
+    export.add_argument("--merge", action="store_true", help="merge the adapter into the base weights")
+    export.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default="auto",
+        help="precision of the written weights (default: auto, the checkpoint's own)",
+    )
+    export.set_defaults(run=_run_export)
+
+    reward = _command(
+        commands, "reward", "the reward service", "Serve rewards over HTTP for other processes or machines."
+    )
+    reward_commands = reward.add_subparsers(title="commands", metavar="COMMAND")
+    serve = _command(
+        reward_commands,
+        "serve",
+        "serve rewards over HTTP",
+        "Score completions over HTTP with local sandbox workers; training runs use it through "
+        "reward.service_url. Bind to a non-local host only behind --token.",
+        "effirl reward serve --port 8000 --workers 8\n"
+        "  EFFIRL_REWARD_TOKEN=secret effirl reward serve --host 0.0.0.0",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--workers", type=int, default=None, help="sandbox worker processes (default: one per CPU core)"
+    )
+    serve.add_argument(
+        "--token",
+        default=os.environ.get("EFFIRL_REWARD_TOKEN"),
+        help="require this bearer token on every request (default: $EFFIRL_REWARD_TOKEN, else none)",
+    )
+    serve.set_defaults(run=_run_reward_serve)
+
+    config = _command(
+        commands, "config", "show resolved configs and the config reference", "Inspect configurations."
+    )
+    config_commands = config.add_subparsers(title="commands", metavar="COMMAND")
+    show = _command(
+        config_commands,
+        "show",
+        "print the resolved config of a recipe",
+        "Print the fully resolved config (recipe, its bases, defaults and overrides) as YAML; the output "
+        "is itself a recipe.",
+        "effirl config show recipes/smoke.yaml rollout.n_samples=3\n"
+        "  effirl config show train.steps=10        # the defaults with one override",
+    )
+    _recipe_arguments(show, required=False)
+    show.set_defaults(run=_run_config_show)
+    docs = _command(
+        config_commands,
+        "docs",
+        "print the configuration reference",
+        "Print the reference of every config key (the text of docs/config.md) as Markdown.",
+    )
+    docs.add_argument("--out", metavar="FILE", help="write to FILE instead of printing")
+    docs.set_defaults(run=_run_config_docs)
+    return parser
+
+
+def _command(
+    commands: Any, name: str, summary: str, description: str, examples: str | None = None
+) -> argparse.ArgumentParser:
+    command = commands.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description, width=88),
+        epilog=f"examples:\n  {examples}" if examples else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.set_defaults(command_parser=command)
+    return command
+
+
+def _recipe_arguments(command: argparse.ArgumentParser, *, required: bool) -> None:
+    command.add_argument(
+        "recipe",
+        metavar="RECIPE",
+        nargs=None if required else "?",
+        help="YAML recipe (see recipes/)" + ("" if required else "; leave out to start from the defaults"),
+    )
+    command.add_argument(
+        "overrides",
+        metavar="key=value",
+        nargs="*",
+        help="override a config key, e.g. rollout.n_samples=8 or lora.target_modules=[q_proj,v_proj]",
+    )
+
+
+def _config_of(args: argparse.Namespace, extra: Sequence[str] = ()) -> ExperimentConfig:
+    recipe, overrides = args.recipe, list(args.overrides)
+    if recipe is not None and "=" in recipe and not Path(recipe).exists():
+        recipe, overrides = None, [recipe, *overrides]
+    return load_config(recipe, [*overrides, *extra])
+
+
+def _exit_code(result: Any) -> int:
+    return EXIT_OK if result is None else int(result)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    config = _config_of(args, ["resume=auto"] if args.resume else [])
+    return _exit_code(resolve_entry_point("train")(config))
+
+
+def _run_sft(args: argparse.Namespace) -> int:
+    return _exit_code(resolve_entry_point("sft")(_config_of(args)))
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    config = _config_of(args)
+    return _exit_code(resolve_entry_point("eval")(config, checkpoint=args.checkpoint, out=args.out))
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    export = resolve_entry_point("export")
+    return _exit_code(export(args.checkpoint, out=args.out, merge=args.merge, dtype=args.dtype))
+
+
+def _run_reward_serve(args: argparse.Namespace) -> int:
+    if args.workers is not None and args.workers < 1:
+        args.command_parser.error(f"--workers must be at least 1, got {args.workers}")
+    serve = resolve_entry_point("reward serve")
+    return _exit_code(serve(host=args.host, port=args.port, workers=args.workers, token=args.token))
+
+
+def _run_config_show(args: argparse.Namespace) -> int:
+    sys.stdout.write(dump_config(_config_of(args)))
+    return EXIT_OK
+
+
+def _run_config_docs(args: argparse.Namespace) -> int:
+    text = render_config_docs()
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("effirl")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed as a package)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

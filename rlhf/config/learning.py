@@ -1,0 +1,149 @@
+"""Config sections for how the policy learns and where the work runs: algorithm, learner, placement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rlhf.config.schema import Section, setting
+
+AlgorithmName = Literal["grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "ppo"]
+
+# Algorithms whose baseline is computed from the other samples of the same prompt.
+GROUP_BASELINE_ALGORITHMS = ("grpo", "rloo", "reinforce_plus_plus_baseline")
+
+
+@dataclass
+class AlgorithmConfig(Section):
+    """The advantage estimator and the policy loss.
+
+    `grpo`: group-normalised outcome rewards. `rloo`: leave-one-out group baseline. `reinforce_plus_plus`:
+    batch-normalised returns with a per-token KL penalty. `reinforce_plus_plus_baseline`: the same with the
+    group mean subtracted first. `ppo`: a learned value function (a critic) with GAE.
+    """
+
+    section = "algorithm"
+
+    name: AlgorithmName = setting("grpo", "Advantage estimator and loss, looked up by name.")
+    normalize_std: bool = setting(
+        True, "Divide group-relative advantages by the group's standard deviation (GRPO); off is Dr. GRPO."
+    )
+    clip_low: float = setting(0.2, "PPO ratio clip below 1: the ratio is kept >= 1 - clip_low.")
+    clip_high: float = setting(
+        0.2,
+        "PPO ratio clip above 1: the ratio is kept <= 1 + clip_high; above clip_low is DAPO's clip-higher.",
+    )
+    loss_aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = setting(
+        "token-mean",
+        "How per-token losses become one number: `token-mean` (every token of the batch weighs the same), "
+        "`seq-mean-token-mean` (mean per sequence, then over sequences; the original GRPO), "
+        "`seq-mean-token-sum-norm` (sum per sequence divided by `rollout.max_new_tokens`; Dr. GRPO).",
+    )
+    filter_uniform_groups: bool = setting(
+        False,
+        "Drop groups whose samples all got the same reward (they have zero advantage and only dilute the "
+        "batch), as in DAPO's dynamic sampling.",
+    )
+    overlong_buffer: int = setting(
+        0,
+        "Soft overlong penalty (DAPO): completions longer than max_new_tokens - overlong_buffer lose reward "
+        "linearly, up to `overlong_penalty` at max_new_tokens. 0 disables.",
+    )
+    overlong_penalty: float = setting(1.0, "Largest overlong penalty, reached at `rollout.max_new_tokens`.")
+    kl_coef: float = setting(
+        0.0,
+        "Weight of the KL penalty towards the base model (the policy with the adapter turned off); "
+        "0 disables.",
+    )
+    kl_estimator: Literal["k1", "k3"] = setting(
+        "k3", "KL estimator: `k1` (log-ratio; unbiased, noisy) or `k3` (non-negative, lower variance)."
+    )
+    entropy_coef: float = setting(0.0, "Weight of the entropy bonus; 0 disables.")
+    gamma: float = setting(1.0, "Discount factor over completion tokens (PPO).")
+    lam: float = setting(0.95, "GAE lambda (PPO).")
+    ppo_epochs: int = setting(1, "Passes over each rollout batch; more than 1 reuses samples off-policy.")
+    value_clip: float = setting(0.2, "Clip range of value updates around the old values (PPO).")
+    critic_lr: float = setting(5e-5, "Learning rate of the critic (PPO).")
+
+    def check_values(self) -> None:
+        self.require_positive("clip_low", "clip_high", "ppo_epochs", "value_clip", "critic_lr")
+        self.require_range("clip_low", 0.0, 1.0, low_open=True, high_open=True)
+        self.require_non_negative("overlong_buffer", "overlong_penalty", "kl_coef", "entropy_coef")
+        self.require_range("gamma", 0.0, 1.0)
+        self.require_range("lam", 0.0, 1.0)
+
+
+@dataclass
+class TrainConfig(Section):
+    """The learner: optimiser, schedule, batching and precision."""
+
+    section = "train"
+
+    steps: int = setting(100, "RL steps (one rollout batch and its updates each).")
+    lr: float = setting(5e-5, "Peak learning rate of AdamW on the adapter.")
+    lr_schedule: Literal["constant", "linear", "cosine"] = setting(
+        "constant", "Learning-rate schedule after warm-up (`linear` and `cosine` decay to 0 at `steps`)."
+    )
+    warmup_steps: int = setting(0, "Steps of linear warm-up from 0 to `lr`.")
+    weight_decay: float = setting(0.0, "AdamW weight decay.")
+    max_grad_norm: float | None = setting(1.0, "Clip the gradient's global norm to this; null disables.")
+    micro_batch_tokens: int = setting(
+        4096,
+        "Token budget of one forward/backward pass (prompt plus completion tokens, padding included); "
+        "sequences are packed into micro-batches under it and gradients accumulate over them.",
+    )
+    mini_batches: int = setting(
+        1, "Optimiser steps per rollout batch: the batch is split into this many mini-batches."
+    )
+    seed: int = setting(0, "Seed of sampling, initialisation and anything else random in the learner.")
+    bf16: bool | None = setting(
+        None, "Autocast the learner's forward pass to bfloat16; null turns it on when training on a GPU."
+    )
+
+    def check_values(self) -> None:
+        self.require_positive("steps", "lr", "max_grad_norm", "micro_batch_tokens", "mini_batches")
+        self.require_non_negative("warmup_steps", "weight_decay")
+        if self.warmup_steps > self.steps:
+            self.fail("warmup_steps", f"must not exceed `train.steps` ({self.steps})")
+
+
+@dataclass
+class PlacementConfig(Section):
+    """Where rollout, reward and learner run, and how the adapter reaches the generators."""
+
+    section = "placement"
+
+    mode: Literal["in_process", "colocated", "split"] = setting(
+        "in_process",
+        "`in_process`: one process does everything (CPU and single-GPU runs). `colocated`: Ray workers "
+        "share the GPUs between rollout and learning. `split`: rollout workers and the learner hold "
+        "separate GPUs.",
+    )
+    async_rollout: bool = setting(
+        False,
+        "Generate step t+1 while the learner trains on step t (one step off-policy; the importance ratio "
+        "corrects for it).",
+    )
+    rollout_workers: int = setting(1, "Rollout workers (Ray actors) in `colocated` and `split` modes.")
+    num_gpus_per_worker: float | None = setting(
+        None,
+        "GPUs each rollout worker reserves from Ray (fractions share a GPU); null is 1 when the model's "
+        "device is a GPU and 0 on CPU.",
+    )
+    ray_address: str | None = setting(
+        None, "Ray cluster to join (`auto` or `ray://host:port`); null starts a local Ray instance."
+    )
+    sync: Literal["inplace", "object_store", "broadcast", "merged"] = setting(
+        "inplace",
+        "How the new adapter reaches the generators: `inplace` (they share the learner's model), "
+        "`object_store` (adapter tensors through Ray's object store), `broadcast` (a collective from the "
+        "learner to the workers), `merged` (the adapter is merged into a copy of the base weights).",
+    )
+
+    def check_values(self) -> None:
+        self.require_positive("rollout_workers")
+        self.require_non_negative("num_gpus_per_worker")
+        if self.mode == "in_process" and self.sync in ("object_store", "broadcast"):
+            self.fail("sync", "must be `inplace` or `merged` when `placement.mode` is `in_process`")
+        if self.mode != "in_process" and self.sync == "inplace":
+            self.fail("sync", f"cannot be `inplace` when `placement.mode` is `{self.mode}` (no shared model)")

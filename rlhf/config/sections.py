@@ -1,0 +1,244 @@
+"""Config sections for what is trained and on what: model, LoRA adapter, data, rollout, reward."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from rlhf.config.schema import Section, setting
+
+BUILTIN_PREFIX = "builtin:"
+TINY_PREFIX = "tiny:"
+_DEVICE = re.compile(r"auto|cpu|cuda|cuda:\d+")
+
+
+@dataclass
+class ModelConfig(Section):
+    """The policy's base model: where it comes from, its precision and where it runs.
+
+    `name_or_path` accepts a Hugging Face hub id (`Qwen/Qwen2.5-Coder-1.5B-Instruct`), a local model
+    directory, a `.gguf` file, `builtin:<name>` for a model shipped as a Python package
+    (`builtin:smollm2-135m-instruct`, the default), or `tiny:<architecture>` (`tiny:llama`) for a tiny
+    randomly initialised model built from a config, for tests and smoke runs that must not download.
+    """
+
+    section = "model"
+
+    name_or_path: str = setting(
+        "builtin:smollm2-135m-instruct",
+        "Hub id, local directory, `.gguf` file, `builtin:<name>` or `tiny:<architecture>`.",
+    )
+    revision: str | None = setting(
+        None, "Hub branch, tag or commit to load; null takes the default branch. Ignored for local paths."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
+        "auto",
+        "Precision the weights are loaded in. `auto` is bfloat16 on a GPU that supports it and float32 "
+        "on CPU.",
+    )
+    device: str = setting(
+        "auto",
+        "Where the policy runs: `auto` (the first GPU if there is one, else CPU), `cpu`, `cuda`, `cuda:N`.",
+    )
+    trust_remote_code: bool = setting(
+        False,
+        "Allow hub models that ship their own Python code to run it. Only enable for sources you trust.",
+    )
+    gradient_checkpointing: bool = setting(
+        False, "Recompute activations in the backward pass: less memory for about a third more compute."
+    )
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = setting(
+        "auto", "Attention kernel passed to transformers; `auto` lets transformers pick (usually `sdpa`)."
+    )
+
+    def check_values(self) -> None:
+        name = self.name_or_path.strip()
+        if not name:
+            self.fail("name_or_path", "must name a model")
+        for prefix in (BUILTIN_PREFIX, TINY_PREFIX):
+            if name.startswith(prefix) and not name[len(prefix) :]:
+                self.fail("name_or_path", f"needs a name after `{prefix}` (e.g. `{prefix}llama`)")
+        if not _DEVICE.fullmatch(self.device):
+            self.fail("device", "must be one of auto, cpu, cuda, cuda:N (N a GPU index)")
+
+
+@dataclass
+class LoraConfig(Section):
+    """The LoRA adapter: the only weights the learner updates and the only tensors weight sync moves."""
+
+    section = "lora"
+
+    rank: int = setting(16, "Rank r of the low-rank update matrices.")
+    alpha: float = setting(
+        32.0, "Scaling numerator: the update is scaled by alpha / r (alpha / sqrt(r) with rsLoRA)."
+    )
+    dropout: float = setting(
+        0.0,
+        "Dropout on the adapter input. Keep 0 for RL: dropout makes the learner's log-probs disagree with "
+        "the ones the rollout sampled with, which biases importance ratios.",
+    )
+    target_modules: Literal["all-linear"] | list[str] = setting(
+        "all-linear",
+        "Module names to adapt (e.g. `[q_proj, v_proj]`), or `all-linear` for every linear layer except "
+        "the output head.",
+    )
+    use_rslora: bool = setting(False, "Rank-stabilised LoRA: scale by alpha / sqrt(r) instead of alpha / r.")
+    adapter_path: str | None = setting(
+        None,
+        "Start from a saved adapter (a checkpoint or an `effirl sft` output) instead of a fresh one; "
+        "its rank and targets win over the keys above.",
+    )
+
+    def check_values(self) -> None:
+        self.require_positive("rank", "alpha")
+        self.require_range("dropout", 0.0, 1.0, high_open=True)
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            self.fail("target_modules", "must list at least one module name, or be `all-linear`")
+
+
+@dataclass
+class DataConfig(Section):
+    """Which tasks are trained on and evaluated on, and how they are drawn and rendered as prompts."""
+
+    section = "data"
+
+    dataset: str = setting(
+        "synthetic",
+        "Training tasks: a registered dataset (`synthetic`, `humanevalplus`, `mbppplus`, `humaneval`) "
+        "or the path of a JSONL file of tasks.",
+    )
+    split: str = setting("train", "Split of `dataset` to train on.")
+    eval_dataset: str | None = setting(
+        None, "Tasks to evaluate on (same forms as `dataset`); null uses `dataset`."
+    )
+    eval_split: str = setting("test", "Split of the evaluation dataset.")
+    limit: int | None = setting(
+        None, "Use only the first N training tasks (after the seeded shuffle); null uses all."
+    )
+    eval_limit: int | None = setting(None, "Evaluate on only the first N evaluation tasks; null uses all.")
+    prompts_per_step: int = setting(4, "Distinct tasks per step; each is sampled `rollout.n_samples` times.")
+    shuffle: bool = setting(True, "Shuffle the training tasks (with `seed`) before each pass over them.")
+    seed: int = setting(0, "Seed of the task order.")
+    prompt_style: Literal["chat", "chat_prefill", "raw"] = setting(
+        "chat_prefill",
+        "How a task becomes model input: `chat` applies the chat template; `chat_prefill` also opens the "
+        "assistant's answer with a Python code fence so even small models answer with code; `raw` feeds "
+        "the problem text as is (base models).",
+    )
+
+    def check_values(self) -> None:
+        for name in ("dataset", "split", "eval_split"):
+            if not getattr(self, name).strip():
+                self.fail(name, "must not be empty")
+        if self.eval_dataset is not None and not self.eval_dataset.strip():
+            self.fail("eval_dataset", "must not be empty (use null to evaluate on `dataset`)")
+        self.require_positive("limit", "eval_limit", "prompts_per_step")
+
+
+@dataclass
+class RolloutConfig(Section):
+    """How completions are sampled from the policy during training and evaluation."""
+
+    section = "rollout"
+
+    engine: Literal["generate", "fast", "auto"] = setting(
+        "auto",
+        "`generate` uses transformers' generate (reference, any model); `fast` uses the batched KV-cache "
+        "engine; `auto` picks `fast` when the model supports it.",
+    )
+    n_samples: int = setting(4, "Completions per prompt (the group size of GRPO/RLOO baselines).")
+    temperature: float = setting(
+        1.0, "Sampling temperature while training; the log-probs use the same temperature."
+    )
+    top_p: float = setting(
+        1.0, "Nucleus sampling: keep the smallest token set with this much probability; 1 disables."
+    )
+    top_k: int = setting(0, "Keep only the k most likely tokens; 0 disables.")
+    max_new_tokens: int = setting(256, "Longest completion; longer ones are cut and marked truncated.")
+    stop: list[str] = setting(
+        [],
+        "Extra strings that end a completion (EOS always does); the prompt style adds its own, e.g. "
+        "the closing code fence.",
+    )
+    batch_size: int | None = setting(
+        None, "Sequences generated at once; null generates the whole step (prompts x samples) in one batch."
+    )
+    eval_temperature: float = setting(0.0, "Sampling temperature during evaluation; 0 is greedy decoding.")
+    eval_n_samples: int = setting(
+        1,
+        "Completions per task during evaluation (pass@k needs k <= eval_n_samples); 1 with greedy decoding.",
+    )
+
+    def check_values(self) -> None:
+        self.require_positive("n_samples", "temperature", "max_new_tokens", "batch_size", "eval_n_samples")
+        self.require_range("top_p", 0.0, 1.0, low_open=True)
+        self.require_non_negative("top_k", "eval_temperature")
+        if any(s == "" for s in self.stop):
+            self.fail("stop", "must not contain an empty string")
+        if self.eval_temperature == 0 and self.eval_n_samples > 1:
+            self.fail(
+                "eval_n_samples",
+                "must be 1 when `rollout.eval_temperature` is 0 (greedy decoding repeats one completion)",
+            )
+
+
+@dataclass
+class RewardConfig(Section):
+    """How completions are scored: correctness, efficiency relative to a baseline, and penalties.
+
+    The reward of a completion is its correctness plus `efficiency_weight` times its efficiency score
+    (counted only when all tests pass) plus `format_weight` times its format score plus any penalty.
+    """
+
+    section = "reward"
+
+    correctness: Literal["binary", "fraction"] = setting(
+        "binary", "`binary`: 1 when every test passes, else 0. `fraction`: the fraction of tests passed."
+    )
+    efficiency_weight: float = setting(
+        0.5, "Weight of the efficiency score in the reward; 0 trains for correctness only."
+    )
+    efficiency_mode: Literal["reference", "group", "both", "none"] = setting(
+        "reference",
+        "Baseline a completion's cost is compared with: `reference` (the task's reference solution), "
+        "`group` (the median correct completion of the same prompt), `both` (their mean score), `none`.",
+    )
+    speedup_clip: float = setting(
+        4.0,
+        "Largest speedup over the baseline that earns more reward; speedups are log-scaled, so 2x over "
+        "1x earns as much as 4x over 2x. Must be > 1.",
+    )
+    cost_measure: Literal["cpu", "instructions", "python_events"] = setting(
+        "python_events",
+        "What a run costs: `cpu` (CPU seconds; noisy), `instructions` (hardware instruction counts; needs "
+        "perf counters), `python_events` (Python-level events counted by the tracer; deterministic).",
+    )
+    repeats: int = setting(1, "Measurements per completion; the median counts. Raise it for `cpu`.")
+    timeout_penalty: float = setting(-0.5, "Added to the reward when the completion times out (<= 0).")
+    syntax_error_penalty: float = setting(
+        -1.0, "Added to the reward when the completion does not parse (<= 0)."
+    )
+    missing_entry_point_penalty: float = setting(
+        -1.0, "Added to the reward when the completion does not define the function the tests call (<= 0)."
+    )
+    format_weight: float = setting(
+        0.0, "Weight of the format score (a single well-formed code block); 0 disables it."
+    )
+    workers: int | None = setting(None, "Sandbox processes scoring in parallel; null uses one per CPU core.")
+    timeout_s: float = setting(5.0, "Wall-clock limit for running one completion against all of its tests.")
+    memory_mb: int = setting(1024, "Memory limit of one sandboxed run, in MiB.")
+    service_url: str | None = setting(
+        None,
+        "Score through a running reward service (`effirl reward serve`) at this URL instead of local "
+        "sandbox workers, e.g. `http://10.0.0.5:8000`.",
+    )
+
+    def check_values(self) -> None:
+        self.require_non_negative("efficiency_weight", "format_weight")
+        if not self.speedup_clip > 1:
+            self.fail("speedup_clip", "must be > 1")
+        self.require_positive("repeats", "workers", "timeout_s", "memory_mb")
+        self.require_at_most_zero("timeout_penalty", "syntax_error_penalty", "missing_entry_point_penalty")
+        if self.service_url is not None and not re.match(r"https?://\S+$", self.service_url):
+            self.fail("service_url", "must be an http:// or https:// URL")

@@ -1,0 +1,204 @@
+"""The `effirl` command line: config commands, exit codes, and dispatch to the command modules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rlhf.cli import ENTRY_POINTS, EntryPoint, main
+from rlhf.config import load_config
+from rlhf.config.docs import render_config_docs
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = str(REPO / "recipes" / "smoke.yaml")
+
+# A real module standing in for the command implementations other packages provide: it records
+# each call so the tests can check what the CLI passes along.
+RECORDING_MODULE = """
+CALLS = []
+
+def _record(name, *args, **kwargs):
+    CALLS.append((name, args, kwargs))
+    return 0
+
+def train(config): return _record("train", config)
+def sft(config): return _record("sft", config)
+def run_evaluation(config, *, checkpoint, out): return _record("eval", config, checkpoint=checkpoint, out=out)
+def export_checkpoint(checkpoint, *, out, merge, dtype):
+    return _record("export", checkpoint, out=out, merge=merge, dtype=dtype)
+def serve(*, host, port, workers, token):
+    return _record("serve", host=host, port=port, workers=workers, token=token)
+"""
+
+
+@pytest.fixture
+def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Point every entry point at a freshly written recording module; yields that module."""
+    name = f"effirl_recorder_{os.getpid()}_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{name}.py").write_text(RECORDING_MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for command, entry in ENTRY_POINTS.items():
+        monkeypatch.setitem(ENTRY_POINTS, command, EntryPoint(name, entry.function, entry.signature))
+    module = __import__(name)
+    yield module
+    sys.modules.pop(name, None)
+
+
+def test_config_show_prints_the_resolved_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", SMOKE, "rollout.n_samples=3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["rollout"]["n_samples"] == 3
+    assert shown["model"]["name_or_path"] == "tiny:llama"
+    assert shown["run_name"] == "smoke"
+
+
+def test_config_show_as_a_real_process() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "rlhf.cli", "config", "show", "recipes/smoke.yaml", "rollout.n_samples=3"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["rollout"]["n_samples"] == 3
+
+
+def test_config_show_without_a_recipe_starts_from_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "train.steps=7"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["train"]["steps"] == 7
+    assert shown["model"]["name_or_path"] == "builtin:smollm2-135m-instruct"
+
+
+def test_config_error_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", SMOKE, "rollout.temprature=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err == "effirl: error: unknown key `rollout.temprature`; did you mean `rollout.temperature`?\n"
+
+
+def test_config_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("train:\n  steps: many\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "rlhf.cli", "train", str(recipe)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"effirl: error: `train.steps` expects int, got 'many' (str) (from {recipe})\n"
+
+
+def test_config_docs_prints_and_writes_the_reference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["config", "docs"]) == 0
+    assert capsys.readouterr().out == render_config_docs()
+    out = tmp_path / "config.md"
+    assert main(["config", "docs", "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == render_config_docs()
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().err
+    assert main(["config"]) == 2
+    with pytest.raises(SystemExit) as missing_recipe:
+        main(["train"])
+    assert missing_recipe.value.code == 2
+    with pytest.raises(SystemExit) as unknown_option:
+        main(["train", SMOKE, "--nope"])
+    assert unknown_option.value.code == 2
+    assert "unrecognized arguments: --nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["sft", "--help"],
+        ["eval", "--help"],
+        ["export", "--help"],
+        ["reward", "serve", "--help"],
+        ["config", "show", "--help"],
+        ["config", "docs", "--help"],
+    ],
+)
+def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0
+    assert "usage: effirl" in capsys.readouterr().out
+
+
+def test_missing_command_module_is_reported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(ENTRY_POINTS, "train", EntryPoint("rlhf.no_such_module", "train", ""))
+    assert main(["train", SMOKE]) == 1
+    assert capsys.readouterr().err == (
+        "effirl: error: `effirl train` is not available in this build: "
+        "module `rlhf.no_such_module` is not installed\n"
+    )
+    monkeypatch.setitem(ENTRY_POINTS, "export", EntryPoint("rlhf.config", "no_such_function", ""))
+    assert main(["export", "ckpt", "--out", "x"]) == 1
+    assert "`rlhf.config` has no `no_such_function`" in capsys.readouterr().err
+
+
+def test_config_is_checked_before_the_command_module_is_looked_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(ENTRY_POINTS, "train", EntryPoint("rlhf.no_such_module", "train", ""))
+    assert main(["train", SMOKE, "rollout.n_samples=zero"]) == 2
+    assert "`rollout.n_samples` expects int" in capsys.readouterr().err
+
+
+def test_import_errors_inside_a_command_module_are_not_hidden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "effirl_broken_command.py").write_text("import effirl_dependency_that_is_missing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(ENTRY_POINTS, "sft", EntryPoint("effirl_broken_command", "sft", ""))
+    with pytest.raises(ModuleNotFoundError, match="effirl_dependency_that_is_missing"):
+        main(["sft", SMOKE])
+
+
+def test_train_passes_the_resolved_config(recorder: Any) -> None:
+    assert main(["train", SMOKE, "train.steps=3", "--resume", "rollout.n_samples=5"]) == 0
+    [(name, (config,), _)] = recorder.CALLS
+    assert name == "train"
+    assert config == load_config(SMOKE, ["train.steps=3", "rollout.n_samples=5", "resume=auto"])
+    assert main(["train", SMOKE]) == 0
+    assert recorder.CALLS[-1][1][0].resume is None
+
+
+def test_other_commands_pass_their_arguments(recorder: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["sft", SMOKE, "train.steps=4"]) == 0
+    assert recorder.CALLS[-1][1][0].train.steps == 4
+    assert main(["eval", SMOKE, "--checkpoint", "runs/x/final", "--out", "r.json"]) == 0
+    assert recorder.CALLS[-1][2] == {"checkpoint": "runs/x/final", "out": "r.json"}
+    assert main(["export", "runs/x/final", "--out", "exported", "--merge", "--dtype", "bfloat16"]) == 0
+    assert recorder.CALLS[-1][1:] == (
+        ("runs/x/final",),
+        {"out": "exported", "merge": True, "dtype": "bfloat16"},
+    )
+    monkeypatch.setenv("EFFIRL_REWARD_TOKEN", "s3cret")
+    assert main(["reward", "serve", "--port", "9001", "--workers", "3"]) == 0
+    assert recorder.CALLS[-1][2] == {"host": "127.0.0.1", "port": 9001, "workers": 3, "token": "s3cret"}
+
+
+def test_a_command_returning_nonzero_sets_the_exit_code(recorder: Any) -> None:
+    recorder.train = lambda config: 3
+    assert main(["train", SMOKE]) == 3
