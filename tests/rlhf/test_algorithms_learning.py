@@ -144,6 +144,7 @@ def test_every_policy_loss_raises_the_reward_with_grpo(loss: str) -> None:
 
 @pytest.mark.parametrize("aggregation", AGGREGATION_MODES)
 def test_dapo_and_dr_grpo_settings_raise_the_reward(aggregation: str) -> None:
+    # DAPO: clip-higher with token-mean. Dr.GRPO: no std division with the constant-length sum.
     run = train(
         "grpo",
         steps=25,
