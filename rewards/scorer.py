@@ -1,0 +1,244 @@
+"""`RewardScorer`: score a batch of (task, completion) pairs with a :class:`sandbox.Sandbox`.
+
+For each pair: extract the code from the completion, turn the task's tests into a sandbox job, run
+all jobs of the batch in parallel (identical pairs once, through :class:`ExecutionCache`), measure each
+task's reference once, and shape the rewards (:func:`rewards.shaping.shape_rewards`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rewards.cache import ExecutionCache, ResultFuture, code_digest, task_fingerprint
+from rewards.settings import SHAPING_KEYS, RewardSettings
+from rewards.shaping import FormatSignals, Reward, shape_rewards
+from rewards.tasks import Task
+from sandbox.jobs import FunctionJob, Job, ProgramJob, ScriptJob
+from sandbox.types import Cost, ExecutionResult, Status
+
+log = logging.getLogger(__name__)
+
+
+class TaskError(ValueError):
+    """A task that cannot be scored as given (no tests, no entry point for function tests)."""
+
+
+def job_for(task: Task, code: str, *, timeout_s: float | None = None, repeats: int | None = None) -> Job:
+    """The sandbox job that checks ``code`` against ``task``'s tests.
+
+    Function tests win over program tests, which win over a test script (the weakest trust level).
+    """
+    if task.function_tests:
+        if not task.entry_point:
+            raise TaskError(f"task {task.id!r} has function tests but no entry_point; set the function name")
+        return FunctionJob(code, task.entry_point, tuple(task.function_tests), task.atol, timeout_s, repeats)
+    if task.program_tests:
+        return ProgramJob(code, tuple(task.program_tests), timeout_s, repeats)
+    if task.test_script:
+        return ScriptJob(code, task.test_script, task.entry_point, timeout_s)
+    raise TaskError(
+        f"task {task.id!r} has no function_tests, program_tests or test_script; "
+        "give it tests to score against"
+    )
+
+
+@dataclass
+class Planned:
+    """One sample on its way through the sandbox."""
+
+    task: Task
+    code: str
+    result: ResultFuture
+    cached: bool
+    reference: ResultFuture | None
+    signals: FormatSignals | None
+
+
+class RewardScorer:
+    """Scores completions for tasks; thread-safe, with a blocking and an asyncio API.
+
+    sandbox: runs the code (its config should come from ``settings.sandbox_config()`` so that it
+        counts what ``settings.cost_measure`` needs).
+    cache_size: distinct (task, normalised code) results kept; 0 runs every pair.
+    reference_cache_size: reference measurements kept (one per task).
+    completion_prefix: text the prompt already opened the answer with (e.g. a code fence) that the
+        model's completion continues; handed to code extraction.
+    """
+
+    def __init__(
+        self,
+        sandbox: Any,
+        settings: RewardSettings | None = None,
+        *,
+        cache_size: int = 4096,
+        reference_cache_size: int = 65536,
+        completion_prefix: str = "",
+    ) -> None:
+        self.sandbox = sandbox
+        self.settings = settings or RewardSettings()
+        self.completion_prefix = completion_prefix
+        self.cache = ExecutionCache(cache_size)
+        self.references = ExecutionCache(reference_cache_size)
+        self._check_measure()
+
+    def _check_measure(self) -> None:
+        config = getattr(self.sandbox, "config", None)
+        measure = self.settings.cost_measure
+        if config is None or self.settings.efficiency_weight == 0 or self.settings.efficiency_mode == "none":
+            return
+        if measure == "python_events" and not config.count_python_events:
+            raise ValueError(
+                "reward cost_measure 'python_events' needs a sandbox that counts them; build it with "
+                "SandboxConfig(count_python_events=True) (RewardSettings.sandbox_config() does)"
+            )
+        if measure == "instructions" and not config.count_instructions:
+            raise ValueError(
+                "reward cost_measure 'instructions' needs a sandbox that counts them; build it with "
+                "SandboxConfig(count_instructions=True) (RewardSettings.sandbox_config() does)"
+            )
+
+    # ------------------------------------------------------------------------------------- scoring
+
+    def score(
+        self,
+        tasks: Sequence[Task],
+        completions: Sequence[str],
+        group_ids: Sequence[Hashable] | None = None,
+        *,
+        extract: bool = True,
+        shaping: Mapping[str, Any] | None = None,
+    ) -> list[Reward]:
+        """Rewards for ``completions[i]`` answering ``tasks[i]``, in order; blocks until all have run.
+
+        group_ids[i] names the prompt sample i answers (for group-relative efficiency); None groups
+        by task id. With ``extract=False`` completions are taken as code as they are. ``shaping``
+        overrides shaping-only settings (``rewards.settings.SHAPING_KEYS``) for this call.
+        """
+        settings = self._settings_for(shaping)
+        plan = self.plan(tasks, completions, extract=extract, settings=settings)
+        results = [p.result.result() for p in plan]
+        references = [None if p.reference is None else reference_cost(p.reference.result()) for p in plan]
+        return self._shape(plan, results, references, group_ids, settings)
+
+    async def ascore(
+        self,
+        tasks: Sequence[Task],
+        completions: Sequence[str],
+        group_ids: Sequence[Hashable] | None = None,
+        *,
+        extract: bool = True,
+        shaping: Mapping[str, Any] | None = None,
+    ) -> list[Reward]:
+        """:meth:`score` for asyncio callers: waits without blocking the event loop."""
+        settings = self._settings_for(shaping)
+        plan = self.plan(tasks, completions, extract=extract, settings=settings)
+        results = await asyncio.gather(*(asyncio.wrap_future(p.result) for p in plan))
+        references = [
+            None if p.reference is None else reference_cost(await asyncio.wrap_future(p.reference))
+            for p in plan
+        ]
+        return self._shape(plan, list(results), references, group_ids, settings)
+
+    def plan(
+        self,
+        tasks: Sequence[Task],
+        completions: Sequence[str],
+        *,
+        extract: bool = True,
+        settings: RewardSettings | None = None,
+    ) -> list[Planned]:
+        """Extract, dedupe and submit every sample (and each task's reference) without waiting."""
+        if len(tasks) != len(completions):
+            raise ValueError(f"got {len(tasks)} tasks but {len(completions)} completions; pass one task each")
+        settings = settings or self.settings
+        fingerprints: dict[int, str] = {}
+        planned = []
+        for task, completion in zip(tasks, completions):
+            if not isinstance(completion, str):
+                raise TypeError(f"completions must be strings, got {type(completion).__name__}")
+            signals: FormatSignals | None = None
+            code = completion
+            if extract:
+                extracted = _extract(completion, task.entry_point, self.completion_prefix)
+                code, signals = extracted.code, extracted
+            fingerprint = fingerprints.get(id(task))
+            if fingerprint is None:
+                fingerprint = fingerprints[id(task)] = task_fingerprint(task)
+            job = job_for(task, code, timeout_s=settings.timeout_s, repeats=settings.repeats)
+            future, cached = self.cache.get_or_submit(
+                (fingerprint, code_digest(code), settings.repeats), lambda job=job: self.sandbox.submit(job)
+            )
+            reference = self.reference_result(task, fingerprint) if settings.uses_reference else None
+            planned.append(Planned(task, code, future, cached, reference, signals))
+        return planned
+
+    def reference_result(self, task: Task, fingerprint: str | None = None) -> ResultFuture | None:
+        """The (cached) run of ``task``'s first reference against its tests; None without one."""
+        if not task.reference:
+            return None
+        fingerprint = fingerprint or task_fingerprint(task)
+        job = job_for(task, task.reference, timeout_s=self.settings.timeout_s, repeats=self.settings.repeats)
+        future, _ = self.references.get_or_submit(
+            (fingerprint, code_digest(task.reference)), lambda: self.sandbox.submit(job)
+        )
+        return future
+
+    def seed_reference(self, task: Task, result: ExecutionResult) -> None:
+        """Record an already-measured reference run (e.g. the one that produced expected outputs)."""
+        if not task.reference:
+            raise ValueError(f"task {task.id!r} has no reference to record a measurement for")
+        done: ResultFuture = concurrent.futures.Future()
+        done.set_result(result)
+        self.references.get_or_submit((task_fingerprint(task), code_digest(task.reference)), lambda: done)
+
+    def _shape(
+        self,
+        plan: Sequence[Planned],
+        results: list[ExecutionResult],
+        references: list[Cost | None],
+        group_ids: Sequence[Hashable] | None,
+        settings: RewardSettings,
+    ) -> list[Reward]:
+        return shape_rewards(
+            results,
+            [p.task for p in plan],
+            group_ids,
+            settings,
+            reference_costs=references,
+            formats=[p.signals for p in plan],
+        )
+
+    def _settings_for(self, shaping: Mapping[str, Any] | None) -> RewardSettings:
+        if not shaping:
+            return self.settings
+        fixed = [key for key in shaping if key not in SHAPING_KEYS]
+        if fixed:
+            raise ValueError(
+                f"reward settings {', '.join(sorted(fixed))} decide how code runs and are fixed by the "
+                f"scorer; per-call settings may only change {', '.join(SHAPING_KEYS)}"
+            )
+        return self.settings.replace(**shaping)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {**dataclasses.asdict(self.cache.stats), "cached_entries": len(self.cache)}
+
+
+def reference_cost(result: ExecutionResult) -> Cost | None:
+    """A reference run's cost, or None (with a warning) when the reference itself did not pass."""
+    if result.status is Status.PASSED:
+        return result.cost
+    log.warning("reference solution did not pass its own tests (%s): %s", result.status.value, result.error)
+    return None
+
+
+def _extract(completion: str, entry_point: str | None, prefix: str) -> Any:
+    from rewards.extraction import extract_code
+
+    return extract_code(completion, entry_point=entry_point, prefix=prefix)

@@ -1,0 +1,141 @@
+"""RewardScorer on a real sandbox: jobs from tasks, caching, references, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rewards.cache import ExecutionCache, normalise_code, task_fingerprint
+from rewards.scorer import RewardScorer, TaskError, job_for
+from rewards.settings import RewardSettings
+from rewards.tasks import Task
+from sandbox.jobs import FunctionJob, ProgramJob, ScriptJob
+from sandbox.types import ExecutionResult, FunctionTest, ProgramTest, Status
+
+SQUARE = Task(
+    id="toy/square",
+    prompt="def square(x): ...",
+    entry_point="square",
+    function_tests=tuple(FunctionTest((i,), i * i) for i in range(5)),
+    references=("def square(x):\n    return sum(x for _ in range(x))\n",),
+)
+ECHO = Task(id="toy/echo", prompt="", program_tests=(ProgramTest("3\n", "6\n"), ProgramTest("5\n", "10\n")))
+SCRIPTED = Task(
+    id="toy/script", prompt="", entry_point="inc", test_script="def check(f):\n    assert f(1) == 2\n"
+)
+
+GOOD = "def square(x):\n    return x * x\n"
+GOOD_REFORMATTED = "# squares\ndef square(x):   \n\n    return x*x   # fast\n"
+WRONG = "def square(x):\n    return x + x\n"
+
+
+def test_normalise_code_ignores_comments_layout_and_trailing_space() -> None:
+    assert normalise_code(GOOD) == normalise_code(GOOD_REFORMATTED)
+    assert normalise_code(GOOD) != normalise_code(WRONG)
+    # unparsable code keeps its text, minus blank lines and trailing whitespace
+    assert normalise_code("def f(:  \n\n  pass\n") == "def f(:\n  pass"
+
+
+def test_task_fingerprint_tells_tests_apart() -> None:
+    other = Task(id=SQUARE.id, prompt="", entry_point="square", function_tests=(FunctionTest((9,), 81),))
+    assert task_fingerprint(SQUARE) == task_fingerprint(SQUARE)
+    assert task_fingerprint(SQUARE) != task_fingerprint(other)
+
+
+def test_job_for_picks_the_strongest_test_kind() -> None:
+    assert isinstance(job_for(SQUARE, GOOD), FunctionJob)
+    assert isinstance(job_for(ECHO, "print(1)"), ProgramJob)
+    assert isinstance(job_for(SCRIPTED, "def inc(x): return x + 1"), ScriptJob)
+    with pytest.raises(TaskError, match="no function_tests, program_tests or test_script"):
+        job_for(Task(id="empty", prompt=""), GOOD)
+    with pytest.raises(TaskError, match="no entry_point"):
+        job_for(Task(id="x", prompt="", function_tests=(FunctionTest((1,), 1),)), GOOD)
+
+
+def test_scores_function_program_and_script_tasks(box) -> None:
+    scorer = RewardScorer(box, RewardSettings(correctness="fraction"))
+    tasks = [SQUARE, SQUARE, ECHO, ECHO, SCRIPTED, SQUARE]
+    codes = [
+        GOOD,
+        WRONG,
+        "print(int(input()) * 2)",
+        "print(6)",
+        "def inc(x): return x + 1",
+        "def square(x) return x",
+    ]
+    rewards = scorer.score(tasks, codes, extract=False)
+    statuses = [r.evidence.status for r in rewards]
+    assert statuses == ["passed", "failed", "passed", "failed", "passed", "syntax_error"]
+    assert rewards[1].correctness == pytest.approx(2 / 5)  # 0 and 2 square to their doubles
+    assert rewards[3].correctness == pytest.approx(1 / 2)
+    assert rewards[5].penalty == -1.0
+    assert rewards[0].evidence.reference_cost is not None and rewards[0].evidence.speedup > 0
+    assert rewards[2].evidence.reference_cost is None  # no reference: no reference speedup
+
+
+def test_identical_pairs_execute_once(box) -> None:
+    scorer = RewardScorer(box, RewardSettings(efficiency_mode="none"))
+    before = box.executions
+    rewards = scorer.score([SQUARE] * 4, [GOOD, GOOD_REFORMATTED, GOOD, WRONG], extract=False)
+    assert [r.evidence.status for r in rewards] == ["passed", "passed", "passed", "failed"]
+    assert box.executions - before == 2
+    assert scorer.stats["hits"] == 2 and scorer.stats["misses"] == 2
+    # a later batch hits the cache as well
+    scorer.score([SQUARE], [GOOD], extract=False)
+    assert box.executions - before == 2
+
+
+def test_reference_is_measured_once_per_task(box) -> None:
+    scorer = RewardScorer(box, RewardSettings())
+    before = box.executions
+    first = scorer.score([SQUARE, SQUARE], [GOOD, WRONG], extract=False)
+    second = scorer.score([SQUARE], [WRONG + "\n# another\n"], extract=False)
+    assert box.executions - before == 3  # GOOD, WRONG and the reference; the rest are cache hits
+    assert first[0].evidence.reference_cost == second[0].evidence.reference_cost
+
+
+def test_sandbox_errors_are_not_cached() -> None:
+    cache = ExecutionCache(8)
+    import concurrent.futures
+
+    def done(status: Status) -> concurrent.futures.Future:
+        future = concurrent.futures.Future()
+        future.set_result(ExecutionResult(status))
+        return future
+
+    cache.get_or_submit("k", lambda: done(Status.SANDBOX_ERROR))
+    _, hit = cache.get_or_submit("k", lambda: done(Status.PASSED))
+    assert not hit
+    _, hit = cache.get_or_submit("k", lambda: done(Status.PASSED))
+    assert hit
+
+
+def test_cache_is_bounded() -> None:
+    import concurrent.futures
+
+    cache = ExecutionCache(2)
+    for key in "abc":
+        cache.get_or_submit(key, concurrent.futures.Future)
+    assert len(cache) == 2 and cache.stats.evictions == 1
+    _, hit = cache.get_or_submit("a", concurrent.futures.Future)
+    assert not hit
+
+
+def test_async_scoring_matches_sync(box) -> None:
+    scorer = RewardScorer(box, RewardSettings(efficiency_mode="none"), cache_size=0)
+    rewards = asyncio.run(scorer.ascore([SQUARE, SQUARE], [GOOD, WRONG], extract=False))
+    assert [r.value for r in rewards] == [1.0, 0.0]
+
+
+def test_per_call_shaping_and_fixed_keys(box) -> None:
+    scorer = RewardScorer(box, RewardSettings())
+    (reward,) = scorer.score([SQUARE], [WRONG], extract=False, shaping={"correctness": "fraction"})
+    assert reward.correctness == pytest.approx(2 / 5)
+    with pytest.raises(ValueError, match="timeout_s decide how code runs"):
+        scorer.score([SQUARE], [WRONG], extract=False, shaping={"timeout_s": 1.0})
+
+
+def test_cost_measure_needs_a_counting_sandbox(box) -> None:
+    with pytest.raises(ValueError, match="count_python_events=True"):
+        RewardScorer(box, RewardSettings(cost_measure="python_events"))
