@@ -138,10 +138,9 @@ class RewardScorer:
         """:meth:`score` for asyncio callers: waits without blocking the event loop."""
         settings = self._settings_for(shaping)
         plan = self.plan(tasks, completions, extract=extract, settings=settings)
-        results = await asyncio.gather(*(asyncio.wrap_future(p.result) for p in plan))
+        results = await asyncio.gather(*(wait_for_result(p.result) for p in plan))
         references = [
-            None if p.reference is None else reference_cost(await asyncio.wrap_future(p.reference))
-            for p in plan
+            None if p.reference is None else reference_cost(await wait_for_result(p.reference)) for p in plan
         ]
         return self._shape(plan, list(results), references, group_ids, settings)
 
@@ -174,28 +173,38 @@ class RewardScorer:
             future, cached = self.cache.get_or_submit(
                 (fingerprint, code_digest(code), settings.repeats), lambda job=job: self.sandbox.submit(job)
             )
-            reference = self.reference_result(task, fingerprint) if settings.uses_reference else None
+            reference = (
+                self.reference_result(task, fingerprint, settings.repeats)
+                if settings.uses_reference
+                else None
+            )
             planned.append(Planned(task, code, future, cached, reference, signals))
         return planned
 
-    def reference_result(self, task: Task, fingerprint: str | None = None) -> ResultFuture | None:
-        """The (cached) run of ``task``'s first reference against its tests; None without one."""
+    def reference_result(
+        self, task: Task, fingerprint: str | None = None, repeats: int | None = None
+    ) -> ResultFuture | None:
+        """The (cached) run of ``task``'s first reference against its tests; None without one.
+
+        The reference is measured with the same ``repeats`` as the candidates it is compared with:
+        the minimum or median of more runs would be biased low against them.
+        """
         if not task.reference:
             return None
-        fingerprint = fingerprint or task_fingerprint(task)
-        job = job_for(task, task.reference, timeout_s=self.settings.timeout_s, repeats=self.settings.repeats)
-        future, _ = self.references.get_or_submit(
-            (fingerprint, code_digest(task.reference)), lambda: self.sandbox.submit(job)
-        )
+        repeats = repeats or self.settings.repeats
+        job = job_for(task, task.reference, timeout_s=self.settings.timeout_s, repeats=repeats)
+        key = (fingerprint or task_fingerprint(task), code_digest(task.reference), repeats)
+        future, _ = self.references.get_or_submit(key, lambda: self.sandbox.submit(job))
         return future
 
-    def seed_reference(self, task: Task, result: ExecutionResult) -> None:
+    def seed_reference(self, task: Task, result: ExecutionResult, repeats: int | None = None) -> None:
         """Record an already-measured reference run (e.g. the one that produced expected outputs)."""
         if not task.reference:
             raise ValueError(f"task {task.id!r} has no reference to record a measurement for")
         done: ResultFuture = concurrent.futures.Future()
         done.set_result(result)
-        self.references.get_or_submit((task_fingerprint(task), code_digest(task.reference)), lambda: done)
+        key = (task_fingerprint(task), code_digest(task.reference), repeats or self.settings.repeats)
+        self.references.get_or_submit(key, lambda: done)
 
     def _shape(
         self,
@@ -236,6 +245,15 @@ def reference_cost(result: ExecutionResult) -> Cost | None:
         return result.cost
     log.warning("reference solution did not pass its own tests (%s): %s", result.status.value, result.error)
     return None
+
+
+async def wait_for_result(future: ResultFuture) -> ExecutionResult:
+    """Await a sandbox future from asyncio without letting a cancelled caller cancel it.
+
+    Futures are shared through the cache: a request that gives up must not cancel the run another
+    request is waiting for.
+    """
+    return await asyncio.shield(asyncio.wrap_future(future))
 
 
 def _extract(completion: str, entry_point: str | None, prefix: str) -> Any:

@@ -1,0 +1,400 @@
+"""`RewardService`: the HTTP reward service (aiohttp), in-process or as ``effirl reward serve``.
+
+Routes (docs/reward_service.md has the full API with examples):
+
+    POST /v1/evaluate   check code against tests given in the request
+    POST /v1/score      score model completions for tasks of a loaded dataset
+    POST /run_code      SandboxFusion-compatible program run
+    GET  /healthz       liveness and pool state (no token needed)
+    GET  /metrics       Prometheus text format
+
+The service process never executes candidate code: the sandbox's worker processes do, and they are
+started with an empty environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from rewards.scorer import RewardScorer, TaskError
+from rewards.service.admission import Admission
+from rewards.service.config import ServiceConfig
+from rewards.service.evaluate import Evaluator, score_items
+from rewards.service.metrics import Metrics
+from rewards.service.run_code import program_job, run_code_response
+from rewards.service.schema import RequestError, decode_json, parse_evaluate, parse_run_code, parse_score
+from rewards.tasks import Task
+from sandbox import Sandbox
+
+log = logging.getLogger(__name__)
+TaskSource = Callable[[str, "str | None"], Sequence[Task]]
+ROUTES = ("/v1/evaluate", "/v1/score", "/run_code", "/healthz", "/metrics")
+OPEN_ROUTES = ("/healthz",)
+
+
+def load_dataset(name: str, split: str | None) -> Sequence[Task]:
+    """The default task source: :func:`rewards.datasets.load_tasks`."""
+    from rewards.datasets import load_tasks
+
+    return load_tasks(name, split=split)
+
+
+class RewardService:
+    """The reward service. Start it on a running loop (:meth:`start`) or in a thread of its own
+    (:meth:`start_in_thread`, or ``with RewardService(...) as service:``); :attr:`url` says where.
+
+    sandbox: an existing pool to use (not closed by the service); None starts one from the config.
+    task_source: ``(dataset, split) -> tasks`` for ``/v1/score``; defaults to the dataset loaders.
+    """
+
+    def __init__(
+        self,
+        config: ServiceConfig | None = None,
+        *,
+        sandbox: Sandbox | None = None,
+        task_source: TaskSource | None = None,
+    ) -> None:
+        self.config = config or ServiceConfig()
+        self._owns_sandbox = sandbox is None
+        self.sandbox = sandbox if sandbox is not None else Sandbox(self.config.sandbox_config())
+        self.scorer = RewardScorer(self.sandbox, self.config.reward, cache_size=self.config.cache_size)
+        self.evaluator = Evaluator(self.scorer)
+        self.admission = Admission(self.config.queue_capacity)
+        self.metrics = Metrics()
+        self.task_source = task_source or load_dataset
+        self._datasets: dict[tuple[str, str | None], dict[str, Task]] = {}
+        self._loading: dict[tuple[str, str | None], asyncio.Future[dict[str, Task]]] = {}
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the service is not started; call start() or start_in_thread() first")
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        return f"http://{host}:{self.port}"
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._middleware])
+        app.router.add_post("/v1/evaluate", self._evaluate)
+        app.router.add_post("/v1/score", self._score)
+        app.router.add_post("/run_code", self._run_code)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def start(self) -> None:
+        """Listen on the configured host and port from the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=1024)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []  # aiohttp exposes no public accessor
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def start_in_thread(self) -> str:
+        """Run the service on an event loop in a daemon thread; returns its URL once it listens."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop())
+            loop.close()
+
+        self._thread = threading.Thread(target=main, name="effirl-reward-service", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+        return self.url
+
+    def close(self) -> None:
+        """Stop listening and, if the service started its own sandbox, stop the sandbox."""
+        if self._thread is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._owns_sandbox:
+            self.sandbox.close()
+
+    def __enter__(self) -> RewardService:
+        self.start_in_thread()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------ middleware
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = request.path if request.path in ROUTES else "other"
+        try:
+            self._authorise(request, route)
+            response = await handler(request)
+        except RequestError as exc:
+            response = error_response(exc.status, exc.message, exc)
+        except web.HTTPException as exc:
+            message = (
+                _too_large(None, self.config.max_body_bytes)
+                if exc.status == 413
+                else _http_message(exc, request)
+            )
+            response = error_response(exc.status, message, exc)
+        except Exception as exc:  # a bug on our side: say so, keep serving
+            log.exception("reward service failed on %s %s", request.method, request.path)
+            response = error_response(500, f"internal error in the reward service: {exc!r}", exc)
+        self.metrics.observe_request(route, response.status, time.perf_counter() - started)
+        return response
+
+    def _authorise(self, request: web.Request, route: str) -> None:
+        token = self.config.token
+        if token is None or route in OPEN_ROUTES:
+            return
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            self.metrics.count_rejection("unauthorised")
+            raise RequestError(
+                "this service requires a bearer token: send the header `Authorization: Bearer <token>` "
+                "with the token the service was started with (--token / $EFFIRL_REWARD_TOKEN)",
+                status=401,
+            )
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            self.metrics.count_rejection("unauthorised")
+            raise RequestError("the bearer token is wrong; use the token the service was started with", 401)
+
+    async def _json_body(self, request: web.Request) -> Any:
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            self.metrics.count_rejection("too_large")
+            raise RequestError(_too_large(request.content_length, limit), status=413)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self.metrics.count_rejection("too_large")
+            raise RequestError(_too_large(None, limit), status=413) from None
+        return decode_json(body)
+
+    def _admit(self, n: int) -> None:
+        if not self.admission.try_acquire(n):
+            self.metrics.count_rejection("queue_full")
+            retry = self.admission.retry_after_s()
+            raise RequestError(
+                f"the service is busy: {self.admission.in_flight} of {self.admission.capacity} queue slots "
+                f"are taken and this request needs {n}; retry after {retry} s",
+                status=503,
+                headers={"Retry-After": str(retry)},
+            )
+
+    def _hold(self, futures: Sequence[Any]) -> None:
+        """Release one admission slot per future when it finishes (None: at once)."""
+        for future in futures:
+            if future is None:
+                self.admission.release()
+            else:
+                future.add_done_callback(lambda _: self.admission.release())
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.config.request_timeout_s
+
+    # -------------------------------------------------------------------------------------- handlers
+
+    async def _evaluate(self, request: web.Request) -> web.Response:
+        parsed = parse_evaluate(
+            await self._json_body(request),
+            max_submissions=self.config.max_submissions,
+            max_repeats=self.config.max_repeats,
+        )
+        n = len(parsed.submissions)
+        self._admit(n)
+        holds: list[Any] = [None] * n
+        try:
+            results, holds = await self.evaluator.evaluate(
+                parsed.submissions, parsed.repeats, self._deadline(), self.config.request_timeout_s
+            )
+        finally:
+            self._hold(holds)
+        for result in results:
+            self.metrics.count_verdict(result["status"])
+        return json_response({"results": results})
+
+    async def _score(self, request: web.Request) -> web.Response:
+        parsed = parse_score(await self._json_body(request), max_items=self.config.max_submissions)
+        table = await self._dataset(parsed.dataset, parsed.split)
+        unknown = [item.task_id for item in parsed.items if item.task_id not in table]
+        if unknown:
+            known = ", ".join(sorted(table)[:3])
+            raise RequestError(
+                f"{len(unknown)} task_id(s) are not in dataset {parsed.dataset!r} (split {parsed.split!r}), "
+                f"e.g. {unknown[0]!r}; ids look like {known}"
+            )
+        try:
+            settings = self.scorer.settings.replace(**parsed.shaping)
+        except ValueError as exc:
+            raise RequestError(f"`settings`: {exc}") from None
+        tasks = [table[item.task_id] for item in parsed.items]
+        groups = [item.task_id if item.group is None else item.group for item in parsed.items]
+        self._admit(len(tasks))
+        holds: list[Any] = [None] * len(tasks)
+        try:
+            results, holds = await score_items(
+                self.scorer,
+                tasks,
+                [item.completion for item in parsed.items],
+                groups,
+                extract=parsed.extract,
+                settings=settings,
+                deadline=self._deadline(),
+                timeout_s=self.config.request_timeout_s,
+            )
+        except TaskError as exc:
+            raise RequestError(str(exc)) from None
+        finally:
+            self._hold(holds)
+        for result in results:
+            self.metrics.count_verdict(result["evidence"]["status"])
+        return json_response({"results": results})
+
+    async def _dataset(self, name: str, split: str | None) -> dict[str, Task]:
+        key = (name, split)
+        if key in self._datasets:
+            return self._datasets[key]
+        pending = self._loading.get(key)
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = self._loading[key] = loop.create_future()
+
+            def load() -> dict[str, Task]:
+                return {task.id: task for task in self.task_source(name, split)}
+
+            try:
+                table = await loop.run_in_executor(None, load)
+            except Exception as exc:
+                pending.set_exception(exc)
+                pending.exception()  # retrieved here; waiters re-raise it
+                del self._loading[key]
+                raise RequestError(f"dataset {name!r} (split {split!r}) could not be loaded: {exc}") from None
+            self._datasets[key] = table
+            del self._loading[key]
+            pending.set_result(table)
+            return table
+        try:
+            return await asyncio.shield(pending)
+        except Exception as exc:
+            raise RequestError(f"dataset {name!r} (split {split!r}) could not be loaded: {exc}") from None
+
+    async def _run_code(self, request: web.Request) -> web.Response:
+        parsed = parse_run_code(await self._json_body(request), max_timeout_s=self.config.max_run_timeout_s)
+        job = program_job(parsed, self.sandbox.config.timeout_s)
+        self._admit(1)
+        try:
+            future = self.sandbox.submit(job)
+        except BaseException:
+            self.admission.release()
+            raise
+        self._hold([future])
+        result = await asyncio.wrap_future(future)
+        self.metrics.count_verdict(result.status.value)
+        return json_response(run_code_response(result, job.timeout_s or self.sandbox.config.timeout_s))
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        info = self.sandbox.info
+        return json_response(
+            {
+                "status": "ok",
+                "isolation": info["isolation"],
+                "workers": info["workers"],
+                "queue": {"in_flight": self.admission.in_flight, "capacity": self.admission.capacity},
+                "auth": self.config.token is not None,
+            }
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        info = self.sandbox.info
+        stats = self.scorer.cache.stats
+        text = self.metrics.render(
+            gauges={
+                "effirl_queue_depth": (
+                    "Submissions accepted and not yet executed.",
+                    self.admission.in_flight,
+                ),
+                "effirl_queue_capacity": ("Most submissions the queue holds.", self.admission.capacity),
+                "effirl_sandbox_workers": ("Sandbox worker processes.", info["workers"]),
+                "effirl_cache_entries": ("Results held in the execution cache.", len(self.scorer.cache)),
+            },
+            counters={
+                "effirl_executions_total": ("Sandbox executions (repeats count).", info["executions"]),
+                "effirl_sandbox_restarts_total": ("Sandbox worker restarts.", info["restarts"]),
+                "effirl_cache_hits_total": ("Submissions answered from the cache.", stats.hits),
+                "effirl_cache_misses_total": ("Submissions that had to run.", stats.misses),
+                "effirl_accepted_total": ("Submissions admitted to the queue.", self.admission.accepted),
+            },
+        )
+        return web.Response(text=text, content_type="text/plain", charset="utf-8", headers=_PROMETHEUS)
+
+
+_PROMETHEUS = {"X-Content-Type-Options": "nosniff"}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    body = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return web.Response(text=body, status=status, content_type="application/json", headers=headers)
+
+
+def error_response(status: int, message: str, exc: BaseException | None = None) -> web.Response:
+    headers = dict(exc.headers) if isinstance(exc, RequestError) else {}
+    if isinstance(exc, web.HTTPException) and exc.status == 405:
+        headers["Allow"] = exc.headers.get("Allow", "")
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="effirl"'
+    return json_response({"error": message, "status": status}, status=status, headers=headers)
+
+
+def _too_large(size: int | None, limit: int) -> str:
+    got = f"{size} bytes" if size is not None else "more than that"
+    return (
+        f"the request body is {got}, over this service's limit of {limit} bytes; "
+        "send fewer submissions per request (or start the service with a larger max_body_bytes)"
+    )
+
+
+def _http_message(exc: web.HTTPException, request: web.Request) -> str:
+    if exc.status == 404:
+        return f"no route {request.path!r}; the service answers {', '.join(ROUTES)}"
+    if exc.status == 405:
+        allowed = exc.headers.get("Allow", "another method")
+        return f"{request.method} is not allowed on {request.path}; use {allowed}"
+    return exc.reason or f"HTTP {exc.status}"
