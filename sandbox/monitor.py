@@ -322,7 +322,11 @@ def _on_records(
             marks["start_wall"] = time.monotonic_ns()
             marks["start_instructions"] = counter.read() if counter is not None else None
             os.write(box.job_w, b"a")
-        elif kind == "done" and "start_cpu" in marks:
+        elif kind == "done" and "start_cpu" not in marks:
+            # Done before any candidate code ran (e.g. a syntax error): nothing to measure, and the
+            # candidate now waits to be stopped rather than for an acknowledgement.
+            return True
+        elif kind == "done":
             marks["end_wall"] = time.monotonic_ns()
             _wait_until_blocked(box.pid, box.proc_fd, deadline)
             marks["end_cpu"] = _cpu_clock_ns(box.pid)
