@@ -1,0 +1,180 @@
+"""`RayRewardPool`: reward scoring spread over Ray actors, each with its own sandbox and scorer.
+
+For training runs whose rollouts outgrow one machine's sandbox: every actor owns a
+:class:`sandbox.Sandbox` (``workers_per_actor`` fork servers) and a :class:`RewardScorer` with its own
+cache. A batch is split by group so that the samples of one prompt land on one actor (group-relative
+efficiency compares them with each other), groups balanced by size. Ray is imported only here, when
+a pool is built.
+
+    ray.init()
+    pool = RayRewardPool(settings, actors=4, workers_per_actor=8)
+    rewards = pool.score(tasks, completions, group_ids)
+    pool.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from rewards.settings import RewardSettings
+from rewards.shaping import Reward
+from rewards.tasks import Task
+
+
+class RewardActor:
+    """What runs inside each Ray actor: a sandbox and a scorer (plain class; the pool wraps it)."""
+
+    def __init__(self, settings: dict[str, Any], sandbox_overrides: dict[str, Any], cache_size: int) -> None:
+        from rewards.scorer import RewardScorer
+        from sandbox import Sandbox
+
+        reward_settings = RewardSettings.from_mapping(settings)
+        self.sandbox = Sandbox(reward_settings.sandbox_config(**sandbox_overrides))
+        self.scorer = RewardScorer(self.sandbox, reward_settings, cache_size=cache_size)
+
+    def score(
+        self, tasks: list[Task], completions: list[str], group_ids: list[Hashable], extract: bool
+    ) -> list[Reward]:
+        return self.scorer.score(tasks, completions, group_ids, extract=extract)
+
+    def info(self) -> dict[str, Any]:
+        import os
+
+        return {"pid": os.getpid(), **self.sandbox.info, **self.scorer.stats}
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+
+def shard_by_group(group_ids: Sequence[Hashable], shards: int) -> list[list[int]]:
+    """Sample indices per shard: whole groups, largest first onto the least loaded shard."""
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for index, group in enumerate(group_ids):
+        members[group].append(index)
+    load = [(0, shard) for shard in range(shards)]
+    out: list[list[int]] = [[] for _ in range(shards)]
+    for indices in sorted(members.values(), key=len, reverse=True):
+        size, shard = heapq.heappop(load)
+        out[shard].extend(indices)
+        heapq.heappush(load, (size + len(indices), shard))
+    return [sorted(indices) for indices in out]
+
+
+class RayRewardPool:
+    """A pool of Ray reward actors with the :class:`RewardScorer` scoring API.
+
+    settings: reward settings every actor scores with.
+    actors: number of actors. workers_per_actor: sandbox fork servers per actor (and the CPUs each
+        actor asks Ray for, unless ``actor_options`` says otherwise).
+    actor_options: passed to ``.options()`` of each actor (resources, scheduling strategy, ...).
+    sandbox_overrides: further :class:`SandboxConfig` fields for each actor's sandbox.
+    """
+
+    def __init__(
+        self,
+        settings: RewardSettings | None = None,
+        *,
+        actors: int = 2,
+        workers_per_actor: int = 1,
+        actor_options: dict[str, Any] | None = None,
+        sandbox_overrides: dict[str, Any] | None = None,
+        cache_size: int = 4096,
+    ) -> None:
+        try:
+            import ray
+        except ImportError as exc:  # pragma: no cover - ray is a dependency, but may be left out
+            raise ImportError("RayRewardPool needs Ray: pip install 'ray[default]'") from exc
+        if actors < 1 or workers_per_actor < 1:
+            raise ValueError(
+                f"actors and workers_per_actor must be >= 1, got {actors} and {workers_per_actor}"
+            )
+        self.settings = settings or RewardSettings()
+        options = {"num_cpus": workers_per_actor, **(actor_options or {})}
+        remote = ray.remote(RewardActor).options(**options)
+        overrides = {"workers": workers_per_actor, **(sandbox_overrides or {})}
+        self._ray = ray
+        self.actors = [
+            remote.remote(dataclasses.asdict(self.settings), overrides, cache_size) for _ in range(actors)
+        ]
+        # Fail here, with the actor's own error, if a sandbox cannot start on the cluster.
+        ray.get([actor.info.remote() for actor in self.actors])
+
+    def _submit(
+        self,
+        tasks: Sequence[Task],
+        completions: Sequence[str],
+        group_ids: Sequence[Hashable] | None,
+        extract: bool,
+    ) -> tuple[list[list[int]], list[Any]]:
+        if len(tasks) != len(completions):
+            raise ValueError(f"got {len(tasks)} tasks but {len(completions)} completions; pass one task each")
+        groups = list(group_ids) if group_ids is not None else [task.id for task in tasks]
+        shards = [s for s in shard_by_group(groups, len(self.actors)) if s]
+        refs = [
+            actor.score.remote(
+                [tasks[i] for i in shard],
+                [completions[i] for i in shard],
+                [groups[i] for i in shard],
+                extract,
+            )
+            for actor, shard in zip(self.actors, shards)
+        ]
+        return shards, refs
+
+    @staticmethod
+    def _merge(count: int, shards: list[list[int]], parts: list[list[Reward]]) -> list[Reward]:
+        out: list[Reward | None] = [None] * count
+        for shard, rewards in zip(shards, parts):
+            for index, reward in zip(shard, rewards):
+                out[index] = reward
+        return out  # type: ignore[return-value]
+
+    def score(
+        self,
+        tasks: Sequence[Task],
+        completions: Sequence[str],
+        group_ids: Sequence[Hashable] | None = None,
+        *,
+        extract: bool = True,
+    ) -> list[Reward]:
+        """Rewards in order, as :meth:`RewardScorer.score` gives them; blocks until all actors answer."""
+        shards, refs = self._submit(tasks, completions, group_ids, extract)
+        return self._merge(len(tasks), shards, self._ray.get(refs))
+
+    async def ascore(
+        self,
+        tasks: Sequence[Task],
+        completions: Sequence[str],
+        group_ids: Sequence[Hashable] | None = None,
+        *,
+        extract: bool = True,
+    ) -> list[Reward]:
+        shards, refs = self._submit(tasks, completions, group_ids, extract)
+        parts = await asyncio.gather(*refs)
+        return self._merge(len(tasks), shards, list(parts))
+
+    def info(self) -> list[dict[str, Any]]:
+        """Per actor: its pid, sandbox state and cache counters."""
+        return self._ray.get([actor.info.remote() for actor in self.actors])
+
+    def close(self) -> None:
+        """Stop every actor's sandbox and the actors."""
+        if not self.actors:
+            return
+        try:
+            self._ray.get([actor.close.remote() for actor in self.actors], timeout=60)
+        finally:
+            for actor in self.actors:
+                self._ray.kill(actor)
+            self.actors = []
+
+    def __enter__(self) -> RayRewardPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,175 @@
+"""`TrlReward`: effirl rewards as a reward function for TRL's ``GRPOTrainer``.
+
+TRL calls each reward function with keyword arguments: ``prompts``, ``completions``,
+``completion_ids``, every other dataset column (one value per completion), ``trainer_state``,
+``log_metric`` and ``log_extra``; it wants one float per completion back. ::
+
+    from trl import GRPOConfig, GRPOTrainer
+    reward = TrlReward(RewardScorer(sandbox, settings), tasks)      # tasks: id -> Task
+    dataset = Dataset.from_list(trl_rows(tasks.values()))           # columns: prompt, task_id
+    GRPOTrainer(model, reward_funcs=[reward], args=GRPOConfig(...), train_dataset=dataset).train()
+
+A row names its task by a ``task_id`` column (looked up in the tasks given), or carries the task itself
+in ``entry_point`` and ``tests`` columns (``tests`` as a list of ``{"input": [...], "expected": ...}``
+or that list as tagged JSON text; optional ``reference`` and ``atol`` columns), the schema of the
+service's ``/v1/evaluate`` submissions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from rewards.shaping import Reward
+from rewards.tasks import Task
+from sandbox import codec
+from sandbox.types import FunctionTest
+
+PARTS = ("correctness", "efficiency", "format", "penalty")
+
+
+class BatchScorer(Protocol):
+    """What :class:`TrlReward` scores with: ``RewardScorer``, ``RayRewardPool`` or ``RemoteScorer``."""
+
+    def score(
+        self, tasks: Sequence[Task], completions: Sequence[str], group_ids: Sequence[Hashable] | None = None
+    ) -> list[Reward]: ...
+
+
+class TrlReward:
+    """A callable with TRL's reward-function signature, scoring with an effirl scorer.
+
+    scorer: anything with ``score(tasks, completions, group_ids) -> list[Reward]``.
+    tasks: the tasks ``task_id`` columns refer to (a mapping id -> Task, or Tasks); None when rows
+        carry their tasks inline.
+    task_id_column: name of the column holding task ids.
+    name: how TRL labels this reward in its logs (``rewards/<name>/mean``).
+
+    Each call logs the mean of every reward part (``effirl/correctness`` ...) through TRL's
+    ``log_metric`` and each completion's verdict as the ``effirl_status`` column through ``log_extra``.
+    Completions of the same prompt (and task) form one group for group-relative efficiency.
+    """
+
+    def __init__(
+        self,
+        scorer: BatchScorer,
+        tasks: Mapping[str, Task] | Iterable[Task] | None = None,
+        *,
+        task_id_column: str = "task_id",
+        name: str = "effirl_reward",
+    ) -> None:
+        self.scorer = scorer
+        if tasks is None:
+            self.tasks: dict[str, Task] = {}
+        elif isinstance(tasks, Mapping):
+            self.tasks = dict(tasks)
+        else:
+            self.tasks = {task.id: task for task in tasks}
+        self.task_id_column = task_id_column
+        self.__name__ = name
+        self.last_rewards: list[Reward] = []
+
+    def __call__(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Sequence[int]] | None = None,
+        *,
+        trainer_state: Any = None,
+        log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list[Any]], None] | None = None,
+        **columns: Any,
+    ) -> list[float]:
+        if len(prompts) != len(completions):
+            raise ValueError(
+                f"got {len(prompts)} prompts but {len(completions)} completions; TRL passes one each"
+            )
+        tasks = [self._task_of(i, columns) for i in range(len(completions))]
+        texts = [completion_text(c) for c in completions]
+        groups = group_ids(prompts, tasks)
+        rewards = self.scorer.score(tasks, texts, groups)
+        self.last_rewards = rewards
+        if log_metric is not None and rewards:
+            for part in PARTS:
+                log_metric(f"effirl/{part}", sum(getattr(r, part) for r in rewards) / len(rewards))
+            log_metric("effirl/pass_rate", sum(r.evidence.status == "passed" for r in rewards) / len(rewards))
+        if log_extra is not None:
+            log_extra("effirl_status", [r.evidence.status for r in rewards])
+        return [float(r.value) for r in rewards]
+
+    def _task_of(self, index: int, columns: Mapping[str, Sequence[Any]]) -> Task:
+        if self.task_id_column in columns:
+            ident = columns[self.task_id_column][index]
+            task = self.tasks.get(ident)
+            if task is None:
+                raise KeyError(
+                    f"row {index}: {self.task_id_column} {ident!r} is not among the {len(self.tasks)} tasks "
+                    "given to TrlReward; pass the tasks the dataset was built from"
+                )
+            return task
+        if "entry_point" in columns and "tests" in columns:
+            return task_from_columns({key: values[index] for key, values in columns.items()})
+        raise KeyError(
+            f"rows need a `{self.task_id_column}` column (with tasks given to TrlReward) or "
+            f"`entry_point` and `tests` columns; this dataset has {sorted(columns)}"
+        )
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a completion: a string, or the last message of a conversational completion."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content", "")
+        if isinstance(content, list):  # multimodal content parts
+            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return str(content)
+    raise TypeError(f"a completion must be text or a list of messages, got {type(completion).__name__}")
+
+
+def group_ids(prompts: Sequence[Any], tasks: Sequence[Task]) -> list[int]:
+    """Completions with the same prompt and task share a group id (TRL repeats each prompt in a row)."""
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for prompt, task in zip(prompts, tasks):
+        key = (
+            task.id,
+            prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str),
+        )
+        out.append(seen.setdefault(key, len(seen)))
+    return out
+
+
+def task_from_columns(row: Mapping[str, Any]) -> Task:
+    """A task from a row's ``entry_point``, ``tests`` and optional ``reference``/``atol``/``task_id``."""
+    tests = row["tests"]
+    tests = codec.loads(tests) if isinstance(tests, str) else codec.from_jsonable(tests)
+    if not isinstance(tests, list) or not tests:
+        raise ValueError("the `tests` column must hold a non-empty list of {'input': [...], 'expected': ...}")
+    function_tests = []
+    for index, test in enumerate(tests):
+        if not isinstance(test, dict) or "input" not in test or "expected" not in test:
+            raise ValueError(f"test {index} of the `tests` column needs `input` and `expected`, got {test!r}")
+        function_tests.append(FunctionTest(tuple(test["input"]), test["expected"]))
+    reference = row.get("reference")
+    ident = (
+        row.get("task_id")
+        or "inline/"
+        + hashlib.blake2b(codec.dumps([row["entry_point"], tests]).encode(), digest_size=8).hexdigest()
+    )
+    return Task(
+        id=str(ident),
+        prompt=str(row.get("prompt", "")),
+        entry_point=row["entry_point"],
+        function_tests=tuple(function_tests),
+        references=(reference,) if reference else (),
+        atol=row.get("atol"),
+    )
+
+
+def trl_rows(tasks: Iterable[Task], *, prompt: Callable[[Task], Any] | None = None) -> list[dict[str, Any]]:
+    """Dataset rows for TRL: ``{"prompt": ..., "task_id": ...}`` per task (``prompt`` renders it)."""
+    render = prompt or (lambda task: task.prompt)
+    return [{"prompt": render(task), "task_id": task.id} for task in tasks]
