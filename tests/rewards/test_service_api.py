@@ -438,3 +438,13 @@ def test_client_submission_helper_encodes_values(service) -> None:
         assert client.health()["status"] == "ok"
         with pytest.raises(ServiceError, match="must be a string"):
             client.evaluate([{**sub, "id": 3}])
+
+
+def test_remote_scorer_matches_local_scoring(service) -> None:
+    from rewards.client import RemoteScorer
+
+    codes = ["def sort_list(xs):\n    return sorted(xs)\n", "def sort_list(xs):\n    return xs[::-1]\n"]
+    with RewardClient(service.url) as client:
+        remote = RemoteScorer(client, "toy").score([SORT_TASK] * 2, codes, [("g", 1)] * 2, extract=False)
+    assert [r.evidence.status for r in remote] == ["passed", "failed"]
+    assert remote[0].correctness == 1.0 and remote[0].evidence.reference_cost is not None
