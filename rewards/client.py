@@ -126,6 +126,8 @@ class RewardClient:
             self._headers["Authorization"] = f"Bearer {token}"
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._local = threading.local()
+        self._open: set[http.client.HTTPConnection] = set()
+        self._open_lock = threading.Lock()
         self.retries = 0
 
     # ---------------------------------------------------------------------------------------- API
@@ -194,6 +196,8 @@ class RewardClient:
             kind = http.client.HTTPSConnection if secure else http.client.HTTPConnection
             connection = kind(self._parsed.hostname, self._parsed.port, timeout=self.timeout_s)
             self._local.connection = connection
+            with self._open_lock:
+                self._open.add(connection)
         return connection
 
     def _drop_connection(self) -> None:
@@ -201,6 +205,8 @@ class RewardClient:
         if connection is not None:
             connection.close()
             self._local.connection = None
+            with self._open_lock:
+                self._open.discard(connection)
 
     def _send(self, method: str, path: str, data: bytes | None) -> tuple[int, dict[str, str], bytes]:
         connection = self._connection()
@@ -215,7 +221,12 @@ class RewardClient:
         return response.status, headers, payload
 
     def close(self) -> None:
-        self._drop_connection()
+        """Close the connections of every thread that used this client."""
+        with self._open_lock:
+            connections, self._open = self._open, set()
+        for connection in connections:
+            connection.close()
+        self._local = threading.local()
 
     def __enter__(self) -> RewardClient:
         return self

@@ -42,7 +42,13 @@ def toy_tasks(name: str, split: str | None) -> list[Task]:
 @pytest.fixture(scope="module")
 def service(box):
     os.environ["EFFIRL_SERVICE_TEST_SECRET"] = SECRET
-    config = ServiceConfig(port=0, max_body_bytes=256 * 1024, max_submissions=50, queue_capacity=200)
+    config = ServiceConfig(
+        port=0,
+        max_body_bytes=256 * 1024,
+        max_submissions=50,
+        queue_capacity=200,
+        reward=RewardSettings(timeout_s=1.0),
+    )
     with RewardService(config, sandbox=box, task_source=toy_tasks) as running:
         yield running
     del os.environ["EFFIRL_SERVICE_TEST_SECRET"]
@@ -415,8 +421,8 @@ def test_backpressure_refuses_with_retry_after_and_loses_nothing(box) -> None:
 
 
 def test_request_deadline_answers_every_submission(box) -> None:
-    config = ServiceConfig(port=0, request_timeout_s=0.5, reward=RewardSettings(timeout_s=5.0))
-    slow = {**ADD, "code": "import time\ndef add(x, y):\n    time.sleep(1.5)\n    return x + y\n"}
+    config = ServiceConfig(port=0, request_timeout_s=0.25, reward=RewardSettings(timeout_s=5.0))
+    slow = {**ADD, "code": "import time\ndef add(x, y):\n    time.sleep(0.5)\n    return x + y\n"}
     with RewardService(config, sandbox=box) as service:
         subs = [{**slow, "id": str(i), "code": slow["code"] + f"K = {i}\n"} for i in range(3)] + [ADD]
         status, _, body = post(service.url + "/v1/evaluate", {"submissions": subs})
@@ -425,7 +431,7 @@ def test_request_deadline_answers_every_submission(box) -> None:
         assert [r["id"] for r in results] == ["0", "1", "2", "add"]
         late = [r for r in results if r["details"]["error_kind"] == "deadline"]
         assert late and all(r["status"] == "sandbox_error" and r["reward"] == 0.0 for r in late)
-        assert "deadline of 0.5 s" in late[0]["details"]["error"]
+        assert "deadline of 0.25 s" in late[0]["details"]["error"]
 
 
 def test_client_submission_helper_encodes_values(service) -> None:
