@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=RewardSettings().timeout_s, help="per-run limit (s)")
     parser.add_argument("--memory-mb", type=int, default=RewardSettings().memory_mb)
     parser.add_argument("--cost-measure", choices=("cpu", "instructions", "python_events"), default="cpu")
+    parser.add_argument(
+        "--dataset-paths",
+        action="store_true",
+        help="let /v1/score load task files by path (default: registered dataset names only)",
+    )
     args = parser.parse_args(argv)
     reward = RewardSettings(timeout_s=args.timeout, memory_mb=args.memory_mb, cost_measure=args.cost_measure)
     return serve(
@@ -46,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         request_timeout_s=args.request_timeout,
         cache_size=args.cache_size,
+        dataset_paths=args.dataset_paths,
         reward=reward,
     )
 

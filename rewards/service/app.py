@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import json
 import logging
 import threading
@@ -41,11 +42,28 @@ ROUTES = ("/v1/evaluate", "/v1/score", "/run_code", "/healthz", "/metrics")
 OPEN_ROUTES = ("/healthz",)
 
 
-def load_dataset(name: str, split: str | None) -> Sequence[Task]:
-    """The default task source: :func:`rewards.datasets.load_tasks`."""
-    from rewards.datasets import load_tasks
+def registered_datasets(sandbox: Sandbox, *, allow_paths: bool) -> TaskSource:
+    """The default task source: :func:`rewards.datasets.load_tasks`, by registered name only unless
+    ``allow_paths`` (clients must not make the service read files or download by naming them).
 
-    return load_tasks(name, split=split)
+    Loaders that compute expected outputs run them on ``sandbox``.
+    """
+
+    def load(name: str, split: str | None) -> Sequence[Task]:
+        from rewards.datasets import dataset_names, load_tasks
+        from rewards.datasets.registry import LOADERS
+
+        if name not in dataset_names() and not allow_paths:
+            raise ValueError(
+                f"unknown dataset {name!r}; this service serves {', '.join(dataset_names())} "
+                "(start it with dataset_paths=True to also load task files by path)"
+            )
+        loader = LOADERS.get(name)
+        takes_sandbox = loader is not None and "sandbox" in inspect.signature(loader).parameters
+        options = {"sandbox": sandbox} if takes_sandbox else {}
+        return load_tasks(name, split=split, **options)
+
+    return load
 
 
 class RewardService:
@@ -70,7 +88,9 @@ class RewardService:
         self.evaluator = Evaluator(self.scorer)
         self.admission = Admission(self.config.queue_capacity)
         self.metrics = Metrics()
-        self.task_source = task_source or load_dataset
+        self.task_source = task_source or registered_datasets(
+            self.sandbox, allow_paths=self.config.dataset_paths
+        )
         self._datasets: dict[tuple[str, str | None], dict[str, Task]] = {}
         self._loading: dict[tuple[str, str | None], asyncio.Future[dict[str, Task]]] = {}
         self._runner: web.AppRunner | None = None

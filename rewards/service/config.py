@@ -29,6 +29,8 @@ class ServiceConfig:
     max_repeats: largest ``repeats`` a request may ask for.
     max_run_timeout_s: largest ``run_timeout`` a ``/run_code`` request may ask for.
     cache_size: distinct (task, code) results kept in memory.
+    dataset_paths: let ``/v1/score`` load task files and folders named by path; off, it serves
+        registered dataset names only, so a client cannot make the service read files or download.
     """
 
     host: str = "127.0.0.1"
@@ -44,6 +46,7 @@ class ServiceConfig:
     max_repeats: int = 20
     max_run_timeout_s: float = 60.0
     cache_size: int = 16384
+    dataset_paths: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
