@@ -192,14 +192,16 @@ def main() -> None:
         command = "python scripts/bench_sandbox.py --json bench_sandbox.json"
         if args.isolation != "namespaces" or args.namespace_scope != "worker":
             command += f" --isolation {args.isolation} --namespace-scope {args.namespace_scope}"
-        line = (
-            f"| {results['date']} | sandbox ({args.isolation}/{args.namespace_scope}) | {results['machine']} | "
-            f"{executions_per_s:.0f} exec/s vs {baseline:.0f} subprocess ({results['speedup_vs_baseline']:.1f}x); "
-            f"overhead p50 {idle_overhead:.2f} ms idle / {busy_overhead:.2f} ms back to back; "
-            f"cost CV {stability['cost_cv'] * 100:.2f}%; 2x work = {stability['double_work_ratio_median']:.2f}x "
+        summary = (
+            f"{executions_per_s:.0f} exec/s vs {baseline:.0f} subprocess "
+            f"({results['speedup_vs_baseline']:.1f}x); overhead p50 {idle_overhead:.2f} ms idle / "
+            f"{busy_overhead:.2f} ms back to back; cost CV {stability['cost_cv'] * 100:.2f}%; "
+            f"2x work = {stability['double_work_ratio_median']:.2f}x "
             f"({stability['double_work_ratio_min']:.2f}-{stability['double_work_ratio_max']:.2f}); "
-            f"ranking {stability['ranking_correct_fraction'] * 100:.0f}% | `{command}` |\n"
+            f"ranking {stability['ranking_correct_fraction'] * 100:.0f}%"
         )
+        scope = f"{args.isolation}/{args.namespace_scope}"
+        line = f"| {results['date']} | sandbox ({scope}) | {results['machine']} | {summary} | `{command}` |\n"
         append_row(args.markdown, line)
 
 
