@@ -85,6 +85,8 @@ def cached_checkpoint(
         if _read_record(final) == identity:
             return final
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+        # mkdtemp makes the directory private (0700); a model cache is meant to be readable.
+        staging.chmod(0o755)
         try:
             build(staging)
             # The record goes in last: a directory without it is never mistaken for a finished cache.

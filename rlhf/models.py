@@ -157,8 +157,10 @@ def load_base_model(
         transformers choose.
     """
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = AutoModelForCausalLM.from_pretrained(resolve_source(source), dtype=resolve_dtype(dtype), **kwargs)
-    model.to(resolve_device(device))
+    # Loading straight onto the device skips a full copy in host memory for large models.
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_source(source), dtype=resolve_dtype(dtype), device_map=str(resolve_device(device)), **kwargs
+    )
     model.requires_grad_(False)
     return model.eval()
 

@@ -28,15 +28,16 @@ from rlhf.types import Rollouts, TaskBatch
 class StopOnStrings(StoppingCriteria):
     """Marks a sequence done once its generated text (after ``prompt_length``) contains a stop string.
 
-    Only a window of recent tokens is decoded each step; a stop string of ``k`` characters spans at
-    most ``k`` tokens, plus slack for tokens that decode to partial characters.
+    Only a window of recent tokens is decoded each step: a stop string of ``k`` characters spans at
+    most ``4 k`` tokens (a UTF-8 character has at most 4 bytes, a token at least one), plus slack for
+    a partial character at the window's start.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: Sequence[str], prompt_length: int) -> None:
         self.tokenizer = tokenizer
         self.stop = tuple(stop)
         self.prompt_length = prompt_length
-        self.window = max(len(s) for s in self.stop) + 4
+        self.window = 4 * max(len(s) for s in self.stop) + 2
 
     def __call__(
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object
@@ -194,7 +195,11 @@ class GenerateRolloutEngine:
             torch.cuda.empty_cache()
 
     def generate(self, batch: TaskBatch, config: SamplingOptions) -> Rollouts:
-        """Sample ``config.n_samples`` completions per prompt; see :class:`rlhf.types.Rollouts`."""
+        """Sample ``config.n_samples`` completions per prompt; see :class:`rlhf.types.Rollouts`.
+
+        Prompts are tokenized as given (``add_special_tokens=False``: rendered prompts carry their
+        own special tokens). All tensors of the result are on the CPU.
+        """
         check_sampling(config)
         if len(batch.prompts) != len(batch.tasks) or not batch.prompts:
             raise ValueError(

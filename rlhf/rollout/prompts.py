@@ -3,13 +3,20 @@
 Styles:
 
 - ``"chat"``: the chat template with one user turn; the model writes the whole answer.
-- ``"chat_prefill"``: as ``chat``, and the assistant turn already starts with a ```` ```python ````
-  fence and the function's signature (with the imports and helpers a code prompt puts before it,
-  but without its docstring, which the user turn shows; for a prose prompt the signature comes from
-  the reference solution). The model then writes the body straight away. Leaving the docstring in
-  makes small chat models close the fence at once, as if the code were complete.
+- ``"chat_fence"``: as ``chat``, and the assistant turn already opens a ```` ```python ```` fence, so
+  the answer is code from its first token; with ``stop=["```"]`` it ends at the closing fence.
+- ``"chat_prefill"``: as ``chat_fence``, and the fence already holds the function's signature (with
+  the imports and helpers a code prompt puts before it, but not its docstring, which the user turn
+  shows; for a prose prompt the signature comes from the reference solution), so the model is asked
+  for the body only.
 - ``"raw"``: no template, for base models: the code prompt itself, docstring included (HumanEval
   style), which the model continues.
+
+Which prefill helps depends on the model. Greedy on the first 40 HumanEval+ tasks, the built-in
+SmolLM2-135M-Instruct passed 5/40 with ``chat``, 5/40 with ``chat_fence`` (answers a third shorter)
+and 0/40 with ``chat_prefill``: after a bare signature it closes the fence at once. Adding the body's
+indentation to the prefill does not fix it portably: ``"\n    "`` is not where its tokenizer splits
+(``"\n   "`` + ``" return"``), so the model writes five-space bodies.
 
 The text a prefill puts in the model's mouth is part of its answer but not of its completion:
 :func:`response_prefix` returns it, so ``response_prefix(task, style) + completion_text`` is the
@@ -26,7 +33,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rewards.tasks import Task
 
-PROMPT_STYLES = ("chat", "chat_prefill", "raw")
+PROMPT_STYLES = ("chat", "chat_fence", "chat_prefill", "raw")
 CODE_FENCE = "```python\n"
 DEFAULT_INSTRUCTION = (
     "Write a solution that is correct and efficient: prefer the lowest time complexity and avoid "
@@ -117,6 +124,8 @@ def response_prefix(task: Task, style: str) -> str:
     _check_style(style)
     if style == "chat":
         return ""
+    if style == "chat_fence":
+        return CODE_FENCE
     if style == "chat_prefill":
         return CODE_FENCE + code_stub(task)
     if _prompt_defines_entry_point(task):
@@ -132,7 +141,7 @@ def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
 def render_prompt(
     tokenizer: PreTrainedTokenizerBase,
     task: Task,
-    style: str = "chat_prefill",
+    style: str = "chat_fence",
     *,
     system_prompt: str | None = None,
     instruction: str | None = None,

@@ -14,7 +14,7 @@ import torch
 
 from rewards.tasks import Task
 from rlhf.models import load_base_model, load_tokenizer
-from rlhf.rollout import GenerateRolloutEngine, SamplingConfig, render_prompt
+from rlhf.rollout import GenerateRolloutEngine, SamplingConfig, render_prompt, response_prefix
 from rlhf.types import TaskBatch
 
 pytestmark = [
@@ -52,10 +52,14 @@ def test_builtin_model_converts_loads_and_answers() -> None:
         id="demo/add", prompt='def add(a: int, b: int) -> int:\n    """Return a + b."""\n', entry_point="add"
     )
     engine = GenerateRolloutEngine(model, tokenizer)
-    for style in ("chat", "chat_prefill"):
+    for style, stop in (("chat", "\n```"), ("chat_fence", "```")):
         batch = TaskBatch(tasks=[task], prompts=[render_prompt(tokenizer, task, style)])
-        out = engine.generate(batch, SamplingConfig(temperature=0.0, max_new_tokens=48, stop=("\n```",)))
+        out = engine.generate(batch, SamplingConfig(temperature=0.0, max_new_tokens=64, stop=(stop,)))
         text = out.texts[0]
         print(f"{style}: {text!r}")
-        assert text.strip()
-        assert "return" in text
+        assert text.strip() and not out.truncated[0]
+        answer = response_prefix(task, style) + text
+        code = answer.split("```python\n", 1)[1].split("```", 1)[0]
+        namespace: dict = {}
+        exec(code, namespace)  # the model's own answer to a trivial task, run in-process
+        assert namespace["add"](2, 3) == 5

@@ -50,6 +50,14 @@ def test_chat_prefill_opens_a_fence_with_imports_and_signature() -> None:
     assert text == plain + response_prefix(HUMANEVAL_LIKE, "chat_prefill")
 
 
+def test_chat_fence_opens_an_empty_fence() -> None:
+    tok = byte_tokenizer()
+    text = render_prompt(tok, MBPP_LIKE, "chat_fence")
+    assert text == render_prompt(tok, MBPP_LIKE, "chat") + CODE_FENCE
+    assert response_prefix(MBPP_LIKE, "chat_fence") == CODE_FENCE
+    assert render_prompt(tok, MBPP_LIKE) == text  # the default style
+
+
 def test_signature_comes_from_the_reference_when_the_prompt_is_prose() -> None:
     assert code_stub(MBPP_LIKE) == "def add(a, b: int=0) -> int:\n"
     text = render_prompt(byte_tokenizer(), MBPP_LIKE, "chat_prefill")
