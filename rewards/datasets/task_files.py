@@ -205,8 +205,8 @@ def load_task_file(
         builder = "json"
     else:
         raise ValueError(f"cannot tell the format of {path}: use a .jsonl, .json(.gz) or .parquet file")
-    if path.stat().st_size == 0:
-        return []
+    if path.stat().st_size == 0 or (builder == "parquet" and _parquet_rows(path) == 0):
+        return []  # datasets refuses files without rows
     import datasets
 
     rows = datasets.load_dataset(builder, data_files=str(path), split="train")
@@ -250,6 +250,12 @@ def tasks_from_rows(
         if split is None or task.metadata.get("split") == split:
             tasks.append(task)
     return tasks
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def _has_suffix(path: Path, suffixes: Sequence[str]) -> bool:
