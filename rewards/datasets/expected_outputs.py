@@ -2,7 +2,7 @@
 
 The reference runs once in the sandbox: that gives exactly the values a candidate's outputs will be
 compared with (decoded by the same codec, under the same hash seed, within the same limits). The
-outputs are cached on disk, one file per (entry point, reference code, inputs):
+outputs are cached on disk, one file per (Python version, entry point, reference code, inputs):
 
     $EFFIRL_CACHE/expected/<key[:2]>/<key>.json        (EFFIRL_CACHE defaults to ~/.cache/effirl)
 
@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -80,9 +81,12 @@ class ExpectedOutputCache:
 
     @staticmethod
     def key(call: ReferenceCall) -> str:
-        """sha256 over the cache format, entry point, reference code and tagged-JSON inputs."""
+        """sha256 over the cache format, Python version, entry point, reference code and inputs."""
         digest = hashlib.sha256()
-        for part in (CACHE_FORMAT, call.entry_point, call.code, codec.dumps([list(a) for a in call.inputs])):
+        # The sandbox runs the host's interpreter, whose version can change what a reference returns.
+        python = f"python-{sys.version_info[0]}.{sys.version_info[1]}"
+        inputs = codec.dumps([list(a) for a in call.inputs])
+        for part in (CACHE_FORMAT, python, call.entry_point, call.code, inputs):
             data = part.encode()
             digest.update(len(data).to_bytes(8, "little"))  # length-prefixed: no ambiguous concatenation
             digest.update(data)

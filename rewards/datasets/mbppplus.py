@@ -148,7 +148,11 @@ def _reference(record: dict[str, Any]) -> str:
 
 
 def _test_script(record: dict[str, Any]) -> str | None:
-    return record.get("assertion") or None
+    assertion = record.get("assertion") or None
+    if assertion and "math." in assertion and "import math" not in assertion:
+        # Some assertions call math.isclose; EvalPlus's harness has math imported, a bare script does not.
+        return "import math\n" + assertion
+    return assertion
 
 
 MBPPPLUS = ReleaseSource(
