@@ -174,7 +174,7 @@ def argument_tuples(task_id: str, inputs: list[Any]) -> list[tuple[Any, ...]]:
     for index, args in enumerate(inputs):
         if not isinstance(args, (list, tuple)):
             raise ValueError(
-                f"{task_id}: input {index} is {type(args).__name__}, expected a list of arguments"
+                f"{task_id}: input {index} is a {type(args).__name__}, not a list of arguments"
             )
         result.append(tuple(args))
     return result
