@@ -173,8 +173,6 @@ def argument_tuples(task_id: str, inputs: list[Any]) -> list[tuple[Any, ...]]:
     result = []
     for index, args in enumerate(inputs):
         if not isinstance(args, (list, tuple)):
-            raise ValueError(
-                f"{task_id}: input {index} is a {type(args).__name__}, not a list of arguments"
-            )
+            raise ValueError(f"{task_id}: input {index} is a {type(args).__name__}, not a list of arguments")
         result.append(tuple(args))
     return result
