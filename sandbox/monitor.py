@@ -329,6 +329,9 @@ def _on_records(
             marks["peak"] = _peak_rss_bytes(box.proc_fd, box.pid)
             marks["end_instructions"] = counter.read() if counter is not None else None
             return True
+        elif kind == "done":
+            # Done before start: the code never ran (it did not compile); nothing to measure or wait for.
+            return True
     return False
 
 
