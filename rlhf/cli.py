@@ -209,11 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
         "serve rewards over HTTP",
         "Score completions over HTTP with local sandbox workers; training runs use it through "
         "reward.service_url. Bind to a non-local host only behind --token.",
-        "effirl reward serve --port 8000 --workers 8\n"
+        "effirl reward serve --port 8080 --workers 8\n"
         "  EFFIRL_REWARD_TOKEN=secret effirl reward serve --host 0.0.0.0",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
     serve.add_argument(
         "--workers", type=int, default=None, help="sandbox worker processes (default: one per CPU core)"
     )
@@ -223,6 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="require this bearer token on every request (default: $EFFIRL_REWARD_TOKEN, else none)",
     )
     serve.set_defaults(run=_run_reward_serve)
+
+    sandbox = _command(
+        commands, "sandbox", "inspect the code sandbox", "Inspect the sandbox on this machine."
+    )
+    sandbox_commands = sandbox.add_subparsers(title="commands", metavar="COMMAND")
+    check = _command(
+        sandbox_commands,
+        "check",
+        "report which isolation layers work here",
+        "Start each sandbox isolation level and counter for real and report what this kernel allows. "
+        "Exit status 1 when the default level ('namespaces') is unavailable.",
+        "effirl sandbox check",
+    )
+    check.set_defaults(run=_run_sandbox_check)
 
     config = _command(
         commands, "config", "show resolved configs and the config reference", "Inspect configurations."
@@ -314,6 +328,17 @@ def _run_reward_serve(args: argparse.Namespace) -> int:
         args.command_parser.error(f"--workers must be at least 1, got {args.workers}")
     serve = resolve_entry_point("reward serve")
     return _exit_code(serve(host=args.host, port=args.port, workers=args.workers, token=args.token))
+
+
+def _run_sandbox_check(args: argparse.Namespace) -> int:
+    from sandbox.probe import probe_isolation
+
+    reports = probe_isolation()
+    width = max(len(r.name) for r in reports)
+    for report in reports:
+        mark = "ok  " if report.available else "NO  "
+        print(f"{mark}{report.name.ljust(width)}  {report.detail}")
+    return EXIT_OK if reports[0].available else EXIT_FAILURE
 
 
 def _run_config_show(args: argparse.Namespace) -> int:

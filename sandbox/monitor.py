@@ -322,16 +322,15 @@ def _on_records(
             marks["start_wall"] = time.monotonic_ns()
             marks["start_instructions"] = counter.read() if counter is not None else None
             os.write(box.job_w, b"a")
-        elif kind == "done" and "start_cpu" not in marks:
-            # Done before any candidate code ran (e.g. a syntax error): nothing to measure, and the
-            # candidate now waits to be stopped rather than for an acknowledgement.
-            return True
-        elif kind == "done":
+        elif kind == "done" and "start_cpu" in marks:
             marks["end_wall"] = time.monotonic_ns()
             _wait_until_blocked(box.pid, box.proc_fd, deadline)
             marks["end_cpu"] = _cpu_clock_ns(box.pid)
             marks["peak"] = _peak_rss_bytes(box.proc_fd, box.pid)
             marks["end_instructions"] = counter.read() if counter is not None else None
+            return True
+        elif kind == "done":
+            # Done before start: the code never ran (it did not compile); nothing to measure or wait for.
             return True
     return False
 

@@ -46,7 +46,6 @@ class Sandbox:
                 f"effirl sandbox: isolation level {self.config.isolation!r} does NOT contain untrusted code "
                 "(no namespaces); use it only for code you trust"
             )
-            log.warning(message)
             print(f"WARNING: {message}", file=sys.stderr)
         self._workers = [Worker(self.config, i) for i in range(self.config.workers)]
         self._start_all()

@@ -27,6 +27,9 @@ _PATH = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
 _BOOT = _PATH + "from sandbox.zygote import main; main()"
 _BOOT_BOXED = _PATH + "from sandbox.monitor import boxed_main; boxed_main()"
 _START_TIMEOUT_S = 60.0
+# Not -I: it implies -E, which ignores PYTHONHASHSEED and so gives every worker its own str hashes
+# (and set order). The environment is set explicitly instead; -s and -P keep the rest of -I.
+_FLAGS = ["-s", "-P", "-S"] if sys.version_info >= (3, 11) else ["-s", "-S"]
 
 
 class SandboxUnavailable(RuntimeError):
@@ -63,7 +66,7 @@ class Worker:
         python = os.path.realpath(sys.executable)
         if self.config.isolation == "bwrap":
             options["bwrap_command"] = self._bwrap_command()
-        command = [python, "-I", "-S", "-c", _BOOT, json.dumps(options)]
+        command = [python, *_FLAGS, "-c", _BOOT, json.dumps(options)]
         try:
             self.process = subprocess.Popen(
                 command,
@@ -124,7 +127,7 @@ class Worker:
         environment["EFFIRL_ALLOW_SUBPROCESSES"] = json.dumps(self.config.allow_subprocesses)
         for key, value in environment.items():
             args += ["--setenv", key, value]
-        return [*args, "--", os.path.realpath(sys.executable), "-I", "-S", "-c", _BOOT_BOXED]
+        return [*args, "--", os.path.realpath(sys.executable), *_FLAGS, "-c", _BOOT_BOXED]
 
     def execute(self, job: bytes, wall_s: float) -> dict[str, Any]:
         """Run one job; raises :class:`WorkerLost` (after restarting the server) if it dies or hangs."""

@@ -1,6 +1,6 @@
 """The fork server: a small warm Python that forks one boxed child per execution.
 
-Started once per worker by :mod:`sandbox.worker` as ``python -I -S`` with an empty environment. It
+Started once per worker by :mod:`sandbox.worker` as ``python -s -P -S`` with an explicit environment. It
 imports what candidates commonly use (so their imports cost nothing, and the same for everyone),
 enters its jail, then serves jobs read from stdin as length-prefixed JSON, answering each with one
 length-prefixed JSON report on stdout.

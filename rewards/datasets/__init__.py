@@ -1,0 +1,51 @@
+"""Datasets of coding tasks, all yielding :class:`rewards.tasks.Task`.
+
+    from rewards.datasets import load_tasks, save_tasks
+    tasks = load_tasks("mbppplus", limit=20)          # names: humanevalplus, mbppplus, humaneval, synthetic
+    save_tasks(tasks, "mbpp20.jsonl")                 # effirl's task-file schema (see task_files.py)
+    assert load_tasks("mbpp20.jsonl") == tasks
+
+HumanEval+ and MBPP+ ship inputs without outputs: their expected outputs come from running the
+reference solution in the sandbox once, cached under ``$EFFIRL_CACHE`` (see expected_outputs.py).
+"""
+
+from rewards.datasets.expected_outputs import (
+    ExpectedOutputCache,
+    ReferenceCall,
+    ReferenceFailed,
+    ReferenceOutputs,
+    compute_expected_outputs,
+)
+from rewards.datasets.humaneval import load_humaneval
+from rewards.datasets.humanevalplus import load_humanevalplus
+from rewards.datasets.mbppplus import load_mbppplus
+from rewards.datasets.registry import dataset_names, load_synthetic, load_tasks, register_dataset
+from rewards.datasets.task_files import (
+    TaskFormatError,
+    load_task_dataset,
+    load_task_file,
+    save_tasks,
+    task_from_record,
+    task_to_record,
+)
+
+__all__ = [
+    "ExpectedOutputCache",
+    "ReferenceCall",
+    "ReferenceFailed",
+    "ReferenceOutputs",
+    "TaskFormatError",
+    "compute_expected_outputs",
+    "dataset_names",
+    "load_humaneval",
+    "load_humanevalplus",
+    "load_mbppplus",
+    "load_synthetic",
+    "load_task_dataset",
+    "load_task_file",
+    "load_tasks",
+    "register_dataset",
+    "save_tasks",
+    "task_from_record",
+    "task_to_record",
+]

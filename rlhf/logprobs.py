@@ -1,0 +1,210 @@
+"""Per-token log-probs (and entropies) of completions under a causal LM.
+
+The sequence a model sees is ``[prompt (left-padded) | completion (right-padded)]``. Position ids
+count only real tokens (``cumsum(mask) - 1``), so a left-padded prompt gives the same numbers as the
+same prompt unpadded. Logits are divided by the sampling temperature before the softmax, which is how
+the sampler applied it; the result is what the learner's ratios and KL terms need.
+
+Only completion tokens reach the output head, and with ``chunk_size`` they do so ``chunk_size``
+tokens at a time, so peak memory holds ``chunk_size x vocab`` logits rather than ``B x T x vocab``.
+With gradients enabled each chunk is recomputed in the backward pass (activation checkpointing), so
+the saving holds for training too.
+"""
+
+from __future__ import annotations
+
+import torch
+from peft import PeftModel
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count real tokens only: 0 at the first unmasked token of each row."""
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def causal_lm_of(model: nn.Module) -> PreTrainedModel:
+    """The transformers causal LM inside ``model`` (a PeftModel's base model, or ``model`` itself)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def completion_hidden_states(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+) -> torch.Tensor:
+    """[B, T, H] final hidden states at the positions that predict each completion token.
+
+    The hidden state at sequence position ``P - 1 + t`` predicts completion token ``t``. Whichever
+    LoRA adapter is active on ``model`` takes part (its layers are inside the decoder).
+    """
+    _check_shapes(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    decoder = causal_lm_of(model).get_decoder()
+    out = decoder(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    prompt_len, completion_len = prompt_ids.shape[1], completion_ids.shape[1]
+    return out.last_hidden_state[:, prompt_len - 1 : prompt_len - 1 + completion_len]
+
+
+def _check_shapes(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+) -> None:
+    if prompt_ids.shape != prompt_mask.shape or completion_ids.shape != completion_mask.shape:
+        raise ValueError(
+            f"ids and masks must have equal shapes: prompt {tuple(prompt_ids.shape)} vs "
+            f"{tuple(prompt_mask.shape)}, completion {tuple(completion_ids.shape)} vs "
+            f"{tuple(completion_mask.shape)}"
+        )
+    if prompt_ids.shape[0] != completion_ids.shape[0]:
+        raise ValueError(f"prompt batch {prompt_ids.shape[0]} != completion batch {completion_ids.shape[0]}")
+    if prompt_ids.shape[1] < 1:
+        raise ValueError(
+            "prompts must hold at least one token: the first completion token is predicted from it"
+        )
+    if not bool(prompt_mask[:, -1].all()):
+        raise ValueError("prompts must be left-padded (the last prompt column must be all real tokens)")
+
+
+def _output_logits(lm: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """float32 logits for [N, H] hidden states, with the post-head transforms some models apply."""
+    logits = lm.get_output_embeddings()(hidden).float()
+    config = lm.config.get_text_config()
+    scale = getattr(config, "logit_scale", None)
+    if scale is not None:
+        logits = logits * scale
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _token_stats(
+    lm: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool
+) -> torch.Tensor:
+    """[N] log-probs of ``targets`` (and [N] entropies stacked after them when asked)."""
+    logp = torch.log_softmax(_output_logits(lm, hidden) / temperature, dim=-1)
+    token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if not with_entropy:
+        return token_logp.unsqueeze(0)
+    entropy = -(logp.exp() * logp).sum(dim=-1)
+    return torch.stack([token_logp, entropy])
+
+
+def _completion_stats(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float,
+    chunk_size: int | None,
+    with_entropy: bool,
+) -> torch.Tensor:
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 for log-probs, got {temperature} (greedy samples use 1.0)")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    hidden = completion_hidden_states(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+    keep = completion_mask.bool()
+    # Masked positions are skipped entirely: they cost no head matmul and come out as exact zeros.
+    flat_hidden, flat_targets = hidden[keep], completion_ids[keep]
+    lm = causal_lm_of(model)
+    n = flat_targets.shape[0]
+    step = n if chunk_size is None else chunk_size
+    pieces = []
+    for start in range(0, n, max(step, 1)):
+        h, y = flat_hidden[start : start + step], flat_targets[start : start + step]
+        if chunk_size is not None and torch.is_grad_enabled():
+            pieces.append(checkpoint(_token_stats, lm, h, y, temperature, with_entropy, use_reentrant=False))
+        else:
+            pieces.append(_token_stats(lm, h, y, temperature, with_entropy))
+    rows = 2 if with_entropy else 1
+    out = hidden.new_zeros((rows, *completion_ids.shape), dtype=torch.float32)
+    if pieces:
+        out[:, keep] = torch.cat(pieces, dim=1)
+    return out
+
+
+def completion_logprobs(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """[B, T] float32 log-probs of ``completion_ids`` given ``prompt_ids``; 0 where masked.
+
+    prompt_ids / prompt_mask: [B, P], left-padded. completion_ids / completion_mask: [B, T],
+    right-padded. temperature: logits are divided by it before the softmax, as in sampling.
+    chunk_size: completion tokens per output-head chunk (None: all at once).
+    Gradients flow when called with grad enabled; wrap in ``torch.no_grad()`` for old log-probs.
+    """
+    stats = _completion_stats(
+        model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, chunk_size, False
+    )
+    return stats[0]
+
+
+def completion_logprobs_and_entropy(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, T] log-probs as :func:`completion_logprobs`, and [B, T] entropies of the same
+    temperature-scaled next-token distributions (0 where masked)."""
+    stats = _completion_stats(
+        model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, chunk_size, True
+    )
+    return stats[0], stats[1]
+
+
+def reference_logprobs(
+    model: PeftModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """[B, T] log-probs under the reference policy: the same model with every adapter disabled.
+
+    No gradients; the base weights are shared with the policy, so no second copy exists.
+    """
+    if not isinstance(model, PeftModel):
+        raise TypeError(
+            f"reference_logprobs needs a PeftModel (the reference is the base with adapters off), got "
+            f"{type(model).__name__}; for a plain model call completion_logprobs"
+        )
+    with torch.no_grad(), model.disable_adapter():
+        return completion_logprobs(
+            model,
+            prompt_ids,
+            prompt_mask,
+            completion_ids,
+            completion_mask,
+            temperature=temperature,
+            chunk_size=chunk_size,
+        )

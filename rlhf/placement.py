@@ -1,0 +1,301 @@
+"""Where the policy lives: the worker groups the controller orders around.
+
+- :class:`InProcessPlacement`: one hybrid policy worker in the driver process (no Ray).
+- :class:`RayPlacement` ``colocated``: one Ray actor holds the model for generation and learning and
+  switches between them (the hybrid engine); the reward workers are Ray actors too.
+- :class:`RayPlacement` ``split``: rollout actors and a learner actor hold separate copies; after each
+  update the adapter moves by Ray's object store, a torch.distributed broadcast, or as merged weights.
+
+Both offer the same methods, so :class:`rlhf.controller.Controller` never branches on placement.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from rewards.tasks import Task
+from rlhf.config import ExperimentConfig
+from rlhf.policy import PolicyWorker, evaluation_sampling
+from rlhf.rollout import SamplingConfig
+from rlhf.types import Rollouts, TrainBatch
+from rlhf.weight_sync import SyncReport, layout_of, state_bytes, timed
+
+
+class InProcessPlacement:
+    """Everything in this process: generation and learning share one model, sync is in place."""
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        if config.placement.async_rollout:
+            raise ValueError(
+                "placement.async_rollout needs rollout and learner in separate processes: set "
+                "placement.mode=split"
+            )
+        if config.placement.sync != "inplace":
+            raise ValueError("placement.mode in_process shares one model; set placement.sync=inplace")
+        self.config = config
+        self.worker = PolicyWorker(config, role="hybrid")
+
+    def start_generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Rollouts:
+        return self.worker.generate(tasks, sampling)
+
+    def finish_generate(self, handle: Rollouts) -> Rollouts:
+        return handle
+
+    def generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Rollouts:
+        return self.worker.generate(tasks, sampling)
+
+    def reference_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
+        return self.worker.reference_logprobs(rollouts)
+
+    def values(self, rollouts: Rollouts) -> torch.Tensor:
+        return self.worker.values(rollouts)
+
+    def train(self, batch: TrainBatch) -> dict[str, float]:
+        return self.worker.train(batch)
+
+    def sync(self) -> SyncReport:
+        return SyncReport(mode="inplace", bytes=0, ms=0.0)
+
+    def learner_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
+        return self.worker.policy_logprobs(rollouts)
+
+    def rollout_logprobs(self, rollouts: Rollouts) -> list[torch.Tensor]:
+        return [self.worker.engine.logprobs(  # type: ignore[union-attr]
+            rollouts.prompt_ids, rollouts.prompt_mask, rollouts.completion_ids, rollouts.completion_mask,
+            self.worker.learner.options.temperature,  # type: ignore[union-attr]
+        )]  # fmt: skip
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        return self.worker.adapter_state()
+
+    def adapter_config(self) -> dict[str, Any]:
+        return self.worker.adapter_config()
+
+    def training_state(self) -> dict[str, Any]:
+        return self.worker.training_state()
+
+    def load_training_state(self, **state: Any) -> None:
+        self.worker.load_training_state(**state)
+
+    def close(self) -> None:
+        pass
+
+
+class PolicyActor:
+    """A PolicyWorker inside a Ray actor, plus the collective side of weight sync."""
+
+    def __init__(self, config: ExperimentConfig, role: str, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.worker = PolicyWorker(config, role=role)
+        self.device = next(self.worker.model.parameters()).device
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.worker, method)(*args, **kwargs)
+
+    def engine_logprobs(self, rollouts: Rollouts, temperature: float) -> torch.Tensor:
+        return self.worker.engine.logprobs(  # type: ignore[union-attr]
+            rollouts.prompt_ids, rollouts.prompt_mask, rollouts.completion_ids, rollouts.completion_mask, temperature
+        )
+
+    def address(self) -> tuple[str, int]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return "127.0.0.1", probe.getsockname()[1]
+
+    def join_group(self, address: str, port: int, rank: int, world: int) -> None:
+        import torch.distributed as dist
+
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank, world_size=world)
+
+    def broadcast_adapter(self, layout: list[tuple[str, tuple[int, ...], str]]) -> int:
+        from rlhf.weight_sync import broadcast_state
+
+        source = self.worker.adapter_state() if self.worker.role == "learner" else None
+        state = broadcast_state(source, layout, self.device)
+        if source is None:
+            self.worker.set_adapter_state(state)
+        return state_bytes(state)
+
+    def merged_weights(self) -> dict[str, torch.Tensor]:
+        from rlhf.weight_sync import merged_weights
+
+        return merged_weights(self.worker.model)
+
+    def load_merged_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        from rlhf.weight_sync import load_merged_weights
+
+        load_merged_weights(self.worker.model, weights)
+
+
+class RayPlacement:
+    """Policy workers as Ray actors (``colocated`` or ``split``)."""
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        import ray
+
+        placement = config.placement
+        if not ray.is_initialized():
+            if placement.ray_address:
+                ray.init(address=placement.ray_address, ignore_reinit_error=True)
+            else:
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True)
+        self.ray = ray
+        self.config = config
+        self.mode = placement.mode
+        on_gpu = config.model.device.startswith("cuda") or (config.model.device == "auto" and torch.cuda.is_available())
+        gpus = placement.num_gpus_per_worker if placement.num_gpus_per_worker is not None else (1 if on_gpu else 0)
+        actor = ray.remote(PolicyActor).options(num_cpus=0, num_gpus=gpus)
+        threads = max(1, (os.cpu_count() or 1) // (1 + placement.rollout_workers))
+        if self.mode == "colocated":
+            if placement.async_rollout:
+                raise ValueError("placement.async_rollout needs placement.mode=split (colocated shares one model)")
+            self.learner = actor.remote(config, "hybrid", threads)
+            self.rollouts = [self.learner]
+        else:
+            self.learner = actor.remote(config, "learner", threads)
+            self.rollouts = [actor.remote(config, "rollout", threads) for _ in range(placement.rollout_workers)]
+            if placement.sync == "broadcast":
+                address, port = ray.get(self.learner.address.remote())
+                world = 1 + len(self.rollouts)
+                ray.get([
+                    member.join_group.remote(address, port, rank, world)
+                    for rank, member in enumerate([self.learner, *self.rollouts])
+                ])  # fmt: skip
+            self.sync()  # the rollout workers start from the learner's (seeded) adapter
+
+    # -------------------------------------------------------------------------------- generation
+
+    def start_generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> list[Any]:
+        shards = _shard(list(tasks), len(self.rollouts))
+        return [w.call.remote("generate", shard, sampling) for w, shard in zip(self.rollouts, shards) if shard]
+
+    def finish_generate(self, handle: list[Any]) -> Rollouts:
+        return concat_rollouts(self.ray.get(handle))
+
+    def generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Rollouts:
+        return self.finish_generate(self.start_generate(tasks, sampling))
+
+    def reference_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
+        return self.ray.get(self.learner.call.remote("reference_logprobs", rollouts))
+
+    def values(self, rollouts: Rollouts) -> torch.Tensor:
+        return self.ray.get(self.learner.call.remote("values", rollouts))
+
+    def train(self, batch: TrainBatch) -> dict[str, float]:
+        return self.ray.get(self.learner.call.remote("train", batch))
+
+    # ------------------------------------------------------------------------------- weight sync
+
+    def sync(self) -> SyncReport:
+        mode = self.config.placement.sync
+        ray = self.ray
+        if self.mode == "colocated":
+            return SyncReport(mode="inplace", bytes=0, ms=0.0)
+        if mode == "object_store":
+
+            def push() -> int:
+                state = ray.get(self.learner.call.remote("adapter_state"))
+                reference = ray.put(state)
+                ray.get([w.call.remote("set_adapter_state", reference) for w in self.rollouts])
+                return state_bytes(state) * len(self.rollouts)
+
+            return timed(mode, push)
+        if mode == "broadcast":
+
+            def broadcast() -> int:
+                layout = layout_of(ray.get(self.learner.call.remote("adapter_state")))
+                moved = ray.get([m.broadcast_adapter.remote(layout) for m in [self.learner, *self.rollouts]])
+                return int(sum(moved[1:]))
+
+            return timed(mode, broadcast)
+
+        def push_merged() -> int:
+            weights = ray.get(self.learner.merged_weights.remote())
+            reference = ray.put(weights)
+            ray.get([w.load_merged_weights.remote(reference) for w in self.rollouts])
+            return state_bytes(weights) * len(self.rollouts)
+
+        return timed(mode, push_merged)
+
+    def learner_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
+        return self.ray.get(self.learner.call.remote("policy_logprobs", rollouts))
+
+    def rollout_logprobs(self, rollouts: Rollouts) -> list[torch.Tensor]:
+        temperature = self.config.rollout.temperature if self.config.rollout.temperature > 0 else 1.0
+        return self.ray.get([w.engine_logprobs.remote(rollouts, temperature) for w in self.rollouts])
+
+    # ------------------------------------------------------------------------------- checkpoints
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        return self.ray.get(self.learner.call.remote("adapter_state"))
+
+    def adapter_config(self) -> dict[str, Any]:
+        return self.ray.get(self.learner.call.remote("adapter_config"))
+
+    def training_state(self) -> dict[str, Any]:
+        return self.ray.get(self.learner.call.remote("training_state"))
+
+    def load_training_state(self, **state: Any) -> None:
+        self.ray.get(self.learner.call.remote("load_training_state", **state))
+        if self.mode == "split":
+            self.sync()
+
+    def close(self) -> None:
+        for actor in {id(a): a for a in [self.learner, *self.rollouts]}.values():
+            self.ray.kill(actor)
+
+
+def make_placement(config: ExperimentConfig) -> InProcessPlacement | RayPlacement:
+    if config.placement.mode == "in_process":
+        return InProcessPlacement(config)
+    return RayPlacement(config)
+
+
+def evaluation_generate(placement: Any, config: ExperimentConfig, tasks: Sequence[Task]) -> Rollouts:
+    return placement.generate(tasks, evaluation_sampling(config))
+
+
+def _shard(items: list[Task], parts: int) -> list[list[Task]]:
+    size = -(-len(items) // parts)
+    return [items[i * size : (i + 1) * size] for i in range(parts)]
+
+
+def concat_rollouts(parts: Sequence[Rollouts]) -> Rollouts:
+    """One Rollouts from several workers' (prompt groups renumbered, paddings widened)."""
+    if len(parts) == 1:
+        return parts[0]
+    width_p = max(p.prompt_ids.shape[1] for p in parts)
+    width_c = max(p.completion_ids.shape[1] for p in parts)
+
+    def left(t: torch.Tensor, width: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (width - t.shape[1], 0))
+
+    def right(t: torch.Tensor, width: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+
+    offsets, total = [], 0
+    for part in parts:
+        offsets.append(total)
+        total += len(part.tasks)
+    metrics: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.metrics.items():
+            metrics[key] = max(metrics.get(key, value), value) if key.endswith("_s") else value
+    return Rollouts(
+        tasks=[t for p in parts for t in p.tasks],
+        group_ids=torch.cat([p.group_ids + off for p, off in zip(parts, offsets)]),
+        prompt_ids=torch.cat([left(p.prompt_ids, width_p) for p in parts]),
+        prompt_mask=torch.cat([left(p.prompt_mask, width_p) for p in parts]),
+        completion_ids=torch.cat([right(p.completion_ids, width_c) for p in parts]),
+        completion_mask=torch.cat([right(p.completion_mask, width_c) for p in parts]),
+        behaviour_logprobs=torch.cat([right(p.behaviour_logprobs, width_c) for p in parts]),
+        texts=[t for p in parts for t in p.texts],
+        truncated=torch.cat([p.truncated for p in parts]),
+        metrics=metrics,
+    )

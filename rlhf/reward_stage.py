@@ -1,0 +1,122 @@
+"""The rewards arrow: Rollouts -> Scored, through the rewards layer's public API.
+
+Three backends with one interface: local sandbox workers in this process (default), a pool of Ray
+reward actors (``placement.mode`` colocated/split), or a running reward service
+(``reward.service_url``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from rewards.settings import RewardSettings
+from rewards.shaping import Reward
+from rewards.tasks import Task
+from rlhf.config import ExperimentConfig
+from rlhf.rollout import response_prefix
+from rlhf.types import Rollouts, Scored
+
+PART_NAMES = ("correctness", "efficiency", "format", "penalty")
+
+
+def reward_settings(config: ExperimentConfig) -> RewardSettings:
+    """The rewards layer's settings from the recipe's ``reward`` section (same key names)."""
+    values = dataclasses.asdict(config.reward)
+    known = {f.name for f in dataclasses.fields(RewardSettings)}
+    return RewardSettings.from_mapping({k: v for k, v in values.items() if k in known})
+
+
+class RewardStage:
+    """Scores rollouts; ``backend`` is ``local``, ``ray`` or ``http`` (``auto`` picks from the config)."""
+
+    def __init__(self, config: ExperimentConfig, *, backend: str = "auto", ray_actors: int = 2) -> None:
+        self.config = config
+        self.settings = reward_settings(config)
+        if backend == "auto":
+            if self.settings.service_url:
+                backend = "http"
+            elif config.placement.mode != "in_process":
+                backend = "ray"
+            else:
+                backend = "local"
+        self.backend = backend
+        self._sandbox = None
+        if backend == "http":
+            from rewards.client import RewardClient
+
+            self._scorer: Any = RewardClient(self.settings.service_url)
+        elif backend == "ray":
+            from rewards.ray_pool import RayRewardPool
+
+            self._scorer = RayRewardPool(ray_actors, self.settings)
+        elif backend == "local":
+            from rewards.scorer import RewardScorer
+            from sandbox import Sandbox
+
+            self._sandbox = Sandbox(self.settings.sandbox_config())
+            self._scorer = RewardScorer(self._sandbox, self.settings)
+        else:
+            raise ValueError(f"unknown reward backend {backend!r}; use local, ray, http or auto")
+
+    def score_texts(
+        self, tasks: Sequence[Task], texts: Sequence[str], group_ids: Sequence[int]
+    ) -> list[Reward]:
+        """Rewards for completions given as text (the prompt's prefill is prepended here)."""
+        style = self.config.data.prompt_style
+        answers = [response_prefix(task, style) + text for task, text in zip(tasks, texts)]
+        if self.backend == "http":
+            return self._scorer.score_tasks(tasks, answers, list(group_ids))
+        return self._scorer.score(tasks, answers, list(group_ids))
+
+    def score(self, rollouts: Rollouts) -> Scored:
+        tasks = [rollouts.task_of(i) for i in range(len(rollouts))]
+        rewards = self.score_texts(tasks, rollouts.texts, rollouts.group_ids.tolist())
+        return to_scored(rollouts, rewards)
+
+    def close(self) -> None:
+        closer = getattr(self._scorer, "close", None)
+        if callable(closer):
+            closer()
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+
+def to_scored(rollouts: Rollouts, rewards: Sequence[Reward]) -> Scored:
+    evidence = [r.evidence.to_dict() for r in rewards]
+    values = torch.tensor([r.value for r in rewards], dtype=torch.float32)
+    parts = {name: torch.tensor([getattr(r, name) for r in rewards], dtype=torch.float32) for name in PART_NAMES}
+    return Scored(rollouts=rollouts, rewards=values, parts=parts, evidence=evidence, metrics=reward_metrics(rewards))
+
+
+def reward_metrics(rewards: Sequence[Reward]) -> dict[str, float]:
+    """pass_rate, reward_mean, speedup_mean (over passing samples with a reference) and status shares."""
+    n = max(len(rewards), 1)
+    passed = [r for r in rewards if r.evidence.status == "passed"]
+    speedups = [r.evidence.speedup for r in passed if r.evidence.speedup is not None]
+    metrics = {
+        "reward_mean": sum(r.value for r in rewards) / n,
+        "pass_rate": len(passed) / n,
+        "speedup_mean": sum(speedups) / len(speedups) if speedups else float("nan"),
+        "speedup_geomean": _geomean(speedups),
+    }
+    for name in PART_NAMES:
+        metrics[f"reward/{name}"] = sum(getattr(r, name) for r in rewards) / n
+    statuses: dict[str, int] = {}
+    for r in rewards:
+        statuses[r.evidence.status] = statuses.get(r.evidence.status, 0) + 1
+    for status, count in statuses.items():
+        metrics[f"status/{status}"] = count / n
+    return metrics
+
+
+def _geomean(values: Sequence[float]) -> float:
+    import math
+
+    positive = [v for v in values if v and v > 0]
+    if not positive:
+        return float("nan")
+    return math.exp(sum(math.log(v) for v in positive) / len(positive))

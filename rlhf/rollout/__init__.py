@@ -1,0 +1,20 @@
+"""Rollout: from a TaskBatch of rendered prompts to Rollouts (completions and behaviour log-probs).
+
+``engine`` defines the :class:`RolloutEngine` interface and :class:`SamplingConfig`;
+``generate_engine`` implements it on transformers' ``generate``; ``prompts`` renders tasks into
+prompt strings.
+"""
+
+from rlhf.rollout.engine import RolloutEngine, SamplingConfig, SamplingOptions
+from rlhf.rollout.generate_engine import GenerateRolloutEngine
+from rlhf.rollout.prompts import PROMPT_STYLES, render_prompt, response_prefix
+
+__all__ = [
+    "PROMPT_STYLES",
+    "GenerateRolloutEngine",
+    "RolloutEngine",
+    "SamplingConfig",
+    "SamplingOptions",
+    "render_prompt",
+    "response_prefix",
+]

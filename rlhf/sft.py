@@ -1,0 +1,108 @@
+"""`effirl sft`: an optional supervised warm start on the tasks' reference solutions, with TRL.
+
+TRL's SFTTrainer does the training; effirl supplies the policy (base + the same LoRA adapter the RL
+run will train), prompts rendered exactly as RL renders them, and completions taken from the
+reference solutions, so that the loss falls on the answer only. The adapter is written as a PEFT
+folder; start RL from it with ``lora.adapter_path=<output_dir>/sft/adapter``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from rewards.tasks import Task
+from rlhf.config import ExperimentConfig
+from rlhf.policy import adapter_config_of, load_policy_model, resolve_device_name
+from rlhf.rollout import render_prompt, response_prefix
+
+CLOSE_FENCE = "\n```"
+
+
+def sft_examples(tasks: list[Task], tokenizer, style: str) -> list[dict[str, str]]:  # noqa: ANN001
+    """Prompt/completion pairs: the RL prompt, and the reference solution as the model would write it.
+
+    With a prefilled prompt the completion is what follows the prefill: the reference after its
+    function header. Tasks whose reference does not contain that header, or that have none, are skipped.
+    """
+    examples = []
+    for task in tasks:
+        if not task.reference:
+            continue
+        prefix = response_prefix(task, style)
+        code = task.reference.rstrip() + "\n"
+        stub = prefix.removeprefix("```python\n")
+        if stub:
+            at = code.find(stub)
+            if at < 0:
+                continue
+            body = code[at + len(stub) :]
+        else:
+            body = code if style == "raw" else "```python\n" + code
+        completion = body + (CLOSE_FENCE if style != "raw" else "")
+        examples.append({"prompt": render_prompt(tokenizer, task, style), "completion": completion})
+    return examples
+
+
+def sft(config: ExperimentConfig) -> int:
+    """Fine-tune the policy adapter on reference solutions; writes ``<output_dir>/sft/adapter``."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from rewards.datasets import load_tasks
+
+    tasks = load_tasks(config.data.dataset, split=config.data.split, limit=config.data.limit)
+    model, tokenizer = load_policy_model(config)
+    examples = sft_examples(tasks, tokenizer, config.data.prompt_style)
+    if not examples:
+        raise ValueError(
+            f"no SFT examples: the tasks of {config.data.dataset!r} ({config.data.split}) have no usable "
+            "reference solutions"
+        )
+    out = Path(config.output_dir) / "sft"
+    device = resolve_device_name(config.model.device)
+    args = SFTConfig(
+        output_dir=str(out / "trainer"),
+        max_steps=config.train.steps,
+        learning_rate=config.train.lr,
+        lr_scheduler_type=config.train.lr_schedule if config.train.lr_schedule != "constant" else "constant",
+        warmup_steps=config.train.warmup_steps,
+        weight_decay=config.train.weight_decay,
+        max_grad_norm=config.train.max_grad_norm or 0.0,
+        per_device_train_batch_size=config.data.prompts_per_step,
+        seed=config.train.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=device == "cpu",
+        bf16=bool(config.train.bf16) if config.train.bf16 is not None else device.startswith("cuda"),
+        completion_only_loss=True,
+        dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer
+    )
+    result = trainer.train()
+    adapter_dir = out / "adapter"
+    write_adapter_folder(model, config, adapter_dir)
+    summary = {"examples": len(examples), "steps": config.train.steps, "train_loss": result.training_loss}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"effirl: SFT on {len(examples)} examples, loss {result.training_loss:.4f}; adapter in {adapter_dir}",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def write_adapter_folder(model: torch.nn.Module, config: ExperimentConfig, directory: Path) -> None:
+    """The policy adapter as a standard PEFT folder (adapter_config.json + adapter_model.safetensors)."""
+    from safetensors.torch import save_file
+
+    from rlhf.models import POLICY_ADAPTER, adapter_state_dict
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in adapter_state_dict(model, POLICY_ADAPTER).items()}
+    save_file(state, str(directory / "adapter_model.safetensors"))
+    config_json = adapter_config_of(model, config.model.name_or_path)
+    (directory / "adapter_config.json").write_text(json.dumps(config_json, indent=2, default=str))

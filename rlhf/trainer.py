@@ -1,0 +1,181 @@
+"""`effirl train`: set a run up, evaluate, step the controller, checkpoint, resume, report."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rewards.datasets import load_tasks
+from rewards.tasks import Task
+from rlhf.checkpoint import (
+    CheckpointError,
+    TrainerState,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from rlhf.config import ExperimentConfig, config_to_dict, dump_config
+from rlhf.controller import Controller
+from rlhf.placement import make_placement
+from rlhf.reward_stage import RewardStage
+from rlhf.run_log import RunLog
+from rlhf.task_sampler import TaskSampler
+
+HEADLINE = ("pass_rate", "speedup_mean", "reward_mean")
+
+
+def load_run_tasks(config: ExperimentConfig) -> tuple[list[Task], list[Task]]:
+    """Training tasks and evaluation tasks of a recipe."""
+    data = config.data
+    train_tasks = load_tasks(data.dataset, split=data.split, limit=data.limit)
+    eval_source = data.eval_dataset or data.dataset
+    eval_tasks = load_tasks(eval_source, split=data.eval_split, limit=data.eval_limit)
+    return train_tasks, eval_tasks
+
+
+def resolve_resume(config: ExperimentConfig) -> Path | None:
+    if config.resume is None:
+        return None
+    if config.resume == "auto":
+        return latest_checkpoint(config.output_dir)
+    path = Path(config.resume)
+    if not path.is_dir():
+        raise CheckpointError(f"resume={config.resume}: no such checkpoint directory")
+    return path
+
+
+def train(config: ExperimentConfig) -> int:
+    """Run a recipe to the end; returns the process exit code."""
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = resolve_resume(config)
+    checkpoint = load_checkpoint(resume_from, expected_base_model=config.model.name_or_path) if resume_from else None
+    start_step = checkpoint.state.step if checkpoint else 0
+    (output_dir / "config.yaml").write_text(dump_config(config))
+    train_tasks, eval_tasks = load_run_tasks(config)
+    _say(f"effirl: {len(train_tasks)} training tasks, {len(eval_tasks)} evaluation tasks -> {output_dir}")
+
+    sampler = TaskSampler(train_tasks, config.data.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle)
+    placement = make_placement(config)
+    rewards = RewardStage(config)
+    log = RunLog(
+        output_dir,
+        tensorboard=config.log_tensorboard,
+        wandb=config.log_wandb,
+        wandb_project=config.wandb_project,
+        run_name=config.run_name,
+        config=config_to_dict(config),
+        resume_step=start_step if checkpoint else None,
+    )
+    controller = Controller(config, placement, rewards, sampler)
+    try:
+        if checkpoint is not None:
+            placement.load_training_state(
+                adapter=checkpoint.adapter,
+                optimizer=checkpoint.optimizer,
+                scheduler=checkpoint.scheduler,
+                critic=checkpoint.critic,
+            )
+            sampler.load_state_dict(checkpoint.state.data_position)
+            if checkpoint.rng is not None:
+                restore_rng(checkpoint.rng)
+            _say(f"effirl: resumed from {checkpoint.path} at step {start_step}")
+        baseline = None
+        if config.eval_at_start and start_step == 0:
+            baseline = _evaluate(controller, eval_tasks, log, 0, "start")
+        final_metrics = _loop(config, controller, placement, log, start_step, eval_tasks)
+        final_eval = None
+        if config.eval_at_end:
+            final_eval = _evaluate(controller, eval_tasks, log, config.train.steps, "end")
+        _save(config, placement, controller, config.train.steps, final_metrics, final=True)
+        if baseline and final_eval:
+            _report(baseline, final_eval)
+    finally:
+        log.close()
+        rewards.close()
+        placement.close()
+    return 0
+
+
+def _loop(
+    config: ExperimentConfig, controller: Controller, placement: Any, log: RunLog, start: int, eval_tasks: list[Task]
+) -> dict[str, float]:
+    from tqdm.auto import tqdm
+
+    metrics: dict[str, float] = {}
+    steps = config.train.steps
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", unit="step", dynamic_ncols=True)
+    for index in bar:
+        step = index + 1
+        step_started = time.perf_counter()
+        metrics = controller.step(last=step == steps)
+        metrics["time_step_s"] = time.perf_counter() - step_started
+        if step % config.log_every == 0 or step == steps:
+            log.log(step, metrics)
+        bar.set_postfix(
+            reward=f"{metrics['reward_mean']:.3f}",
+            passed=f"{metrics['pass_rate']:.2f}",
+            speedup=_fmt(metrics.get("speedup_mean")),
+            kl=f"{metrics['kl']:.4f}",
+        )
+        if config.eval_every and step % config.eval_every == 0 and step != steps:
+            _evaluate(controller, eval_tasks, log, step, f"step {step}")
+        if config.save_every and step % config.save_every == 0 and step != steps:
+            _save(config, placement, controller, step, metrics, final=False)
+    bar.close()
+    return metrics
+
+
+def _evaluate(controller: Controller, tasks: list[Task], log: RunLog, step: int, label: str) -> dict[str, float]:
+    metrics = controller.evaluate(tasks)
+    log.log(step, metrics, kind="eval")
+    _say(
+        f"effirl: eval at {label}: pass rate {metrics['pass_rate']:.3f}, mean speedup "
+        f"{_fmt(metrics.get('speedup_mean'))}, reward {metrics['reward_mean']:.3f} on {len(tasks)} tasks"
+    )
+    return metrics
+
+
+def _save(
+    config: ExperimentConfig, placement: Any, controller: Controller, step: int, metrics: dict, *, final: bool
+) -> Path:
+    training = placement.training_state()
+    optimizer = training.get("optimizer")
+    if "critic_optimizer" in training:
+        optimizer = {"policy": optimizer, "critic": training["critic_optimizer"]}
+    state = TrainerState(
+        step=step,
+        data_position=controller.data_position(),
+        base_model=config.model.name_or_path,
+        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
+        extra={"run_name": config.run_name, "algorithm": config.algorithm.name, "final": final},
+    )
+    return save_checkpoint(
+        config.output_dir,
+        state,
+        adapter=placement.adapter_state(),
+        adapter_config=placement.adapter_config(),
+        optimizer=optimizer,
+        scheduler=training.get("scheduler"),
+        critic=training.get("critic"),
+        keep=config.keep_checkpoints,
+        protect=(config.train.steps,),
+    )
+
+
+def _report(start: dict[str, float], end: dict[str, float]) -> None:
+    _say("effirl: held-out evaluation, start -> end")
+    for key in HEADLINE:
+        _say(f"  {key:14s} {_fmt(start.get(key))} -> {_fmt(end.get(key))}")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

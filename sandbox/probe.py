@@ -1,0 +1,64 @@
+"""What this machine's kernel allows: each isolation level and measurement counter, tried for real."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sandbox.config import SandboxConfig
+from sandbox.pool import Sandbox
+from sandbox.types import FunctionTest, Status
+from sandbox.worker import SandboxUnavailable
+
+_PROBE = (
+    "import os\n"
+    "def probe():\n"
+    "    inside, outside, _ = open('/proc/self/uid_map').read().split()\n"
+    "    return [os.getpid(), os.getuid() + int(outside) - int(inside)]\n"
+)
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    name: str
+    available: bool
+    detail: str
+
+
+def probe_isolation(levels: tuple[str, ...] = ("namespaces", "bwrap", "process")) -> list[LayerReport]:
+    """Start a one-worker sandbox per level, run a probe inside, and report what worked."""
+    reports: list[LayerReport] = []
+    for level in levels:
+        scopes = ("worker", "run") if level == "namespaces" else ("worker",)
+        for scope in scopes:
+            name = f"{level} ({scope} scope)" if level == "namespaces" else level
+            config = SandboxConfig(
+                workers=1, isolation=level, namespace_scope=scope, allow_weak_isolation=level == "process"
+            )
+            try:
+                with Sandbox(config) as box:
+                    result = box.call_function(_PROBE, "probe", [()])
+            except SandboxUnavailable as exc:
+                reports.append(LayerReport(name, False, str(exc)))
+                continue
+            if result.status is not Status.PASSED:
+                reports.append(LayerReport(name, False, f"probe failed: {result.error}"))
+                continue
+            pid, outside_uid = result.outputs[0]
+            reports.append(LayerReport(name, True, f"candidate pid {pid}, uid {outside_uid} outside"))
+    reports.append(_counter_report())
+    return reports
+
+
+def _counter_report() -> LayerReport:
+    try:
+        with Sandbox(SandboxConfig(workers=1, count_instructions=True)) as box:
+            result = box.run_function_tests("def f():\n    return 1\n", "f", [FunctionTest((), 1)])
+    except SandboxUnavailable as exc:
+        return LayerReport("hardware instruction counter", False, str(exc))
+    if result.cost is not None and result.cost.instructions is not None:
+        return LayerReport("hardware instruction counter", True, f"{result.cost.instructions} instructions")
+    return LayerReport(
+        "hardware instruction counter",
+        False,
+        "perf_event_open refused here; costs use CPU time (the default)",
+    )
