@@ -46,8 +46,8 @@ class EntryPoint:
 
 # The one table of commands implemented outside this module; each is imported only when run.
 ENTRY_POINTS: dict[str, EntryPoint] = {
-    "train": EntryPoint("rlhf.train_cli", "train", "train(config: ExperimentConfig) -> int | None"),
-    "sft": EntryPoint("rlhf.train_cli", "sft", "sft(config: ExperimentConfig) -> int | None"),
+    "train": EntryPoint("rlhf.trainer", "train", "train(config: ExperimentConfig) -> int | None"),
+    "sft": EntryPoint("rlhf.sft", "sft", "sft(config: ExperimentConfig) -> int | None"),
     "eval": EntryPoint(
         "rlhf.evaluation",
         "run_evaluation",

@@ -182,7 +182,7 @@ class Learner:
         metrics = {f"loss/{k}": float(v) for k, v in metrics.items()}
         metrics["loss/policy"] = float(loss.detach())
         mask_f = mask.float()
-        metrics["entropy"] = float((entropy * mask_f).sum() / mask_f.sum().clamp(min=1))
+        metrics["entropy"] = float((entropy.detach() * mask_f).sum() / mask_f.sum().clamp(min=1))
         if algorithm.entropy_coef:
             loss = loss - entropy_bonus(
                 entropy, mask, algorithm.entropy_coef, aggregation=algorithm.loss_aggregation,

@@ -33,7 +33,8 @@ def load_run_tasks(config: ExperimentConfig) -> tuple[list[Task], list[Task]]:
     data = config.data
     train_tasks = load_tasks(data.dataset, split=data.split, limit=data.limit)
     eval_source = data.eval_dataset or data.dataset
-    eval_tasks = load_tasks(eval_source, split=data.eval_split, limit=data.eval_limit)
+    eval_split = data.eval_split or ("heldout" if eval_source == "synthetic" else None)
+    eval_tasks = load_tasks(eval_source, split=eval_split, limit=data.eval_limit)
     return train_tasks, eval_tasks
 
 

@@ -97,5 +97,3 @@ def script_payload(job: ScriptJob) -> dict[str, Any]:
 def _check_text(value: Any, name: str) -> None:
     if not isinstance(value, str):
         raise JobError(f"{name} must be a string, got {type(value).__name__}")
-    if "\x00" in value and name == "code":
-        raise JobError("code contains a NUL byte; Python source cannot")

@@ -108,11 +108,17 @@ class DataConfig(Section):
         "Training tasks: a registered dataset (`synthetic`, `humanevalplus`, `mbppplus`, `humaneval`) "
         "or the path of a JSONL file of tasks.",
     )
-    split: str = setting("train", "Split of `dataset` to train on.")
+    split: str | None = setting(
+        None, "Split of `dataset` to train on; null is the dataset's default (`train` for synthetic)."
+    )
     eval_dataset: str | None = setting(
         None, "Tasks to evaluate on (same forms as `dataset`); null uses `dataset`."
     )
-    eval_split: str = setting("test", "Split of the evaluation dataset.")
+    eval_split: str | None = setting(
+        None,
+        "Split of the evaluation dataset; null is its held-out split (`heldout` for synthetic, the "
+        "dataset's default otherwise).",
+    )
     limit: int | None = setting(
         None, "Use only the first N training tasks (after the seeded shuffle); null uses all."
     )
@@ -120,17 +126,20 @@ class DataConfig(Section):
     prompts_per_step: int = setting(4, "Distinct tasks per step; each is sampled `rollout.n_samples` times.")
     shuffle: bool = setting(True, "Shuffle the training tasks (with `seed`) before each pass over them.")
     seed: int = setting(0, "Seed of the task order.")
-    prompt_style: Literal["chat", "chat_prefill", "raw"] = setting(
-        "chat_prefill",
-        "How a task becomes model input: `chat` applies the chat template; `chat_prefill` also opens the "
-        "assistant's answer with a Python code fence so even small models answer with code; `raw` feeds "
-        "the problem text as is (base models).",
+    prompt_style: Literal["chat", "chat_fence", "chat_prefill", "raw"] = setting(
+        "chat_fence",
+        "How a task becomes model input: `chat` applies the chat template; `chat_fence` also opens the "
+        "assistant's answer with a Python code fence so even small models answer with code; "
+        "`chat_prefill` opens it with the fence and the function's signature; `raw` feeds the code stub "
+        "as is (base models).",
     )
 
     def check_values(self) -> None:
-        for name in ("dataset", "split", "eval_split"):
-            if not getattr(self, name).strip():
-                self.fail(name, "must not be empty")
+        if not self.dataset.strip():
+            self.fail("dataset", "must not be empty")
+        for name in ("split", "eval_split"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                self.fail(name, "must not be empty (use null for the dataset's default)")
         if self.eval_dataset is not None and not self.eval_dataset.strip():
             self.fail("eval_dataset", "must not be empty (use null to evaluate on `dataset`)")
         self.require_positive("limit", "eval_limit", "prompts_per_step")

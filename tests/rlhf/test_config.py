@@ -355,7 +355,7 @@ def test_quickstart_is_a_small_cpu_grpo_run() -> None:
     assert config.model.name_or_path == "builtin:smollm2-135m-instruct"
     assert config.model.device == "cpu"
     assert (config.lora.rank, config.algorithm.name, config.data.dataset) == (16, "grpo", "synthetic")
-    assert config.data.prompt_style == "chat_prefill"
+    assert config.data.prompt_style == "chat_fence"
     assert config.data.prompts_per_step * config.rollout.n_samples == 16
     assert config.rollout.max_new_tokens <= 128
 
@@ -373,7 +373,7 @@ def test_smoke_and_gpu_recipes() -> None:
         True,
     )
     rloo = load_config(REPO / "recipes" / "rloo_humanevalplus.yaml")
-    assert (rloo.algorithm.name, rloo.data.dataset) == ("rloo", "humanevalplus")
+    assert (rloo.algorithm.name, rloo.data.eval_dataset) == ("rloo", "humanevalplus")
     assert load_config(REPO / "recipes" / "ppo_mbppplus.yaml").algorithm.name == "ppo"
 
 
