@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewards.cache import ExecutionCache, ResultFuture, code_digest, task_fingerprint
+from rewards.extraction import extract_code
 from rewards.settings import SHAPING_KEYS, RewardSettings
 from rewards.shaping import FormatSignals, Reward, shape_rewards
 from rewards.tasks import Task
@@ -164,7 +165,9 @@ class RewardScorer:
             signals: FormatSignals | None = None
             code = completion
             if extract:
-                extracted = _extract(completion, task.entry_point, self.completion_prefix)
+                extracted = extract_code(
+                    completion, entry_point=task.entry_point, prefix=self.completion_prefix
+                )
                 code, signals = extracted.code, extracted
             fingerprint = fingerprints.get(id(task))
             if fingerprint is None:
@@ -254,9 +257,3 @@ async def wait_for_result(future: ResultFuture) -> ExecutionResult:
     request is waiting for.
     """
     return await asyncio.shield(asyncio.wrap_future(future))
-
-
-def _extract(completion: str, entry_point: str | None, prefix: str) -> Any:
-    from rewards.extraction import extract_code
-
-    return extract_code(completion, entry_point=entry_point, prefix=prefix)

@@ -139,3 +139,54 @@ def test_per_call_shaping_and_fixed_keys(box) -> None:
 def test_cost_measure_needs_a_counting_sandbox(box) -> None:
     with pytest.raises(ValueError, match="count_python_events=True"):
         RewardScorer(box, RewardSettings(cost_measure="python_events"))
+
+
+def test_completions_are_extracted_and_format_scored(box) -> None:
+    settings = RewardSettings(efficiency_mode="none", format_weight=0.5)
+    scorer = RewardScorer(box, settings)
+    completions = [
+        f"Sure! Here it is:\n```python\n{GOOD}```\nIt squares x.",
+        GOOD,  # bare code: no fence
+        "```python\ndef cube(x):\n    return x ** 3\n```",  # fenced, wrong function
+        "I cannot help with that.",
+    ]
+    rewards = scorer.score([SQUARE] * 4, completions)
+    assert [r.evidence.status for r in rewards] == ["passed", "passed", "runtime_error", "runtime_error"]
+    assert [r.format for r in rewards] == [1.0, 0.5, 0.5, 0.0]
+    assert rewards[0].value == pytest.approx(1.5) and rewards[1].value == pytest.approx(1.25)
+    assert rewards[2].penalty == -1.0 and rewards[2].evidence.error_kind == "missing_entry_point"
+
+
+def test_completion_prefix_continues_a_prefilled_fence(box) -> None:
+    scorer = RewardScorer(box, RewardSettings(efficiency_mode="none"), completion_prefix="```python\n")
+    (reward,) = scorer.score([SQUARE], ["def square(x):\n    return x * x\n```\nDone."])
+    assert reward.evidence.status == "passed"
+
+
+def test_synthetic_task_rewards_the_fast_solution(box) -> None:
+    from rewards.datasets import load_tasks
+
+    task = load_tasks("synthetic", limit=1)[0]
+    fast, slow = task.reference, task.metadata["slow_reference"]
+    scorer = RewardScorer(box, RewardSettings(efficiency_weight=0.5, speedup_clip=4.0))
+    quick, sluggish = scorer.score([task, task], [fast, slow], extract=False)
+    assert quick.evidence.status == sluggish.evidence.status == "passed"
+    assert sluggish.evidence.speedup < 0.25 and sluggish.efficiency == -1.0 and sluggish.value == 0.5
+    assert quick.value > sluggish.value + 0.4
+
+
+def test_python_events_are_a_deterministic_cost() -> None:
+    from rewards.datasets import load_tasks
+    from sandbox import Sandbox
+
+    task = load_tasks("synthetic", limit=1)[0]
+    settings = RewardSettings(cost_measure="python_events", efficiency_mode="group", efficiency_weight=1.0)
+    with Sandbox(settings.sandbox_config(workers=1, memory_mb=256)) as counting:
+        scorer = RewardScorer(counting, settings, cache_size=0)
+        slow = task.metadata["slow_reference"]
+        first = scorer.score([task] * 3, [task.reference, slow, slow], [0, 0, 0], extract=False)
+        second = scorer.score([task] * 3, [task.reference, slow, slow], [0, 0, 0], extract=False)
+    assert [r.evidence.cost for r in first] == [r.evidence.cost for r in second]
+    assert first[0].evidence.cost < first[1].evidence.cost
+    # the group median is the slow cost: the fast solution earns the full efficiency score
+    assert first[0].efficiency == 1.0 and first[1].efficiency == 0.0
