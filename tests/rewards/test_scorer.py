@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from rewards.cache import ExecutionCache, normalise_code, task_fingerprint
+from rewards.cache import ExecutionCache, code_digest, task_fingerprint
 from rewards.scorer import RewardScorer, TaskError, job_for
 from rewards.settings import RewardSettings
 from rewards.tasks import Task
@@ -30,11 +30,17 @@ GOOD_REFORMATTED = "# squares\ndef square(x):   \n\n    return x*x   # fast\n"
 WRONG = "def square(x):\n    return x + x\n"
 
 
-def test_normalise_code_ignores_comments_layout_and_trailing_space() -> None:
-    assert normalise_code(GOOD) == normalise_code(GOOD_REFORMATTED)
-    assert normalise_code(GOOD) != normalise_code(WRONG)
-    # unparsable code keeps its text, minus blank lines and trailing whitespace
-    assert normalise_code("def f(:  \n\n  pass\n") == "def f(:\n  pass"
+def test_code_digest_ignores_comments_layout_and_trailing_space() -> None:
+    assert code_digest(GOOD) == code_digest(GOOD_REFORMATTED)
+    assert code_digest(GOOD) != code_digest(WRONG)
+    assert len({code_digest(GOOD) for _ in range(50)}) == 1
+    docstring = 'def f(x):\n    """Doc."""\n    return [i for i in range(x)]\n'
+    spaced = docstring.replace("\n    return", "\n\n    return") + "# end\n"
+    assert code_digest(docstring) == code_digest(spaced)
+    assert code_digest(docstring) != code_digest(docstring.replace("Doc.", "Other."))
+    # unparsable code: its text counts, minus blank lines and trailing whitespace
+    assert code_digest("def f(:  \n\n  pass\n") == code_digest("def f(:\n  pass")
+    assert code_digest("def f(:\n  pass") != code_digest("def g(:\n  pass")
 
 
 def test_task_fingerprint_tells_tests_apart() -> None:
