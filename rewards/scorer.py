@@ -11,11 +11,14 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rewards.cache import ExecutionCache, ResultFuture, code_digest, task_fingerprint
+from rewards.extraction import extract_code
 from rewards.settings import SHAPING_KEYS, RewardSettings
 from rewards.shaping import FormatSignals, Reward, shape_rewards
 from rewards.tasks import Task
@@ -23,6 +26,7 @@ from sandbox.jobs import FunctionJob, Job, ProgramJob, ScriptJob
 from sandbox.types import Cost, ExecutionResult, Status
 
 log = logging.getLogger(__name__)
+FINGERPRINTS_KEPT = 65536
 
 
 class TaskError(ValueError):
@@ -85,6 +89,8 @@ class RewardScorer:
         self.completion_prefix = completion_prefix
         self.cache = ExecutionCache(cache_size)
         self.references = ExecutionCache(reference_cache_size)
+        self._fingerprints: OrderedDict[int, tuple[Task, str]] = OrderedDict()
+        self._fingerprint_lock = threading.Lock()
         self._check_measure()
 
     def _check_measure(self) -> None:
@@ -102,6 +108,23 @@ class RewardScorer:
                 "reward cost_measure 'instructions' needs a sandbox that counts them; build it with "
                 "SandboxConfig(count_instructions=True) (RewardSettings.sandbox_config() does)"
             )
+
+    def fingerprint(self, task: Task) -> str:
+        """:func:`task_fingerprint`, remembered per Task object: hashing all of a HumanEval+ task's
+        tests takes milliseconds, and the same task objects come back batch after batch."""
+        key = id(task)
+        with self._fingerprint_lock:
+            known = self._fingerprints.get(key)
+            if known is not None and known[0] is task:
+                self._fingerprints.move_to_end(key)
+                return known[1]
+        value = task_fingerprint(task)
+        with self._fingerprint_lock:
+            # Holding the task keeps its id from being reused by another object while remembered.
+            self._fingerprints[key] = (task, value)
+            while len(self._fingerprints) > FINGERPRINTS_KEPT:
+                self._fingerprints.popitem(last=False)
+        return value
 
     # ------------------------------------------------------------------------------------- scoring
 
@@ -156,7 +179,6 @@ class RewardScorer:
         if len(tasks) != len(completions):
             raise ValueError(f"got {len(tasks)} tasks but {len(completions)} completions; pass one task each")
         settings = settings or self.settings
-        fingerprints: dict[int, str] = {}
         planned = []
         for task, completion in zip(tasks, completions):
             if not isinstance(completion, str):
@@ -164,11 +186,11 @@ class RewardScorer:
             signals: FormatSignals | None = None
             code = completion
             if extract:
-                extracted = _extract(completion, task.entry_point, self.completion_prefix)
+                extracted = extract_code(
+                    completion, entry_point=task.entry_point, prefix=self.completion_prefix
+                )
                 code, signals = extracted.code, extracted
-            fingerprint = fingerprints.get(id(task))
-            if fingerprint is None:
-                fingerprint = fingerprints[id(task)] = task_fingerprint(task)
+            fingerprint = self.fingerprint(task)
             job = job_for(task, code, timeout_s=settings.timeout_s, repeats=settings.repeats)
             future, cached = self.cache.get_or_submit(
                 (fingerprint, code_digest(code), settings.repeats), lambda job=job: self.sandbox.submit(job)
@@ -193,7 +215,7 @@ class RewardScorer:
             return None
         repeats = repeats or self.settings.repeats
         job = job_for(task, task.reference, timeout_s=self.settings.timeout_s, repeats=repeats)
-        key = (fingerprint or task_fingerprint(task), code_digest(task.reference), repeats)
+        key = (fingerprint or self.fingerprint(task), code_digest(task.reference), repeats)
         future, _ = self.references.get_or_submit(key, lambda: self.sandbox.submit(job))
         return future
 
@@ -203,7 +225,7 @@ class RewardScorer:
             raise ValueError(f"task {task.id!r} has no reference to record a measurement for")
         done: ResultFuture = concurrent.futures.Future()
         done.set_result(result)
-        key = (task_fingerprint(task), code_digest(task.reference), repeats or self.settings.repeats)
+        key = (self.fingerprint(task), code_digest(task.reference), repeats or self.settings.repeats)
         self.references.get_or_submit(key, lambda: done)
 
     def _shape(
@@ -254,9 +276,3 @@ async def wait_for_result(future: ResultFuture) -> ExecutionResult:
     request is waiting for.
     """
     return await asyncio.shield(asyncio.wrap_future(future))
-
-
-def _extract(completion: str, entry_point: str | None, prefix: str) -> Any:
-    from rewards.extraction import extract_code
-
-    return extract_code(completion, entry_point=entry_point, prefix=prefix)

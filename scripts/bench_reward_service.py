@@ -6,6 +6,8 @@ Everything is measured side by side in one run on this machine:
     submission per request and batches of --batch-size, against `python -m rewards.service` started
     as a separate process with its cache off (every submission really runs);
   * the same submissions sent again with the cache on (how duplicate GRPO samples are answered);
+  * `/v1/score` with every base and plus test (the service loads HumanEval+ itself, as in training:
+    plus inputs run to 100+ MB per task, too much to send), batched, at the highest concurrency;
   * the sandbox alone, in-process (the ceiling the service can reach on these jobs);
   * the naive way: one `subprocess.run([python, ...])` per program, as many in parallel as the
     service has sandbox workers;
@@ -29,15 +31,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rewards.datasets import load_humanevalplus  # noqa: E402
-
 from rewards.client import RewardClient  # noqa: E402
+from rewards.datasets import load_humanevalplus  # noqa: E402
 from rewards.tasks import Task  # noqa: E402
 from sandbox import FunctionJob, FunctionTest, Sandbox, SandboxConfig, codec  # noqa: E402
 
@@ -59,15 +61,15 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("EFFIRL_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
-def chosen_tests(task: Task, which: str) -> tuple[FunctionTest, ...]:
-    return tuple(task.function_tests[: task.n_base_tests] if which == "base" else task.function_tests)
+def base_tests(task: Task) -> tuple[FunctionTest, ...]:
+    return tuple(task.function_tests[: task.n_base_tests])
 
 
-def submissions_of(tasks: list[Task], tests: str) -> list[dict[str, Any]]:
-    """One /v1/evaluate submission per task: its canonical solution against base (or all) tests."""
+def submissions_of(tasks: list[Task]) -> list[dict[str, Any]]:
+    """One /v1/evaluate submission per task: its canonical solution against its base tests."""
     out = []
     for task in tasks:
-        chosen = chosen_tests(task, tests)
+        chosen = base_tests(task)
         item = {
             "id": task.id,
             "code": task.reference,
@@ -86,7 +88,7 @@ def submissions_of(tasks: list[Task], tests: str) -> list[dict[str, Any]]:
 class ServedProcess:
     """`python -m rewards.service` on a free loopback port."""
 
-    def __init__(self, workers: int, cache_size: int) -> None:
+    def __init__(self, workers: int, cache_size: int, data_dir: Path) -> None:
         command = [
             sys.executable,
             "-m",
@@ -100,7 +102,7 @@ class ServedProcess:
             "--timeout",
             "30",
         ]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "EFFIRL_DATA_DIR": str(data_dir)}
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         deadline = time.monotonic() + 120
@@ -141,11 +143,28 @@ def _stat_fields(pid: int) -> list[int]:
     return [0, 0, 0, *[int(x) if x.lstrip("-").isdigit() else 0 for x in rest[1:]]]
 
 
-def drive(url: str, subs: list[dict], concurrency: int, batch: int, rounds: int) -> dict[str, Any]:
-    """Send ``rounds`` passes over ``subs`` from ``concurrency`` client threads; time every request."""
-    requests = [subs[i : i + batch] for _ in range(rounds) for i in range(0, len(subs), batch)]
+def evaluate(client: RewardClient, batch: list[dict]) -> list[str]:
+    return [result["status"] for result in client.evaluate(batch)]
+
+
+def score(client: RewardClient, batch: list[dict]) -> list[str]:
+    rewards = client.score("humanevalplus", batch, extract=False)
+    return [reward.evidence.status for reward in rewards]
+
+
+def drive(
+    url: str,
+    items: list[dict],
+    concurrency: int,
+    batch: int,
+    rounds: int,
+    send: Callable[[RewardClient, list[dict]], list[str]] = evaluate,
+) -> dict[str, Any]:
+    """Send ``rounds`` passes over ``items`` from ``concurrency`` client threads; time every request."""
+    requests = [items[i : i + batch] for _ in range(rounds) for i in range(0, len(items), batch)]
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    errors: list[BaseException] = []
     lock = threading.Lock()
     cursor = iter(range(len(requests)))
 
@@ -157,12 +176,17 @@ def drive(url: str, subs: list[dict], concurrency: int, batch: int, rounds: int)
                 if index is None:
                     return
                 started = time.perf_counter()
-                results = client.evaluate(requests[index])
+                try:
+                    answered = send(client, requests[index])
+                except Exception as exc:
+                    with lock:
+                        errors.append(exc)
+                    return
                 elapsed = time.perf_counter() - started
                 with lock:
                     latencies.append(elapsed)
-                    for result in results:
-                        statuses[result["status"]] = statuses.get(result["status"], 0) + 1
+                    for status in answered:
+                        statuses[status] = statuses.get(status, 0) + 1
 
     cpu_before = time.process_time()
     started = time.perf_counter()
@@ -172,6 +196,8 @@ def drive(url: str, subs: list[dict], concurrency: int, batch: int, rounds: int)
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
     count = sum(len(r) for r in requests)
     latencies.sort()
     return {
@@ -186,10 +212,10 @@ def drive(url: str, subs: list[dict], concurrency: int, batch: int, rounds: int)
     }
 
 
-def sandbox_alone(tasks: list[Task], which: str, workers: int, rounds: int) -> float:
+def sandbox_alone(tasks: list[Task], workers: int, rounds: int) -> float:
     """Executions/s of the same jobs submitted straight to an in-process Sandbox."""
     jobs = [
-        FunctionJob(task.reference, task.entry_point, chosen_tests(task, which), task.atol or None, 30.0)
+        FunctionJob(task.reference, task.entry_point, base_tests(task), task.atol or None, 30.0)
         for task in tasks
     ]
     with Sandbox(SandboxConfig(workers=workers, timeout_s=30.0)) as box:
@@ -250,7 +276,6 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,16", help="client concurrencies (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="submissions per batched request")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the 164 submissions per setting")
-    parser.add_argument("--tests", choices=("base", "all"), default="base", help="base or base+plus tests")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="sandbox workers")
     args = parser.parse_args()
 
@@ -258,11 +283,12 @@ def main() -> None:
     if not dataset.exists():
         sys.exit(f"HumanEval+ not found at {dataset}; pass --data or set EFFIRL_DATA_DIR")
     tasks = load_humanevalplus(dataset)
-    subs = submissions_of(tasks, args.tests)
+    subs = submissions_of(tasks)
+    items = [{"task_id": task.id, "completion": task.reference} for task in tasks]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     runs: list[dict[str, Any]] = []
 
-    served = ServedProcess(args.workers, cache_size=0)
+    served = ServedProcess(args.workers, cache_size=0, data_dir=args.data)
     try:
         warm = drive(served.url, subs, 4, args.batch_size, 1)
         if warm["statuses"].get("passed", 0) != len(subs):
@@ -277,9 +303,19 @@ def main() -> None:
                 run["workers_cpu_ms_per_sub"] = 1000 * (after[1] - before[1]) / run["submissions"]
                 run["client_cpu_ms_per_sub"] = 1000 * run.pop("client_cpu_s") / run["submissions"]
                 runs.append(run)
+        drive(served.url, items, 4, args.batch_size, 1, score)  # loads the dataset, measures references
+        top = max(concurrencies)
+        before = served.cpu_seconds()
+        run = drive(served.url, items, top, args.batch_size, 1, score)
+        after = served.cpu_seconds()
+        run.update(mode="score", batch=args.batch_size, concurrency=top, cache=False)
+        run["service_cpu_ms_per_sub"] = 1000 * (after[0] - before[0]) / run["submissions"]
+        run["workers_cpu_ms_per_sub"] = 1000 * (after[1] - before[1]) / run["submissions"]
+        run["client_cpu_ms_per_sub"] = 1000 * run.pop("client_cpu_s") / run["submissions"]
+        runs.append(run)
     finally:
         served.stop()
-    served = ServedProcess(args.workers, cache_size=16384)
+    served = ServedProcess(args.workers, cache_size=16384, data_dir=args.data)
     try:
         drive(served.url, subs, 4, args.batch_size, 1)  # fill the cache
         cached = drive(served.url, subs, max(concurrencies), args.batch_size, args.rounds)
@@ -288,7 +324,7 @@ def main() -> None:
         runs.append(cached)
     finally:
         served.stop()
-    ceiling = sandbox_alone(tasks, args.tests, args.workers, args.rounds)
+    ceiling = sandbox_alone(tasks, args.workers, args.rounds)
     baseline = subprocess_baseline(subs, args.workers)
 
     results = {
@@ -296,8 +332,8 @@ def main() -> None:
         "sandbox_alone_per_s": ceiling,
         "subprocess_baseline_per_s": baseline,
         "tasks": len(tasks),
-        "tests": args.tests,
-        "mean_tests_per_submission": statistics.mean(len(s["tests"]) for s in subs),
+        "mean_base_tests": statistics.mean(len(s["tests"]) for s in subs),
+        "mean_all_tests": statistics.mean(len(task.function_tests) for task in tasks),
         "workers": args.workers,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
         "date": datetime.date.today().isoformat(),
@@ -311,8 +347,9 @@ def main() -> None:
 
 def print_table(results: dict[str, Any]) -> None:
     print(
-        f"HumanEval+ canonical solutions, {results['tests']} tests "
-        f"({results['mean_tests_per_submission']:.1f} per submission), {results['workers']} sandbox workers"
+        f"HumanEval+ canonical solutions: evaluate with base tests ({results['mean_base_tests']:.1f} per "
+        f"submission), score with all tests ({results['mean_all_tests']:.0f}); "
+        f"{results['workers']} sandbox workers"
     )
     header = f"{'mode':<8} {'batch':>5} {'conc':>4} {'cache':>5} {'subs/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
     header += f" {'svc ms/sub':>10} {'sbx ms/sub':>10} {'cli ms/sub':>10}"
@@ -330,7 +367,7 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def write_markdown(path: Path, results: dict[str, Any], args: argparse.Namespace) -> None:
-    command = f"python scripts/bench_reward_service.py --json bench_reward_service.json --tests {args.tests}"
+    command = "python scripts/bench_reward_service.py --json bench_reward_service.json"
     by_key = {(r["mode"], r["concurrency"], r["cache"]): r for r in results["runs"]}
     cells = []
     for mode in ("single", "batched"):
@@ -344,13 +381,16 @@ def write_markdown(path: Path, results: dict[str, Any], args: argparse.Namespace
         ]
         cells.append(f"{mode}{'' if mode == 'single' else ' x' + str(args.batch_size)}: " + ", ".join(parts))
     cached = next(r for r in results["runs"] if r["cache"])
+    scored = next(r for r in results["runs"] if r["mode"] == "score")
     summary = (
         "; ".join(cells)
+        + f"; /v1/score all tests x{args.batch_size} c{scored['concurrency']} "
+        + f"{scored['submissions_per_s']:.0f}/s"
         + f"; cache hits {cached['submissions_per_s']:.0f}/s"
         + f"; sandbox alone {results['sandbox_alone_per_s']:.0f}/s"
         + f"; subprocess.run baseline {results['subprocess_baseline_per_s']:.0f}/s"
     )
-    name = f"reward service (HumanEval+ canonical, {results['tests']} tests, {results['workers']} workers)"
+    name = f"reward service (HumanEval+ canonical, {results['workers']} sandbox workers)"
     line = f"| {results['date']} | {name} | {results['machine']} | {summary} | `{command}` |\n"
     append_or_replace_row(path, name, results["date"], line)
 

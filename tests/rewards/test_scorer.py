@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from rewards.cache import ExecutionCache, normalise_code, task_fingerprint
+from rewards.cache import ExecutionCache, code_digest, task_fingerprint
 from rewards.scorer import RewardScorer, TaskError, job_for
 from rewards.settings import RewardSettings
 from rewards.tasks import Task
@@ -30,11 +30,17 @@ GOOD_REFORMATTED = "# squares\ndef square(x):   \n\n    return x*x   # fast\n"
 WRONG = "def square(x):\n    return x + x\n"
 
 
-def test_normalise_code_ignores_comments_layout_and_trailing_space() -> None:
-    assert normalise_code(GOOD) == normalise_code(GOOD_REFORMATTED)
-    assert normalise_code(GOOD) != normalise_code(WRONG)
-    # unparsable code keeps its text, minus blank lines and trailing whitespace
-    assert normalise_code("def f(:  \n\n  pass\n") == "def f(:\n  pass"
+def test_code_digest_ignores_comments_layout_and_trailing_space() -> None:
+    assert code_digest(GOOD) == code_digest(GOOD_REFORMATTED)
+    assert code_digest(GOOD) != code_digest(WRONG)
+    assert len({code_digest(GOOD) for _ in range(50)}) == 1
+    docstring = 'def f(x):\n    """Doc."""\n    return [i for i in range(x)]\n'
+    spaced = docstring.replace("\n    return", "\n\n    return") + "# end\n"
+    assert code_digest(docstring) == code_digest(spaced)
+    assert code_digest(docstring) != code_digest(docstring.replace("Doc.", "Other."))
+    # unparsable code: its text counts, minus blank lines and trailing whitespace
+    assert code_digest("def f(:  \n\n  pass\n") == code_digest("def f(:\n  pass")
+    assert code_digest("def f(:\n  pass") != code_digest("def g(:\n  pass")
 
 
 def test_task_fingerprint_tells_tests_apart() -> None:
@@ -139,3 +145,54 @@ def test_per_call_shaping_and_fixed_keys(box) -> None:
 def test_cost_measure_needs_a_counting_sandbox(box) -> None:
     with pytest.raises(ValueError, match="count_python_events=True"):
         RewardScorer(box, RewardSettings(cost_measure="python_events"))
+
+
+def test_completions_are_extracted_and_format_scored(box) -> None:
+    settings = RewardSettings(efficiency_mode="none", format_weight=0.5)
+    scorer = RewardScorer(box, settings)
+    completions = [
+        f"Sure! Here it is:\n```python\n{GOOD}```\nIt squares x.",
+        GOOD,  # bare code: no fence
+        "```python\ndef cube(x):\n    return x ** 3\n```",  # fenced, wrong function
+        "I cannot help with that.",
+    ]
+    rewards = scorer.score([SQUARE] * 4, completions)
+    assert [r.evidence.status for r in rewards] == ["passed", "passed", "runtime_error", "runtime_error"]
+    assert [r.format for r in rewards] == [1.0, 0.5, 0.5, 0.0]
+    assert rewards[0].value == pytest.approx(1.5) and rewards[1].value == pytest.approx(1.25)
+    assert rewards[2].penalty == -1.0 and rewards[2].evidence.error_kind == "missing_entry_point"
+
+
+def test_completion_prefix_continues_a_prefilled_fence(box) -> None:
+    scorer = RewardScorer(box, RewardSettings(efficiency_mode="none"), completion_prefix="```python\n")
+    (reward,) = scorer.score([SQUARE], ["def square(x):\n    return x * x\n```\nDone."])
+    assert reward.evidence.status == "passed"
+
+
+def test_synthetic_task_rewards_the_fast_solution(box) -> None:
+    from rewards.datasets import load_tasks
+
+    task = load_tasks("synthetic", limit=1)[0]
+    fast, slow = task.reference, task.metadata["slow_reference"]
+    scorer = RewardScorer(box, RewardSettings(efficiency_weight=0.5, speedup_clip=4.0))
+    quick, sluggish = scorer.score([task, task], [fast, slow], extract=False)
+    assert quick.evidence.status == sluggish.evidence.status == "passed"
+    assert sluggish.evidence.speedup < 0.25 and sluggish.efficiency == -1.0 and sluggish.value == 0.5
+    assert quick.value > sluggish.value + 0.4
+
+
+def test_python_events_are_a_deterministic_cost() -> None:
+    from rewards.datasets import load_tasks
+    from sandbox import Sandbox
+
+    task = load_tasks("synthetic", limit=1)[0]
+    settings = RewardSettings(cost_measure="python_events", efficiency_mode="group", efficiency_weight=1.0)
+    with Sandbox(settings.sandbox_config(workers=1, memory_mb=256)) as counting:
+        scorer = RewardScorer(counting, settings, cache_size=0)
+        slow = task.metadata["slow_reference"]
+        first = scorer.score([task] * 3, [task.reference, slow, slow], [0, 0, 0], extract=False)
+        second = scorer.score([task] * 3, [task.reference, slow, slow], [0, 0, 0], extract=False)
+    assert [r.evidence.cost for r in first] == [r.evidence.cost for r in second]
+    assert first[0].evidence.cost < first[1].evidence.cost
+    # the group median is the slow cost: the fast solution earns the full efficiency score
+    assert first[0].efficiency == 1.0 and first[1].efficiency == 0.0

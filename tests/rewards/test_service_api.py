@@ -454,3 +454,22 @@ def test_remote_scorer_matches_local_scoring(service) -> None:
         remote = RemoteScorer(client, "toy").score([SORT_TASK] * 2, codes, [("g", 1)] * 2, extract=False)
     assert [r.evidence.status for r in remote] == ["passed", "failed"]
     assert remote[0].correctness == 1.0 and remote[0].evidence.reference_cost is not None
+
+
+def test_score_a_registered_dataset(box) -> None:
+    from rewards.datasets import load_tasks
+
+    task = load_tasks("synthetic", limit=1)[0]
+    items = [
+        {"task_id": task.id, "completion": f"```python\n{task.reference}```", "group": 0},
+        {"task_id": task.id, "completion": "```python\ndef nothing():\n    pass\n```", "group": 0},
+    ]
+    with RewardService(ServiceConfig(port=0), sandbox=box) as service:
+        status, _, body = post(service.url + "/v1/score", {"dataset": "synthetic", "items": items})
+        assert status == 200, body
+        good, bad = body["results"]
+        assert good["evidence"]["status"] == "passed" and good["evidence"]["reference_cost"] > 0
+        assert bad["evidence"]["error_kind"] == "missing_entry_point" and bad["reward"] == -1.0
+        path = {"dataset": "/etc/passwd", "items": items}
+        status, _, body = post(service.url + "/v1/score", path)
+        assert status == 400 and "this service serves" in body["error"] and "synthetic" in body["error"]

@@ -94,43 +94,18 @@ def test_groups_follow_prompt_and_task() -> None:
     assert trl_rows([SQUARE]) == [{"prompt": "Write square(x).", "task_id": "toy/square"}]
 
 
-def tiny_model_and_tokenizer():
-    """A one-layer Llama and a word-level tokenizer built in memory (no hub)."""
-    torch = pytest.importorskip("torch")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    words = ["<pad>", "<eos>", "<unk>", "def", "square", "(", "x", ")", ":", "return", "*", "```", "python"]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(words),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=None,
-    )
-    return LlamaForCausalLM(config), tokenizer
-
-
 def test_one_grpo_step_with_trl(box, tmp_path) -> None:
     pytest.importorskip("trl")
     import torch
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
+    from rlhf.models import tiny_model_and_tokenizer
+
     torch.set_num_threads(1)
-    model, tokenizer = tiny_model_and_tokenizer()
+    model, tokenizer = tiny_model_and_tokenizer(
+        hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32
+    )
     calls: list[dict] = []
 
     class Recording(TrlReward):
@@ -139,7 +114,7 @@ def test_one_grpo_step_with_trl(box, tmp_path) -> None:
             return super().__call__(prompts, completions, completion_ids, **kwargs)
 
     reward = Recording(RewardScorer(box, RewardSettings()), [SQUARE])
-    dataset = Dataset.from_list(trl_rows([SQUARE, SQUARE], prompt=lambda t: "def square ( x ) :"))
+    dataset = Dataset.from_list(trl_rows([SQUARE, SQUARE], prompt=lambda t: "```python\ndef square(x):"))
     args = GRPOConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
