@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.algorithms import compute_advantages, estimator_options, kl_penalty, overlong_penalty, uniform_group_mask
+from rlhf.algorithms import (
+    compute_advantages,
+    estimator_options,
+    kl_penalty,
+    overlong_penalty,
+    uniform_group_mask,
+)
 from rlhf.config import AlgorithmConfig
 from rlhf.types import Scored, TrainBatch
 
@@ -79,6 +85,6 @@ def make_train_batch(
         advantages=advantages.float(),
         returns=None if returns is None else returns.float(),
         old_values=values,
-        ref_logprobs=None if algorithm.name in KL_IN_REWARD else ref_logprobs,
+        ref_logprobs=ref_logprobs if algorithm.name not in KL_IN_REWARD or not algorithm.kl_coef else None,
         metrics=metrics,
     )

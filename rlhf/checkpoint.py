@@ -90,7 +90,9 @@ def save_checkpoint(
     try:
         (staging / "adapter").mkdir()
         save_file(_contiguous(adapter), str(staging / "adapter" / "adapter_model.safetensors"))
-        (staging / "adapter" / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, default=str))
+        (staging / "adapter" / "adapter_config.json").write_text(
+            json.dumps(adapter_config, indent=2, default=str)
+        )
         if critic is not None:
             save_file(_contiguous(critic), str(staging / "critic.safetensors"))
         if optimizer is not None:

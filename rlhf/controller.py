@@ -35,6 +35,7 @@ class Controller:
         self.asynchronous = config.placement.async_rollout
         self._pending: Any = None
         self._pending_position: dict[str, Any] | None = None
+        self.steps_done = 0
 
     def step(self, *, last: bool = False) -> dict[str, float]:
         """One RL step; returns its metrics (the keys of metrics.jsonl)."""
@@ -57,22 +58,28 @@ class Controller:
         time_reward = time.perf_counter() - started
 
         started = time.perf_counter()
-        ref = self.placement.reference_logprobs(rollouts)
+        self.steps_done += 1
+        measure_kl = (
+            config.algorithm.kl_coef > 0 or (self.steps_done - 1) % config.algorithm.kl_metric_every == 0
+        )
+        ref = self.placement.reference_logprobs(rollouts) if measure_kl else None
         values = self.placement.values(rollouts) if config.algorithm.name == "ppo" else None
         batch = make_train_batch(
-            scored, config.algorithm, max_new_tokens=config.rollout.max_new_tokens, ref_logprobs=ref, values=values
+            scored,
+            config.algorithm,
+            max_new_tokens=config.rollout.max_new_tokens,
+            ref_logprobs=ref,
+            values=values,
         )
         update = self.placement.train(batch) if batch is not None else {"skipped": 1.0}
         time_train = time.perf_counter() - started
 
         sync = sync_before if self.asynchronous else self.placement.sync()
-        mask = rollouts.completion_mask.bool()
-        kl_estimate = (rollouts.behaviour_logprobs - ref)[mask].mean()
         tokens = float(rollouts.completion_mask.sum())
         total = time_generate + time_reward + time_train + (0.0 if sync is None else sync.ms / 1e3)
         metrics = {
             **scored.metrics,
-            "kl": float(update.get("kl", kl_estimate)),
+            "kl": float(update.get("kl", batch.metrics.get("kl", math.nan) if batch else math.nan)),
             "entropy": float(update.get("entropy", math.nan)),
             "response_len_mean": float(rollouts.completion_lengths.float().mean()),
             "truncated_frac": float(rollouts.truncated.float().mean()),

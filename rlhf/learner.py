@@ -10,10 +10,12 @@ same micro-batches with their own optimiser.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+
 import torch
 
 from rlhf.algorithms import aggregate_loss, entropy_bonus, get_policy_loss, kl_penalty, value_loss
@@ -33,6 +35,7 @@ class LearnerOptions:
     temperature: float
     max_new_tokens: int
     kl_in_loss: bool
+    on_policy: bool = False
     logprob_chunk_size: int | None = None
 
 
@@ -100,7 +103,9 @@ class Learner:
         device = next(model.parameters()).device
         use_bf16 = train.bf16 if train.bf16 is not None else device.type == "cuda"
         self.autocast = (
-            (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else (lambda: nullcontext())
+            (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+            if use_bf16
+            else (lambda: nullcontext())
         )
 
     @property
@@ -169,9 +174,12 @@ class Learner:
             temperature=options.temperature,
             chunk_size=options.logprob_chunk_size,
         )
+        # On-policy (one update per batch, no async rollout): the policy that sampled is the one being
+        # updated, so the old log-probs are this pass's own, detached (ratio exactly 1, no extra pass).
+        old = logprobs.detach() if options.on_policy else part["old_logprobs"]
         loss, metrics = self.loss_fn(
             logprobs,
-            part["old_logprobs"],
+            old,
             part["advantages"],
             mask,
             clip_low=algorithm.clip_low,
@@ -188,10 +196,11 @@ class Learner:
                 entropy, mask, algorithm.entropy_coef, aggregation=algorithm.loss_aggregation,
                 max_len=options.max_new_tokens,
             )  # fmt: skip
-        if options.kl_in_loss and algorithm.kl_coef and part.get("ref_logprobs") is not None:
+        if part.get("ref_logprobs") is not None:
             kl = kl_penalty(logprobs, part["ref_logprobs"], kind=algorithm.kl_estimator)
             kl_term = aggregate_loss(kl, mask, algorithm.loss_aggregation, max_len=options.max_new_tokens)
-            loss = loss + algorithm.kl_coef * kl_term
+            if options.kl_in_loss and algorithm.kl_coef:
+                loss = loss + algorithm.kl_coef * kl_term
             metrics["kl"] = float(kl_term.detach())
         if self.critic_parameters is not None and part.get("returns") is not None:
             from rlhf.critic import completion_values
@@ -211,7 +220,7 @@ class Learner:
 def _split(size: int, parts: int) -> Iterator[list[int]]:
     parts = max(1, min(parts, size))
     bounds = [round(i * size / parts) for i in range(parts + 1)]
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         if end > start:
             yield list(range(start, end))
 

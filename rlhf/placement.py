@@ -99,7 +99,11 @@ class PolicyActor:
 
     def engine_logprobs(self, rollouts: Rollouts, temperature: float) -> torch.Tensor:
         return self.worker.engine.logprobs(  # type: ignore[union-attr]
-            rollouts.prompt_ids, rollouts.prompt_mask, rollouts.completion_ids, rollouts.completion_mask, temperature
+            rollouts.prompt_ids,
+            rollouts.prompt_mask,
+            rollouts.completion_ids,
+            rollouts.completion_mask,
+            temperature,
         )
 
     def address(self) -> tuple[str, int]:
@@ -148,18 +152,28 @@ class RayPlacement:
         self.ray = ray
         self.config = config
         self.mode = placement.mode
-        on_gpu = config.model.device.startswith("cuda") or (config.model.device == "auto" and torch.cuda.is_available())
-        gpus = placement.num_gpus_per_worker if placement.num_gpus_per_worker is not None else (1 if on_gpu else 0)
+        on_gpu = config.model.device.startswith("cuda") or (
+            config.model.device == "auto" and torch.cuda.is_available()
+        )
+        gpus = (
+            placement.num_gpus_per_worker
+            if placement.num_gpus_per_worker is not None
+            else (1 if on_gpu else 0)
+        )
         actor = ray.remote(PolicyActor).options(num_cpus=0, num_gpus=gpus)
         threads = max(1, (os.cpu_count() or 1) // (1 + placement.rollout_workers))
         if self.mode == "colocated":
             if placement.async_rollout:
-                raise ValueError("placement.async_rollout needs placement.mode=split (colocated shares one model)")
+                raise ValueError(
+                    "placement.async_rollout needs placement.mode=split (colocated shares one model)"
+                )
             self.learner = actor.remote(config, "hybrid", threads)
             self.rollouts = [self.learner]
         else:
             self.learner = actor.remote(config, "learner", threads)
-            self.rollouts = [actor.remote(config, "rollout", threads) for _ in range(placement.rollout_workers)]
+            self.rollouts = [
+                actor.remote(config, "rollout", threads) for _ in range(placement.rollout_workers)
+            ]
             if placement.sync == "broadcast":
                 address, port = ray.get(self.learner.address.remote())
                 world = 1 + len(self.rollouts)
@@ -173,7 +187,9 @@ class RayPlacement:
 
     def start_generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> list[Any]:
         shards = _shard(list(tasks), len(self.rollouts))
-        return [w.call.remote("generate", shard, sampling) for w, shard in zip(self.rollouts, shards) if shard]
+        return [
+            w.call.remote("generate", shard, sampling) for w, shard in zip(self.rollouts, shards) if shard
+        ]
 
     def finish_generate(self, handle: list[Any]) -> Rollouts:
         return concat_rollouts(self.ray.get(handle))

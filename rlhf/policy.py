@@ -140,6 +140,8 @@ class PolicyWorker:
         self.engine: RolloutEngine | None = None
         if role != "learner":
             self.engine = make_engine(config, self.model, self.tokenizer)
+            if role == "hybrid" and is_on_policy(config) and hasattr(self.engine, "behaviour_logprobs"):
+                self.engine.behaviour_logprobs = False
         self.learner: Learner | None = None
         if role != "rollout":
             from rlhf.critic import critic_parameters
@@ -150,6 +152,7 @@ class PolicyWorker:
                 temperature=sampling_temperature(config.rollout.temperature),
                 max_new_tokens=config.rollout.max_new_tokens,
                 kl_in_loss=config.algorithm.name not in KL_IN_REWARD,
+                on_policy=is_on_policy(config),
             )
             policy_params = [p for p in _adapter_params(self.model)]
             self.learner = Learner(
@@ -197,7 +200,12 @@ class PolicyWorker:
         device = next(self.model.parameters()).device
         args = [
             t.to(device)
-            for t in (rollouts.prompt_ids, rollouts.prompt_mask, rollouts.completion_ids, rollouts.completion_mask)
+            for t in (
+                rollouts.prompt_ids,
+                rollouts.prompt_mask,
+                rollouts.completion_ids,
+                rollouts.completion_mask,
+            )
         ]
         kwargs = {}
         if temperature is not None:
@@ -273,6 +281,20 @@ def _adapter_params(model: PeftModel) -> list[torch.nn.Parameter]:
     return list(adapter_parameters(model, POLICY_ADAPTER).values())
 
 
+def is_on_policy(config: ExperimentConfig) -> bool:
+    """One update per rollout batch from the policy that sampled it, so the learner's own first pass
+    gives the old log-probs (no extra pass). Not with async rollout, several epochs or mini-batches,
+    or a KL penalty folded into the reward (which needs the behaviour log-probs)."""
+    algorithm = config.algorithm
+    return (
+        config.placement.mode == "in_process"
+        and not config.placement.async_rollout
+        and algorithm.ppo_epochs == 1
+        and config.train.mini_batches == 1
+        and not (algorithm.name in KL_IN_REWARD and algorithm.kl_coef)
+    )
+
+
 def sampling_temperature(temperature: float) -> float:
     """The temperature log-probs are computed at (greedy sampling scores at 1)."""
     return temperature if temperature > 0 else 1.0
@@ -309,5 +331,8 @@ def make_engine(config: ExperimentConfig, model: PeftModel, tokenizer: Any) -> R
         else:
             return FastRolloutEngine(model, tokenizer, batch_size=config.rollout.batch_size)
     return GenerateRolloutEngine(
-        model, tokenizer, generation_batch_size=config.rollout.batch_size, logprob_batch_size=config.rollout.batch_size
+        model,
+        tokenizer,
+        generation_batch_size=config.rollout.batch_size,
+        logprob_batch_size=config.rollout.batch_size,
     )

@@ -88,8 +88,12 @@ class RewardStage:
 def to_scored(rollouts: Rollouts, rewards: Sequence[Reward]) -> Scored:
     evidence = [r.evidence.to_dict() for r in rewards]
     values = torch.tensor([r.value for r in rewards], dtype=torch.float32)
-    parts = {name: torch.tensor([getattr(r, name) for r in rewards], dtype=torch.float32) for name in PART_NAMES}
-    return Scored(rollouts=rollouts, rewards=values, parts=parts, evidence=evidence, metrics=reward_metrics(rewards))
+    parts = {
+        name: torch.tensor([getattr(r, name) for r in rewards], dtype=torch.float32) for name in PART_NAMES
+    }
+    return Scored(
+        rollouts=rollouts, rewards=values, parts=parts, evidence=evidence, metrics=reward_metrics(rewards)
+    )
 
 
 def reward_metrics(rewards: Sequence[Reward]) -> dict[str, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from rlhf.rollout import render_prompt, response_prefix
 CLOSE_FENCE = "\n```"
 
 
-def sft_examples(tasks: list[Task], tokenizer, style: str) -> list[dict[str, str]]:  # noqa: ANN001
+def sft_examples(tasks: list[Task], tokenizer, style: str) -> list[dict[str, str]]:
     """Prompt/completion pairs: the RL prompt, and the reference solution as the model would write it.
 
     With a prefilled prompt the completion is what follows the prefill: the reference after its
@@ -90,8 +91,10 @@ def sft(config: ExperimentConfig) -> int:
     write_adapter_folder(model, config, adapter_dir)
     summary = {"examples": len(examples), "steps": config.train.steps, "train_loss": result.training_loss}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"effirl: SFT on {len(examples)} examples, loss {result.training_loss:.4f}; adapter in {adapter_dir}",
-          file=sys.stderr)  # fmt: skip
+    message = (
+        f"effirl: SFT on {len(examples)} examples, loss {result.training_loss:.4f}; adapter in {adapter_dir}"
+    )
+    print(message, file=sys.stderr)
     return 0
 
 

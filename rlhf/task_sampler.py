@@ -52,7 +52,8 @@ class TaskSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("size") != len(self.tasks) or state.get("seed") != self.seed:
             raise ValueError(
-                f"the checkpoint's data position is for {state.get('size')} tasks with seed {state.get('seed')}, "
+                f"the checkpoint's data position is for {state.get('size')} tasks with seed "
+                f"{state.get('seed')}, "
                 f"but this run has {len(self.tasks)} tasks with seed {self.seed}; resume with the same data"
             )
         self.epoch = int(state["epoch"])

@@ -54,13 +54,17 @@ def train(config: ExperimentConfig) -> int:
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     resume_from = resolve_resume(config)
-    checkpoint = load_checkpoint(resume_from, expected_base_model=config.model.name_or_path) if resume_from else None
+    checkpoint = (
+        load_checkpoint(resume_from, expected_base_model=config.model.name_or_path) if resume_from else None
+    )
     start_step = checkpoint.state.step if checkpoint else 0
     (output_dir / "config.yaml").write_text(dump_config(config))
     train_tasks, eval_tasks = load_run_tasks(config)
     _say(f"effirl: {len(train_tasks)} training tasks, {len(eval_tasks)} evaluation tasks -> {output_dir}")
 
-    sampler = TaskSampler(train_tasks, config.data.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle)
+    sampler = TaskSampler(
+        train_tasks, config.data.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle
+    )
     placement = make_placement(config)
     rewards = RewardStage(config)
     log = RunLog(
@@ -103,7 +107,12 @@ def train(config: ExperimentConfig) -> int:
 
 
 def _loop(
-    config: ExperimentConfig, controller: Controller, placement: Any, log: RunLog, start: int, eval_tasks: list[Task]
+    config: ExperimentConfig,
+    controller: Controller,
+    placement: Any,
+    log: RunLog,
+    start: int,
+    eval_tasks: list[Task],
 ) -> dict[str, float]:
     from tqdm.auto import tqdm
 
@@ -131,7 +140,9 @@ def _loop(
     return metrics
 
 
-def _evaluate(controller: Controller, tasks: list[Task], log: RunLog, step: int, label: str) -> dict[str, float]:
+def _evaluate(
+    controller: Controller, tasks: list[Task], log: RunLog, step: int, label: str
+) -> dict[str, float]:
     metrics = controller.evaluate(tasks)
     log.log(step, metrics, kind="eval")
     _say(

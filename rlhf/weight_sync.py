@@ -71,7 +71,9 @@ def load_merged_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tens
 
 
 def broadcast_state(
-    state: Mapping[str, torch.Tensor] | None, layout: list[tuple[str, tuple[int, ...], str]], device: torch.device
+    state: Mapping[str, torch.Tensor] | None,
+    layout: list[tuple[str, tuple[int, ...], str]],
+    device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """Broadcast tensors from rank 0 in ``layout`` order (name, shape, dtype); every rank returns them.
 

@@ -55,6 +55,11 @@ class AlgorithmConfig(Section):
         "Weight of the KL penalty towards the base model (the policy with the adapter turned off); "
         "0 disables.",
     )
+    kl_metric_every: int = setting(
+        5,
+        "With `kl_coef` 0 the KL to the reference is only a metric: measure it every N steps (it costs "
+        "a forward pass); other steps log null.",
+    )
     kl_estimator: Literal["k1", "k3"] = setting(
         "k3", "KL estimator: `k1` (log-ratio; unbiased, noisy) or `k3` (non-negative, lower variance)."
     )
@@ -69,6 +74,7 @@ class AlgorithmConfig(Section):
         self.require_positive("clip_low", "clip_high", "ppo_epochs", "value_clip", "critic_lr")
         self.require_range("clip_low", 0.0, 1.0, low_open=True, high_open=True)
         self.require_non_negative("overlong_buffer", "overlong_penalty", "kl_coef", "entropy_coef")
+        self.require_positive("kl_metric_every")
         self.require_range("gamma", 0.0, 1.0)
         self.require_range("lam", 0.0, 1.0)
 

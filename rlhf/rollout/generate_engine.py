@@ -172,6 +172,9 @@ class GenerateRolloutEngine:
         self.generation_batch_size = generation_batch_size
         self.logprob_batch_size = logprob_batch_size
         self.logprob_chunk_size = logprob_chunk_size
+        # Set False when the learner is on-policy (one update per batch): it then takes the old
+        # log-probs from its own forward pass and this extra pass would be wasted.
+        self.behaviour_logprobs = True
         self.adapter = adapter if isinstance(model, PeftModel) else None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         configured = causal_lm_of(model).generation_config.eos_token_id
@@ -232,7 +235,10 @@ class GenerateRolloutEngine:
 
         started = time.perf_counter()
         temperature = config.temperature if config.temperature > 0 else 1.0
-        behaviour = self.logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+        if self.behaviour_logprobs:
+            behaviour = self.logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+        else:  # on-policy learners take the old log-probs from their own first pass instead
+            behaviour = torch.zeros(completion_ids.shape, dtype=torch.float32)
         logprob_s = time.perf_counter() - started
 
         lengths = completion_mask.sum(dim=1).float()
