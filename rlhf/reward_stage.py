@@ -45,6 +45,7 @@ class RewardStage:
                 backend = "local"
         self.backend = backend
         self._sandbox = None
+        self._sources: dict[str, tuple[str, str | None]] = {}
         if backend == "http":
             from rewards.client import RewardClient
 
@@ -52,7 +53,8 @@ class RewardStage:
         elif backend == "ray":
             from rewards.ray_pool import RayRewardPool
 
-            self._scorer = RayRewardPool(ray_actors, self.settings)
+            workers = max(1, (self.settings.workers or 2) // ray_actors)
+            self._scorer = RayRewardPool(self.settings, actors=ray_actors, workers_per_actor=workers)
         elif backend == "local":
             from rewards.scorer import RewardScorer
             from sandbox import Sandbox
@@ -62,6 +64,11 @@ class RewardStage:
         else:
             raise ValueError(f"unknown reward backend {backend!r}; use local, ray, http or auto")
 
+    def register_tasks(self, tasks: Sequence[Task], dataset: str, split: str | None) -> None:
+        """Say which dataset and split tasks come from: a reward service looks tasks up by id in them."""
+        for task in tasks:
+            self._sources[task.id] = (dataset, split)
+
     def score_texts(
         self, tasks: Sequence[Task], texts: Sequence[str], group_ids: Sequence[int]
     ) -> list[Reward]:
@@ -69,8 +76,28 @@ class RewardStage:
         style = self.config.data.prompt_style
         answers = [response_prefix(task, style) + text for task, text in zip(tasks, texts)]
         if self.backend == "http":
-            return self._scorer.score_tasks(tasks, answers, list(group_ids))
+            return self._score_remotely(tasks, answers, list(group_ids))
         return self._scorer.score(tasks, answers, list(group_ids))
+
+    def _score_remotely(
+        self, tasks: Sequence[Task], answers: list[str], group_ids: list[int]
+    ) -> list[Reward]:
+        from rewards.client import RemoteScorer
+
+        by_source: dict[tuple[str, str | None], list[int]] = {}
+        for index, task in enumerate(tasks):
+            if task.id not in self._sources:
+                raise ValueError(f"task {task.id} was not registered with RewardStage.register_tasks")
+            by_source.setdefault(self._sources[task.id], []).append(index)
+        rewards: list[Reward | None] = [None] * len(tasks)
+        for (dataset, split), rows in by_source.items():
+            scorer = RemoteScorer(self._scorer, dataset, split=split)
+            scored = scorer.score(
+                [tasks[i] for i in rows], [answers[i] for i in rows], [group_ids[i] for i in rows]
+            )
+            for i, reward in zip(rows, scored):
+                rewards[i] = reward
+        return rewards  # type: ignore[return-value]
 
     def score(self, rollouts: Rollouts) -> Scored:
         tasks = [rollouts.task_of(i) for i in range(len(rollouts))]

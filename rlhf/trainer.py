@@ -28,13 +28,19 @@ from rlhf.task_sampler import TaskSampler
 HEADLINE = ("pass_rate", "speedup_mean", "reward_mean")
 
 
+def task_sources(config: ExperimentConfig) -> tuple[tuple[str, str | None], tuple[str, str | None]]:
+    """(dataset, split) of the training tasks and of the evaluation tasks."""
+    data = config.data
+    eval_source = data.eval_dataset or data.dataset
+    eval_split = data.eval_split or ("heldout" if eval_source.startswith("synthetic") else None)
+    return (data.dataset, data.split), (eval_source, eval_split)
+
+
 def load_run_tasks(config: ExperimentConfig) -> tuple[list[Task], list[Task]]:
     """Training tasks and evaluation tasks of a recipe."""
-    data = config.data
-    train_tasks = load_tasks(data.dataset, split=data.split, limit=data.limit)
-    eval_source = data.eval_dataset or data.dataset
-    eval_split = data.eval_split or ("heldout" if eval_source == "synthetic" else None)
-    eval_tasks = load_tasks(eval_source, split=eval_split, limit=data.eval_limit)
+    (train_source, train_split), (eval_source, eval_split) = task_sources(config)
+    train_tasks = load_tasks(train_source, split=train_split, limit=config.data.limit)
+    eval_tasks = load_tasks(eval_source, split=eval_split, limit=config.data.eval_limit)
     return train_tasks, eval_tasks
 
 
@@ -67,6 +73,8 @@ def train(config: ExperimentConfig) -> int:
     )
     placement = make_placement(config)
     rewards = RewardStage(config)
+    for tasks, (source, split) in zip((train_tasks, eval_tasks), task_sources(config)):
+        rewards.register_tasks(tasks, source, split)
     log = RunLog(
         output_dir,
         tensorboard=config.log_tensorboard,
