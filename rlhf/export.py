@@ -75,7 +75,9 @@ def export_checkpoint(
     torch_dtype = _export_dtype(dtype)
     target = Path(out)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ExportError(f"--out {target} already exists and is not empty; choose a new directory or remove it")
+        raise ExportError(
+            f"--out {target} already exists and is not empty; choose a new directory or remove it"
+        )
     source = read_export_source(checkpoint, base=base)
     parent = target.parent if str(target.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +247,9 @@ def _base_skeleton(config: ExperimentConfig) -> torch.nn.Module:
         resolve_source(name), trust_remote_code=config.model.trust_remote_code
     )
     with init_empty_weights():
-        return AutoModelForCausalLM.from_config(model_config, trust_remote_code=config.model.trust_remote_code)
+        return AutoModelForCausalLM.from_config(
+            model_config, trust_remote_code=config.model.trust_remote_code
+        )
 
 
 def compact_target_modules(modules: dict[str, list[str]]) -> list[str]:
@@ -272,7 +276,9 @@ def write_merged_model(source: ExportSource, folder: Path, dtype: torch.dtype | 
     try:
         load_adapter_state_dict(model, source.checkpoint.adapter)
     except (KeyError, ValueError) as exc:
-        raise ExportError(f"the adapter of {source.checkpoint.path} does not fit {source.base_model!r}: {exc}") from None
+        raise ExportError(
+            f"the adapter of {source.checkpoint.path} does not fit {source.base_model!r}: {exc}"
+        ) from None
     merged = model.merge_and_unload()
     if dtype is None:
         wanted = source.config.model.dtype
