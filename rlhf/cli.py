@@ -58,7 +58,8 @@ ENTRY_POINTS: dict[str, EntryPoint] = {
     "export": EntryPoint(
         "rlhf.export",
         "export_checkpoint",
-        "export_checkpoint(checkpoint: str, *, out: str, merge: bool, dtype: str, base: str | None) -> int | None",
+        "export_checkpoint(checkpoint: str, *, out: str, merge: bool, dtype: str, base: str | None) "
+        "-> int | None",
     ),
     "reward serve": EntryPoint(
         "rewards.service",
@@ -172,9 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
         "results.json, report.md and plots to --out. Without --adapter/--checkpoint/--run the base "
         "model itself is evaluated.",
         "effirl eval --checkpoint runs/quickstart/checkpoints/step-200 --benchmark synthetic --out eval/q\n"
-        "  effirl eval --model builtin:smollm2-135m-instruct --benchmark humanevalplus --limit 40 --out eval/base\n"
+        "  effirl eval --model builtin:smollm2-135m-instruct --benchmark humanevalplus --limit 40 \\\n"
+        "      --out eval/base\n"
         "  effirl eval --run runs/quickstart --all-checkpoints --benchmark synthetic --out eval/steps\n"
-        "  effirl eval --adapter exported/q --model builtin:smollm2-135m-instruct --benchmark humanevalplus \\\n"
+        "  effirl eval --adapter exported/q --model builtin:smollm2-135m-instruct \\\n"
+        "      --benchmark humanevalplus \\\n"
         "      --n-samples 10 --temperature 0.8 --out eval/tuned --compare eval/base",
     )
     source = evaluate.add_argument_group("what to evaluate")

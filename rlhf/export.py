@@ -140,7 +140,8 @@ def read_export_source(checkpoint: str | os.PathLike[str], *, base: str | None =
         if config.model.name_or_path != base_model:
             raise ExportError(
                 f"checkpoint {path} says it was trained on {base_model!r} but its run's config.yaml names "
-                f"{config.model.name_or_path!r}; the run folder was mixed up: export from the run that wrote it"
+                f"{config.model.name_or_path!r}; the run folder was mixed up: export from the run that "
+                "wrote it"
             )
     elif base_model.startswith(TINY_PREFIX):
         raise ExportError(

@@ -195,7 +195,8 @@ def count_instructions(job: Job, *, config: CallgrindConfig | None = None) -> in
     if count == 0:
         raise CallgrindUnavailable(
             f"callgrind counted nothing: {python} has no symbol `sys_call_tracing` (a stripped build); "
-            "use a Python build with its symbol table (e.g. pyenv's, or the distribution's with debug symbols)"
+            "use a Python build with its symbol table (e.g. pyenv's, or the distribution's with debug "
+            "symbols)"
         )
     return count
 

@@ -286,7 +286,8 @@ def _resolve_targets(
         declared = adapter_config.get("base_model_name_or_path")
         if declared and declared != model:
             raise EvaluationInputError(
-                f"adapter {folder} was trained on {declared!r}, not --model {model!r}; pass --model {declared}"
+                f"adapter {folder} was trained on {declared!r}, not --model {model!r}; "
+                f"pass --model {declared}"
             )
         from safetensors.torch import load_file
 

@@ -62,8 +62,9 @@ def enamel_score(cost_ratio: float | None, alpha: float = ENAMEL_ALPHA) -> float
 
 
 def ks_for(n: int, wanted: Sequence[int] = (1, 5, 10, 100)) -> list[int]:
-    """The k of ``wanted`` that ``n`` samples per task can estimate (always 1)."""
-    return sorted({k for k in wanted if 1 <= k <= n} | {1})
+    """The k of ``wanted`` that ``n`` samples per task can estimate, plus 1, plus ``n`` itself when it
+    is below 10 (so that 2 or 3 samples still report their pass@n)."""
+    return sorted({k for k in wanted if 1 <= k <= n} | {1} | ({n} if n < 10 else set()))
 
 
 def geometric_mean(values: Sequence[float]) -> float | None:
