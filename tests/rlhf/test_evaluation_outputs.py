@@ -20,7 +20,9 @@ SUM_TASK = Task(
     entry_point="sum_to",
     function_tests=(FunctionTest((3,), 6), FunctionTest((10,), 55), FunctionTest((3000,), 4501500)),
     n_base_tests=2,
-    references=("def sum_to(n):\n    total = 0\n    for i in range(n + 1):\n        total += i\n    return total\n",),
+    references=(
+        "def sum_to(n):\n    total = 0\n    for i in range(n + 1):\n        total += i\n    return total\n",
+    ),
 )
 MAX_TASK = Task(
     id="toy/largest",
@@ -31,7 +33,9 @@ MAX_TASK = Task(
 )
 # Completions as a chat_fence model writes them: the prompt opened the fence, the answer closes it.
 FAST_SUM = "def sum_to(n):\n    return n * (n + 1) // 2\n```"
-LOOP_SUM = "def sum_to(n):\n    total = 0\n    for i in range(n + 1):\n        total += i\n    return total\n```"
+LOOP_SUM = (
+    "def sum_to(n):\n    total = 0\n    for i in range(n + 1):\n        total += i\n    return total\n```"
+)
 SMALL_ONLY_SUM = "def sum_to(n):\n    return n * (n + 1) // 2 if n < 100 else -1\n```"
 SLOW_SUM = (
     "def sum_to(n):\n    total = 0\n    for i in range(n + 1):\n        for _ in range(3):\n"
@@ -79,12 +83,20 @@ def test_base_tests_passed_reads_test_outcomes() -> None:
     assert base_tests_passed(SUM_TASK, timed_out)
     early = ExecutionResult(Status.FAILED, passed=2, total=3, tests=[outcomes[0], outcomes[2], outcomes[1]])
     assert not base_tests_passed(SUM_TASK, early)
-    assert not base_tests_passed(MAX_TASK, ExecutionResult(Status.FAILED, passed=1, total=2, tests=outcomes[1:]))
+    assert not base_tests_passed(
+        MAX_TASK, ExecutionResult(Status.FAILED, passed=1, total=2, tests=outcomes[1:])
+    )
 
 
 def test_results_report_plots_and_comparison(scorer: SolutionScorer, tmp_path: Path) -> None:
-    old = score(scorer, [(SUM_TASK, LOOP_SUM), (SUM_TASK, HANG), (MAX_TASK, FAST_MAX), (MAX_TASK, WRONG_MAX)], "old")
-    new = score(scorer, [(SUM_TASK, FAST_SUM), (SUM_TASK, FAST_SUM), (MAX_TASK, FAST_MAX), (MAX_TASK, FAST_MAX)], "new")
+    old = score(
+        scorer, [(SUM_TASK, LOOP_SUM), (SUM_TASK, HANG), (MAX_TASK, FAST_MAX), (MAX_TASK, WRONG_MAX)], "old"
+    )
+    new = score(
+        scorer,
+        [(SUM_TASK, FAST_SUM), (SUM_TASK, FAST_SUM), (MAX_TASK, FAST_MAX), (MAX_TASK, FAST_MAX)],
+        "new",
+    )
     assert old.metrics["pass@1"] == pytest.approx(0.5) and new.metrics["pass@1"] == 1.0
     assert old.metrics["pass@2"] == 1.0
     assert new.metrics["eff@1"] > old.metrics["eff@1"]
