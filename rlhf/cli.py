@@ -2,7 +2,8 @@
 
     effirl train RECIPE [key=value ...] [--resume]     RL-train a LoRA adapter
     effirl sft RECIPE [key=value ...]                  supervised warm-up on reference solutions
-    effirl eval RECIPE [key=value ...] [--checkpoint]  pass@k and speedups of a model or checkpoint
+    effirl eval --benchmark B --out DIR [--model M] [--adapter|--checkpoint|--run ...]
+                                                       pass@k, eff@k and speedups; reports and plots
     effirl export CHECKPOINT --out DIR [--merge]       write an adapter or a merged model
     effirl reward serve [--host] [--port] ...          the HTTP reward service
     effirl config show [RECIPE] [key=value ...]        print the resolved config
@@ -51,12 +52,14 @@ ENTRY_POINTS: dict[str, EntryPoint] = {
     "eval": EntryPoint(
         "rlhf.evaluation",
         "run_evaluation",
-        "run_evaluation(config: ExperimentConfig, *, checkpoint: str | None, out: str | None) -> int | None",
+        "run_evaluation(*, benchmark: str, out: str, model: str | None, adapter: str | None, "
+        "checkpoint: str | None, run: str | None, all_checkpoints: bool, ...) -> int | None",
     ),
     "export": EntryPoint(
         "rlhf.export",
         "export_checkpoint",
-        "export_checkpoint(checkpoint: str, *, out: str, merge: bool, dtype: str) -> int | None",
+        "export_checkpoint(checkpoint: str, *, out: str, merge: bool, dtype: str, base: str | None) "
+        "-> int | None",
     ),
     "reward serve": EntryPoint(
         "rewards.service",
@@ -164,17 +167,89 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = _command(
         commands,
         "eval",
-        "evaluate a model or checkpoint",
-        "Evaluate on the recipe's evaluation tasks (data.eval_dataset, data.eval_split): pass rates and "
-        "speedups over the reference solutions, sampled with rollout.eval_temperature.",
-        "effirl eval recipes/grpo_humanevalplus.yaml --checkpoint runs/grpo_humanevalplus/final\n"
-        "  effirl eval recipes/quickstart.yaml rollout.eval_n_samples=4 rollout.eval_temperature=0.8",
+        "evaluate a model, adapter, checkpoint or run",
+        "Sample solutions for a benchmark's tasks, run them in the sandbox, and report pass@k (on base "
+        "and on extra tests), eff@k, speedups and normalised cost over the reference solutions. Writes "
+        "results.json, report.md and plots to --out. Without --adapter/--checkpoint/--run the base "
+        "model itself is evaluated.",
+        "effirl eval --checkpoint runs/quickstart/checkpoints/step-200 --benchmark synthetic --out eval/q\n"
+        "  effirl eval --model builtin:smollm2-135m-instruct --benchmark humanevalplus --limit 40 \\\n"
+        "      --out eval/base\n"
+        "  effirl eval --run runs/quickstart --all-checkpoints --benchmark synthetic --out eval/steps\n"
+        "  effirl eval --adapter exported/q --model builtin:smollm2-135m-instruct \\\n"
+        "      --benchmark humanevalplus \\\n"
+        "      --n-samples 10 --temperature 0.8 --out eval/tuned --compare eval/base",
     )
-    _recipe_arguments(evaluate, required=True)
-    evaluate.add_argument(
-        "--checkpoint", metavar="DIR", help="checkpoint whose adapter to evaluate (default: the base model)"
+    source = evaluate.add_argument_group("what to evaluate")
+    source.add_argument("--model", metavar="BASE", help="base model (default: the checkpoint's or run's)")
+    which = source.add_mutually_exclusive_group()
+    which.add_argument("--adapter", metavar="DIR", help="a PEFT adapter folder (e.g. `effirl export` output)")
+    which.add_argument("--checkpoint", metavar="DIR", help="a checkpoint folder (<run>/checkpoints/step-N)")
+    which.add_argument(
+        "--run", dest="run_dir", metavar="RUN_DIR", help="a run folder: its newest checkpoint, or all of them"
     )
-    evaluate.add_argument("--out", metavar="FILE", help="also write the results as JSON to FILE")
+    source.add_argument(
+        "--all-checkpoints",
+        action="store_true",
+        help="with --run: evaluate the base (step 0) and every checkpoint, and plot metrics vs step",
+    )
+    data = evaluate.add_argument_group("benchmark and sampling")
+    data.add_argument(
+        "--benchmark",
+        required=True,
+        metavar="NAME|PATH",
+        help="humanevalplus, mbppplus, humaneval, synthetic, or a task file",
+    )
+    data.add_argument("--split", help="dataset split (default: the dataset's; heldout for synthetic)")
+    data.add_argument("--limit", type=int, metavar="N", help="evaluate the first N tasks only")
+    data.add_argument("--n-samples", type=int, default=1, metavar="K", help="samples per task (default: 1)")
+    data.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        metavar="T",
+        help="0 is greedy (default); >0 for --n-samples > 1",
+    )
+    data.add_argument(
+        "--top-p", type=float, default=0.95, help="nucleus sampling mass when T > 0 (default: 0.95)"
+    )
+    data.add_argument("--max-new-tokens", type=int, default=512, help="longest completion (default: 512)")
+    data.add_argument(
+        "--prompt-style",
+        default="chat_fence",
+        choices=("chat", "chat_fence", "chat_prefill", "raw"),
+        help="how tasks become prompts (default: chat_fence)",
+    )
+    data.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (default: 8)")
+    data.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    data.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N (default: auto)")
+    measure = evaluate.add_argument_group("execution and output")
+    measure.add_argument(
+        "--cost",
+        default="cpu",
+        choices=("cpu", "python_events", "instructions", "callgrind"),
+        help="cost measure: cpu (CPU time, default), python_events (deterministic), instructions (perf "
+        "counters), callgrind (exact instruction counts under valgrind; slow)",
+    )
+    measure.add_argument(
+        "--repeats", type=int, default=1, help="runs per solution; the median counts (default: 1)"
+    )
+    measure.add_argument(
+        "--timeout-s", type=float, default=10.0, help="time limit of one solution (default: 10)"
+    )
+    measure.add_argument("--workers", type=int, help="sandbox processes (default: one per CPU core)")
+    measure.add_argument(
+        "--out", metavar="DIR", required=True, help="folder for results.json, report.md, plots"
+    )
+    measure.add_argument(
+        "--compare", metavar="RESULT_DIR", help="an earlier `effirl eval` --out to compare with"
+    )
+    measure.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="relative speed difference that still counts as equal in --compare (default: 0.05)",
+    )
     evaluate.set_defaults(run=_run_eval)
 
     export = _command(
@@ -183,19 +258,26 @@ def build_parser() -> argparse.ArgumentParser:
         "export a checkpoint's adapter or a merged model",
         "Write a checkpoint's LoRA adapter as a standalone PEFT adapter, or with --merge the base model "
         "with the adapter merged in, loadable by transformers and vLLM without effirl.",
-        "effirl export runs/quickstart/final --out exported/quickstart\n"
-        "  effirl export runs/quickstart/final --out exported/merged --merge --dtype bfloat16",
+        "effirl export runs/quickstart/checkpoints/step-200 --out exported/quickstart\n"
+        "  effirl export runs/quickstart --out exported/merged --merge --dtype bf16",
     )
     export.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="checkpoint directory written by `effirl train`"
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="checkpoint directory written by `effirl train` (a run directory: its newest checkpoint)",
     )
     export.add_argument("--out", metavar="DIR", required=True, help="directory to write (created if missing)")
     export.add_argument("--merge", action="store_true", help="merge the adapter into the base weights")
     export.add_argument(
         "--dtype",
-        choices=("auto", "float32", "bfloat16", "float16"),
+        choices=("auto", "bf16", "fp16", "fp32", "bfloat16", "float16", "float32"),
         default="auto",
         help="precision of the written weights (default: auto, the checkpoint's own)",
+    )
+    export.add_argument(
+        "--base",
+        metavar="MODEL",
+        help="the base model you expect; refused unless the checkpoint was trained on it",
     )
     export.set_defaults(run=_run_export)
 
@@ -313,14 +395,44 @@ def _run_sft(args: argparse.Namespace) -> int:
     return _exit_code(resolve_entry_point("sft")(_config_of(args)))
 
 
+EVAL_OPTIONS = (
+    "benchmark",
+    "out",
+    "model",
+    "adapter",
+    "checkpoint",
+    "all_checkpoints",
+    "split",
+    "limit",
+    "n_samples",
+    "temperature",
+    "top_p",
+    "max_new_tokens",
+    "prompt_style",
+    "batch_size",
+    "cost",
+    "repeats",
+    "timeout_s",
+    "workers",
+    "seed",
+    "device",
+    "compare",
+    "tolerance",
+)
+
+
 def _run_eval(args: argparse.Namespace) -> int:
-    config = _config_of(args)
-    return _exit_code(resolve_entry_point("eval")(config, checkpoint=args.checkpoint, out=args.out))
+    evaluate = resolve_entry_point("eval")
+    # `--run` is stored as run_dir: `args.run` is the command's handler.
+    options = {name: getattr(args, name) for name in EVAL_OPTIONS}
+    return _exit_code(evaluate(run=args.run_dir, **options))
 
 
 def _run_export(args: argparse.Namespace) -> int:
     export = resolve_entry_point("export")
-    return _exit_code(export(args.checkpoint, out=args.out, merge=args.merge, dtype=args.dtype))
+    return _exit_code(
+        export(args.checkpoint, out=args.out, merge=args.merge, dtype=args.dtype, base=args.base)
+    )
 
 
 def _run_reward_serve(args: argparse.Namespace) -> int:

@@ -29,9 +29,9 @@ def _record(name, *args, **kwargs):
 
 def train(config): return _record("train", config)
 def sft(config): return _record("sft", config)
-def run_evaluation(config, *, checkpoint, out): return _record("eval", config, checkpoint=checkpoint, out=out)
-def export_checkpoint(checkpoint, *, out, merge, dtype):
-    return _record("export", checkpoint, out=out, merge=merge, dtype=dtype)
+def run_evaluation(**options): return _record("eval", **options)
+def export_checkpoint(checkpoint, *, out, merge, dtype, base):
+    return _record("export", checkpoint, out=out, merge=merge, dtype=dtype, base=base)
 def serve(*, host, port, workers, token):
     return _record("serve", host=host, port=port, workers=workers, token=token)
 """
@@ -187,12 +187,20 @@ def test_train_passes_the_resolved_config(recorder: Any) -> None:
 def test_other_commands_pass_their_arguments(recorder: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["sft", SMOKE, "train.steps=4"]) == 0
     assert recorder.CALLS[-1][1][0].train.steps == 4
-    assert main(["eval", SMOKE, "--checkpoint", "runs/x/final", "--out", "r.json"]) == 0
-    assert recorder.CALLS[-1][2] == {"checkpoint": "runs/x/final", "out": "r.json"}
-    assert main(["export", "runs/x/final", "--out", "exported", "--merge", "--dtype", "bfloat16"]) == 0
+    assert main(["eval", "--checkpoint", "runs/x/step-3", "--benchmark", "synthetic", "--out", "r"]) == 0
+    options = recorder.CALLS[-1][2]
+    assert (options["checkpoint"], options["benchmark"], options["out"]) == (
+        "runs/x/step-3",
+        "synthetic",
+        "r",
+    )
+    assert options["run"] is None and options["n_samples"] == 1 and options["cost"] == "cpu"
+    assert main(["eval", "--run", "runs/x", "--all-checkpoints", "--benchmark", "b", "--out", "r"]) == 0
+    assert recorder.CALLS[-1][2]["run"] == "runs/x" and recorder.CALLS[-1][2]["all_checkpoints"]
+    assert main(["export", "runs/x/final", "--out", "exported", "--merge", "--dtype", "bf16"]) == 0
     assert recorder.CALLS[-1][1:] == (
         ("runs/x/final",),
-        {"out": "exported", "merge": True, "dtype": "bfloat16"},
+        {"out": "exported", "merge": True, "dtype": "bf16", "base": None},
     )
     monkeypatch.setenv("EFFIRL_REWARD_TOKEN", "s3cret")
     assert main(["reward", "serve", "--port", "9001", "--workers", "3"]) == 0

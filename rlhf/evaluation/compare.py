@@ -1,0 +1,160 @@
+"""Side-by-side comparison of two evaluations of the same benchmark (e.g. tuned vs base).
+
+Headlines: the pass@1 delta, and on the tasks both solve, the share where the new model's code is
+faster, equal (within a tolerance band) or slower, the way ACECode reports "runtime reduced in X% of
+cases". Costs from two runs are compared through each run's own reference measurement: the new
+task speedup (reference / candidate, both measured in the same run) over the old one. Machine load
+that shifts every cost of one run cancels out; with an exact measure (callgrind, python_events)
+the result is the plain cost ratio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlhf.evaluation.metrics import DEFAULT_TOLERANCE
+from rlhf.evaluation.records import EvaluationResult
+
+
+@dataclass(frozen=True)
+class TaskComparison:
+    """One task in both runs. ``relative_speed`` is new speed over old speed (>1: new is faster)."""
+
+    task_id: str
+    pass_rate_new: float
+    pass_rate_old: float
+    speedup_new: float | None
+    speedup_old: float | None
+    relative_speed: float | None
+    verdict: str  # faster, equal, slower, or "" when not both solved
+
+
+@dataclass
+class Comparison:
+    """The headline numbers and the per-task rows."""
+
+    new_label: str
+    old_label: str
+    tolerance: float
+    headline: dict[str, Any] = field(default_factory=dict)
+    tasks: list[TaskComparison] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "new": self.new_label,
+            "old": self.old_label,
+            "tolerance": self.tolerance,
+            "headline": self.headline,
+            "tasks": [t.__dict__ for t in self.tasks],
+        }
+
+
+def verdict_of(relative_speed: float, tolerance: float = DEFAULT_TOLERANCE) -> str:
+    """``faster`` / ``slower`` when the speeds differ by more than ``tolerance``, else ``equal``."""
+    if relative_speed > 1.0 + tolerance:
+        return "faster"
+    if relative_speed < 1.0 / (1.0 + tolerance):
+        return "slower"
+    return "equal"
+
+
+def compare_results(
+    new: EvaluationResult, old: EvaluationResult, tolerance: float = DEFAULT_TOLERANCE
+) -> Comparison:
+    """Compare ``new`` against ``old`` on the tasks both evaluated.
+
+    Raises ValueError when they measured cost differently or share no task.
+    """
+    if tolerance < 0:
+        raise ValueError(f"the equal band must be >= 0, got {tolerance}")
+    measure_new, measure_old = new.meta.get("cost"), old.meta.get("cost")
+    if measure_new != measure_old:
+        raise ValueError(
+            f"cannot compare costs measured as {measure_new!r} with costs measured as {measure_old!r}; "
+            f"evaluate both with the same --cost"
+        )
+    new_rows, old_rows = new.task_rows(), old.task_rows()
+    shared = [task_id for task_id in new_rows if task_id in old_rows]
+    if not shared:
+        raise ValueError("the two evaluations share no task; compare runs of the same benchmark")
+    comparison = Comparison(label_of(new), label_of(old), tolerance)
+    for task_id in shared:
+        a, b = new_rows[task_id], old_rows[task_id]
+        relative = None
+        if a.get("speedup") is not None and b.get("speedup") is not None:
+            relative = a["speedup"] / b["speedup"]
+        comparison.tasks.append(
+            TaskComparison(
+                task_id=task_id,
+                pass_rate_new=a["correct"] / a["n"],
+                pass_rate_old=b["correct"] / b["n"],
+                speedup_new=a.get("speedup"),
+                speedup_old=b.get("speedup"),
+                relative_speed=relative,
+                verdict="" if relative is None else verdict_of(relative, tolerance),
+            )
+        )
+    both = [t for t in comparison.tasks if t.verdict]
+    pass_new = sum(t.pass_rate_new for t in comparison.tasks) / len(comparison.tasks)
+    pass_old = sum(t.pass_rate_old for t in comparison.tasks) / len(comparison.tasks)
+    comparison.headline = {
+        "shared_tasks": len(shared),
+        "pass@1_new": pass_new,
+        "pass@1_old": pass_old,
+        "pass@1_delta": pass_new - pass_old,
+        "both_solved": len(both),
+        "faster": _share(both, "faster"),
+        "equal": _share(both, "equal"),
+        "slower": _share(both, "slower"),
+        "solved_only_new": sum(t.pass_rate_new > 0 and t.pass_rate_old == 0 for t in comparison.tasks),
+        "solved_only_old": sum(t.pass_rate_old > 0 and t.pass_rate_new == 0 for t in comparison.tasks),
+    }
+    return comparison
+
+
+def _share(rows: list[TaskComparison], verdict: str) -> float | None:
+    return sum(t.verdict == verdict for t in rows) / len(rows) if rows else None
+
+
+def label_of(result: EvaluationResult) -> str:
+    """A short name for a result: its adapter or checkpoint, else its base model."""
+    meta = result.meta
+    return str(meta.get("label") or meta.get("checkpoint") or meta.get("adapter") or meta.get("model") or "?")
+
+
+def comparison_markdown(comparison: Comparison, max_rows: int = 50) -> str:
+    """The headline and the per-task table as Markdown (the first ``max_rows`` tasks)."""
+    h = comparison.headline
+    lines = [
+        f"**new** = `{comparison.new_label}`, **old** = `{comparison.old_label}`; "
+        f"equal = within {comparison.tolerance:.0%}.",
+        "",
+        f"- pass@1: {h['pass@1_new']:.3f} vs {h['pass@1_old']:.3f} ({h['pass@1_delta']:+.3f}) "
+        f"on {h['shared_tasks']} shared tasks",
+        f"- solved by new only: {h['solved_only_new']}, by old only: {h['solved_only_old']}",
+    ]
+    if h["both_solved"]:
+        lines.append(
+            f"- on the {h['both_solved']} tasks both solve, new code is faster in {h['faster']:.0%}, "
+            f"equal in {h['equal']:.0%} and slower in {h['slower']:.0%} of cases"
+        )
+    else:
+        lines.append("- no task is solved by both, so no runtime comparison")
+    lines += [
+        "",
+        "| task | pass new | pass old | speedup new | speedup old | new/old speed | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison.tasks[:max_rows]:
+        lines.append(
+            f"| {row.task_id} | {row.pass_rate_new:.2f} | {row.pass_rate_old:.2f} | {_x(row.speedup_new)} | "
+            f"{_x(row.speedup_old)} | {_x(row.relative_speed)} | {row.verdict or '-'} |"
+        )
+    if len(comparison.tasks) > max_rows:
+        lines.append(f"| ... {len(comparison.tasks) - max_rows} more in compare.json | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
