@@ -241,3 +241,21 @@ def _parses(code: str) -> bool:
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return False
     return True
+
+
+_IMPORT_LINE = re.compile(r"^(?:from\s+[\w.]+\s+import\s+[^\n]+|import\s+[\w., ]+)\s*$")
+
+
+def with_prompt_imports(code: str, prompt: str) -> str:
+    """``code`` with the prompt's own top-level import lines prepended where the code lacks them.
+
+    Code prompts (HumanEval style) import names their signatures use (``from typing import List``);
+    a chat answer often repeats the signature but not the import, and would fail with a NameError
+    that says nothing about the solution. Only whole import lines at column 0 of the prompt count.
+    """
+    missing = []
+    for line in prompt.splitlines():
+        stripped = line.rstrip()
+        if _IMPORT_LINE.match(stripped) and stripped not in code:
+            missing.append(stripped)
+    return "\n".join(missing) + "\n" + code if missing else code

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewards.cache import ExecutionCache, ResultFuture, code_digest, task_fingerprint
-from rewards.extraction import extract_code
+from rewards.extraction import extract_code, with_prompt_imports
 from rewards.settings import SHAPING_KEYS, RewardSettings
 from rewards.shaping import FormatSignals, Reward, shape_rewards
 from rewards.tasks import Task
@@ -189,7 +189,7 @@ class RewardScorer:
                 extracted = extract_code(
                     completion, entry_point=task.entry_point, prefix=self.completion_prefix
                 )
-                code, signals = extracted.code, extracted
+                code, signals = with_prompt_imports(extracted.code, task.prompt), extracted
             fingerprint = self.fingerprint(task)
             job = job_for(task, code, timeout_s=settings.timeout_s, repeats=settings.repeats)
             future, cached = self.cache.get_or_submit(

@@ -257,3 +257,14 @@ def test_extracted_code_is_valid_and_works(completion: str) -> None:
     result = extract_code(completion, entry_point="sum_to")
     ast.parse(result.code)
     assert runs(result.code, "sum_to", 100) == 5050
+
+
+def test_prompt_imports_are_added_when_the_answer_lacks_them():
+    from rewards.extraction import with_prompt_imports
+
+    prompt = 'from typing import List\nimport math\n\n\ndef f(xs: List[int]) -> int:\n    """Doc."""\n'
+    answer = "def f(xs: List[int]) -> int:\n    return math.floor(sum(xs))\n"
+    assert with_prompt_imports(answer, prompt) == "from typing import List\nimport math\n" + answer
+    assert with_prompt_imports("import math\n" + answer, prompt).count("import math") == 1
+    assert with_prompt_imports(answer, "Write a function that sums a list.") == answer
+    assert with_prompt_imports(answer, "We import things sometimes") == answer
