@@ -4,7 +4,7 @@ Both retry what is worth retrying (connection failures, 429/502/503/504) with ex
 waiting as long as the service's Retry-After header asks, and cap the requests in flight. Requests are
 idempotent (a verdict depends only on the request), so a retried request never double-counts.
 
-    with RewardClient("http://127.0.0.1:8000") as client:
+    with RewardClient("http://127.0.0.1:8080") as client:
         [result] = client.evaluate([submission("a", "def f(x): return x", "f", [([1], 1)])])
         result["status"], result["reward"]
 """

@@ -19,7 +19,7 @@ __all__ = ["RewardService", "ServiceConfig", "serve"]
 def serve(
     *,
     host: str = "127.0.0.1",
-    port: int = 8000,
+    port: int = 8080,
     workers: int | None = None,
     token: str | None = None,
     **options: Any,

@@ -34,7 +34,7 @@ class ServiceConfig:
     """
 
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = 8080
     token: str | None = None
     workers: int | None = None
     reward: RewardSettings = field(default_factory=RewardSettings)
