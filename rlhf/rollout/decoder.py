@@ -259,11 +259,15 @@ def fused_kernels() -> Kernels:
     """
     compile_ = lambda fn: torch.compile(fn, dynamic=True, fullgraph=True)
     return Kernels(
-        rms_norm=compile_(rms_norm), rotary=compile_(apply_rotary), gated_activation=compile_(gated_activation)
+        rms_norm=compile_(rms_norm),
+        rotary=compile_(apply_rotary),
+        gated_activation=compile_(gated_activation),
     )
 
 
-def _mlp(w: DecoderWeights, layer: LayerWeights, h: torch.Tensor, kernels: Kernels = EAGER_KERNELS) -> torch.Tensor:
+def _mlp(
+    w: DecoderWeights, layer: LayerWeights, h: torch.Tensor, kernels: Kernels = EAGER_KERNELS
+) -> torch.Tensor:
     gated = kernels.gated_activation(w.act, F.linear(h, layer.gate_up, layer.gate_up_bias))
     return F.linear(gated, layer.down, layer.down_bias)
 
@@ -271,9 +275,13 @@ def _mlp(w: DecoderWeights, layer: LayerWeights, h: torch.Tensor, kernels: Kerne
 def new_cache(
     w: DecoderWeights, rows: int, context: int, *, device: torch.device | None = None
 ) -> torch.Tensor:
-    """An empty KV cache [layers, 2, rows, kv_heads, context, head_dim] in the weights' dtype."""
+    """A zeroed KV cache [layers, 2, rows, kv_heads, context, head_dim] in the weights' dtype.
+
+    Zeroed, not merely allocated: attention multiplies masked positions' values by a zero weight,
+    and recycled memory may hold inf or NaN, which would turn that product into NaN.
+    """
     shape = (w.num_layers, 2, rows, w.num_kv_heads, context, w.head_dim)
-    return torch.empty(shape, dtype=w.dtype, device=device or w.device)
+    return torch.zeros(shape, dtype=w.dtype, device=device or w.device)
 
 
 @torch.no_grad()
@@ -298,7 +306,9 @@ def prefill(
     x = F.embedding(ids, w.embed)
     for index, layer in enumerate(w.layers):
         h = rms_norm(x, layer.input_norm, w.eps)
-        qkv = F.linear(h, layer.qkv, layer.qkv_bias).view(n, length, heads + 2 * kv_heads, dim).transpose(1, 2)
+        qkv = (
+            F.linear(h, layer.qkv, layer.qkv_bias).view(n, length, heads + 2 * kv_heads, dim).transpose(1, 2)
+        )
         q = apply_rotary(qkv[:, :heads], cos, sin)
         k = apply_rotary(qkv[:, heads : heads + kv_heads], cos, sin)
         v = qkv[:, heads + kv_heads :]

@@ -52,7 +52,13 @@ from rlhf.rollout.decoder import (
     unsupported_reason,
 )
 from rlhf.rollout.engine import SamplingOptions, check_sampling
-from rlhf.rollout.generate_engine import _generation_mode, _left_pad, _right_pad, completion_end, completion_text
+from rlhf.rollout.generate_engine import (
+    _generation_mode,
+    _left_pad,
+    _right_pad,
+    completion_end,
+    completion_text,
+)
 from rlhf.rollout.sampling import sample_next
 from rlhf.types import Rollouts, TaskBatch
 
@@ -113,7 +119,9 @@ class PrefixStore:
 
     def _prefill_from(self, first: int) -> None:
         if first != self.next_prompt:
-            raise RuntimeError(f"prompts must be prefilled in order: asked for {first}, next is {self.next_prompt}")
+            raise RuntimeError(
+                f"prompts must be prefilled in order: asked for {first}, next is {self.next_prompt}"
+            )
         chunk = [first]
         longest = len(self.prompts[first])
         while chunk[-1] + 1 < len(self.prompts):
@@ -242,7 +250,9 @@ class FastRolloutEngine:
         self.adapter = adapter if isinstance(model, PeftModel) else None
         reason = unsupported_reason(model, self.adapter)
         if reason is not None:
-            raise ValueError(f"the fast rollout engine cannot run this model: {reason}; use rollout.engine=generate")
+            raise ValueError(
+                f"the fast rollout engine cannot run this model: {reason}; use rollout.engine=generate"
+            )
         self.batch_size = batch_size
         self.prefill_tokens = prefill_tokens
         self.context_block = context_block
