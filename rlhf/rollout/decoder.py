@@ -33,6 +33,7 @@ from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 
 from rlhf.logprobs import causal_lm_of
+from rlhf.weight_sync import merged_layer_weight
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
@@ -67,15 +68,10 @@ def _plain_linear(module: nn.Module) -> nn.Linear:
 
 
 def _effective_weight(module: nn.Module, adapter: str | None) -> torch.Tensor:
-    """The layer's weight with ``adapter`` merged, computed as peft's unsafe merge does.
-
-    peft adds the float32 delta to the base weight in place (``W += delta``), which rounds once to
-    the weight's dtype; the same arithmetic here gives bit-identical merged weights.
-    """
-    base = _plain_linear(module).weight
+    """The layer's weight with ``adapter`` merged (bit-identical to peft's merge), not in place."""
     if adapter is None or not hasattr(module, "lora_A") or adapter not in module.lora_A:
-        return base
-    return base + module.get_delta_weight(adapter)
+        return _plain_linear(module).weight
+    return merged_layer_weight(module, [adapter])
 
 
 def _bias(module: nn.Module) -> torch.Tensor | None:

@@ -34,13 +34,16 @@ def _policy(architecture: str, dtype: torch.dtype, adapter_seed: int = 0):
 
 
 def _batch() -> TaskBatch:
-    return TaskBatch(tasks=[Task(id=f"t/{i}", prompt=p) for i, p in enumerate(PROMPTS)], prompts=list(PROMPTS))
+    tasks = [Task(id=f"t/{i}", prompt=p) for i, p in enumerate(PROMPTS)]
+    return TaskBatch(tasks=tasks, prompts=list(PROMPTS))
 
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
 @pytest.mark.parametrize("batch_size", [None, 3])
 @pytest.mark.parametrize("fuse_kernels", [False, True])
-def test_graph_replay_gives_the_generate_engines_greedy_tokens(architecture, batch_size, fuse_kernels) -> None:
+def test_graph_replay_gives_the_generate_engines_greedy_tokens(
+    architecture: str, batch_size: int | None, fuse_kernels: bool
+) -> None:
     model, tok = _policy(architecture, torch.float32)
     config = SamplingConfig(n_samples=2, temperature=0.0, max_new_tokens=40, stop=("e",))
     reference = GenerateRolloutEngine(model, tok).generate(_batch(), config)
