@@ -41,6 +41,7 @@ from transformers import PreTrainedTokenizerBase
 from rlhf.learner import pack_micro_batches
 from rlhf.logprobs import causal_lm_of, completion_logprobs
 from rlhf.models import POLICY_ADAPTER, load_adapter_state_dict
+from rlhf.packed_logprobs import pack_by_tokens, packed_completion_logprobs_and_entropy
 from rlhf.rollout.decode_graphs import DecodeRunner
 from rlhf.rollout.decoder import (
     EAGER_KERNELS,
@@ -215,6 +216,8 @@ class FastRolloutEngine:
     logprob_chunk_size: completion tokens per output-head chunk in that pass (the learner's).
     logprob_autocast: compute behaviour log-probs under bfloat16 autocast, as the learner does with
         ``train.bf16`` (None: on a CUDA device, the learner's default).
+    logprob_packed: score padding-free packed micro-batches
+        (:mod:`rlhf.packed_logprobs`), for a learner that trains on them.
     keep_warm: ``release_memory`` keeps the KV cache, weight buffers and graphs (faster next batch,
         more memory held while training).
     """
@@ -232,6 +235,7 @@ class FastRolloutEngine:
         logprob_tokens: int = 4096,
         logprob_chunk_size: int | None = None,
         logprob_autocast: bool | None = None,
+        logprob_packed: bool = False,
         keep_warm: bool = False,
         adapter: str = POLICY_ADAPTER,
     ) -> None:
@@ -264,6 +268,7 @@ class FastRolloutEngine:
         self.logprob_tokens = logprob_tokens
         self.logprob_chunk_size = logprob_chunk_size
         self.logprob_autocast = on_cuda if logprob_autocast is None else bool(logprob_autocast)
+        self.logprob_packed = logprob_packed
         self.keep_warm = keep_warm
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         configured = causal_lm_of(model).generation_config.eos_token_id
@@ -374,29 +379,38 @@ class FastRolloutEngine:
 
         Rows are packed with :func:`rlhf.learner.pack_micro_batches` under ``logprob_tokens`` and
         their all-padding columns trimmed, as the learner does, so with the learner's budget (and
-        one mini-batch) each row goes through the same forward pass shapes in both.
+        one mini-batch) each row goes through the same forward pass shapes in both. With
+        ``logprob_packed`` the rows go through :func:`rlhf.packed_logprobs.pack_by_tokens` and
+        the padding-free forward pass instead.
         """
-        lengths = (prompt_mask.sum(1) + completion_mask.sum(1)).tolist()
+        lengths = [int(n) for n in (prompt_mask.sum(1) + completion_mask.sum(1)).tolist()]
         out = torch.zeros(completion_ids.shape, dtype=torch.float32)
         device = self.device
         autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16) if self.logprob_autocast else nullcontext()
         )
+        pack = pack_by_tokens if self.logprob_packed else pack_micro_batches
         with torch.no_grad(), _generation_mode(self.model, self.adapter), autocast:
-            for micro in pack_micro_batches([int(n) for n in lengths], self.logprob_tokens):
+            for micro in pack(lengths, self.logprob_tokens):
                 index = torch.tensor(micro)
                 p_mask, c_mask = prompt_mask[index], completion_mask[index]
                 p_keep = max(1, int(p_mask.sum(1).max()))
                 t_keep = max(1, int(c_mask.sum(1).max()))
-                lp = completion_logprobs(
+                args = (
                     self.model,
                     prompt_ids[index, -p_keep:].to(device),
                     p_mask[:, -p_keep:].to(device),
                     completion_ids[index, :t_keep].to(device),
                     c_mask[:, :t_keep].to(device),
-                    temperature=temperature,
-                    chunk_size=self.logprob_chunk_size,
                 )
+                if self.logprob_packed:
+                    lp, _ = packed_completion_logprobs_and_entropy(
+                        *args, temperature=temperature, chunk_size=self.logprob_chunk_size
+                    )
+                else:
+                    lp = completion_logprobs(
+                        *args, temperature=temperature, chunk_size=self.logprob_chunk_size
+                    )
                 out[index, :t_keep] = lp.float().cpu()
         return out
 

@@ -363,10 +363,15 @@ def test_tied_embeddings_and_micro_batched_logprobs() -> None:
     batch = _batch(tok)
     config = _greedy(10, n=2)
     reference = GenerateRolloutEngine(model, tok).generate(batch, config)
-    # A tiny log-prob budget: one row per micro-batch, as a learner with a small budget would.
-    out = FastRolloutEngine(model, tok, logprob_tokens=8, logprob_chunk_size=3).generate(batch, config)
-    assert torch.equal(out.completion_ids, reference.completion_ids)
-    assert (out.behaviour_logprobs - reference.behaviour_logprobs).abs().max() <= 1e-5
+    # A tiny log-prob budget: one row per micro-batch, as a learner with a small budget would; and
+    # padding-free packed micro-batches, for a learner that trains on those.
+    for options in (
+        {"logprob_tokens": 8, "logprob_chunk_size": 3},
+        {"logprob_tokens": 40, "logprob_packed": True},
+    ):
+        out = FastRolloutEngine(model, tok, **options).generate(batch, config)
+        assert torch.equal(out.completion_ids, reference.completion_ids)
+        assert (out.behaviour_logprobs - reference.behaviour_logprobs).abs().max() <= 1e-5
 
 
 def test_make_engine_builds_the_fast_engine() -> None:
