@@ -226,6 +226,7 @@ def bench_shape(name: str, args: argparse.Namespace, bandwidth: float) -> dict[s
     tokens = rows * args.new_tokens
     result: dict[str, Any] = {
         "shape": name,
+        "dtype": str(dtype).removeprefix("torch."),
         "rows": rows,
         "prompt_len": args.prompt_len,
         "new_tokens": args.new_tokens,
