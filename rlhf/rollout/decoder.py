@@ -24,11 +24,13 @@ forward to rounding.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 
@@ -36,6 +38,9 @@ from rlhf.logprobs import causal_lm_of
 from rlhf.weight_sync import merged_layer_weight
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+# Decode attention has a mask, so flash attention is out; the memory-efficient kernel and the
+# matmul fallback are known to be safe inside CUDA graph capture (cuDNN's is left out).
+DECODE_ATTENTION = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 
@@ -362,7 +367,8 @@ def decode_step(
         q = qk[:, :heads].reshape(rows, kv_heads, group, dim)
         k = cache[index, 0, :rows, :, :context]
         v = cache[index, 1, :rows, :, :context]
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=dim**-0.5)
+        with sdpa_kernel(DECODE_ATTENTION) if q.is_cuda else nullcontext():
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=dim**-0.5)
         x = x + F.linear(attn.reshape(rows, heads * dim), layer.o, layer.o_bias)
         x = x + _mlp(w, layer, kernels.rms_norm(x, layer.post_norm, w.eps), kernels)
     return F.linear(kernels.rms_norm(x, w.final_norm, w.eps), w.lm_head).float()
