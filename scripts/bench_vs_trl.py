@@ -217,6 +217,19 @@ def run_effirl(args: argparse.Namespace, checkpoint: Path, tasks: list[Task]) ->
     rollouts = worker.generate(tasks)
     learner = learner_view_logprobs(worker, rollouts)
     valid = rollouts.completion_mask.bool()
+    same_budget_diff = None
+    if hasattr(worker.engine, "logprob_tokens"):
+        # The fast engine packs its log-prob pass like the learner when given the learner's token
+        # budget (make_engine passes only batch_size today; see docs/performance.md).
+        worker.engine.logprob_tokens = config.train.micro_batch_tokens
+        same_budget = worker.engine.logprobs(
+            rollouts.prompt_ids,
+            rollouts.prompt_mask,
+            rollouts.completion_ids,
+            rollouts.completion_mask,
+            worker.learner.options.temperature,
+        )
+        same_budget_diff = float((learner - same_budget)[valid].abs().max())
     result = {
         "engine": args.engine,
         "step_s": step_s,
@@ -227,6 +240,7 @@ def run_effirl(args: argparse.Namespace, checkpoint: Path, tasks: list[Task]) ->
         "behaviour_vs_learner_max_abs_diff": float(
             (learner - rollouts.behaviour_logprobs)[valid].abs().max()
         ),
+        "behaviour_vs_learner_max_abs_diff_same_budget": same_budget_diff,
         "decode_vs_behaviour_max_abs_diff": rollouts.metrics.get("rollout/decode_logprob_max_abs_diff", 0.0),
     }
     del controller, placement, worker
@@ -356,13 +370,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.no_markdown and not args.skip_trl:
         e, t = results["effirl"], results["trl"]
         b = e["breakdown_s"]
+        dtype = "bf16" if args.device.startswith("cuda") else "fp32"
         summary = (
-            f"GRPO step, {args.shape} bf16 + LoRA r{args.lora_rank}, {results['rows']} samples "
+            f"GRPO step, {args.shape} {dtype} + LoRA r{args.lora_rank}, {results['rows']} samples "
             f"({args.prompt_len} prompt + {args.new_tokens} new tokens), micro-batch {args.micro_batch}: "
             f"effirl {e['median_step_s']:.2f} s (generate {b['time_generate_s']:.2f}, train "
             f"{b['time_train_s']:.2f}) vs TRL GRPOTrainer {t['median_step_s']:.2f} s = "
             f"{results['trl_over_effirl']:.1f}x; behaviour vs learner log-probs max diff "
             f"{e['behaviour_vs_learner_max_abs_diff']:.1e}"
+            + (
+                f" ({e['behaviour_vs_learner_max_abs_diff_same_budget']:.1e} with the learner's token budget)"
+                if e["behaviour_vs_learner_max_abs_diff_same_budget"] is not None
+                else ""
+            )
         )
         line = table_row("GRPO step vs TRL", results["machine"], summary, results["command"])
         append_row(args.markdown, line)
