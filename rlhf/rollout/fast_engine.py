@@ -29,7 +29,7 @@ from __future__ import annotations
 import gc
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -43,13 +43,13 @@ from rlhf.logprobs import causal_lm_of, completion_logprobs
 from rlhf.models import POLICY_ADAPTER, load_adapter_state_dict
 from rlhf.packed_logprobs import pack_by_tokens, packed_completion_logprobs_and_entropy
 from rlhf.rollout.decode_graphs import DecodeRunner
+from rlhf.rollout.decode_state import DecodeState, HostCopy, PrefixStore, bucket_rows, round_up
 from rlhf.rollout.decoder import (
     EAGER_KERNELS,
     DecoderWeights,
     Kernels,
     fused_kernels,
     new_cache,
-    prefill,
     unsupported_reason,
 )
 from rlhf.rollout.engine import SamplingOptions, check_sampling
@@ -72,131 +72,6 @@ class SampledTokens:
     tokens: list[list[int]]
     logprobs: list[list[float]]
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class _Prefix:
-    kv: torch.Tensor  # [layers, 2, kv_heads, length, head_dim], a view into its prefill chunk
-    logits: torch.Tensor  # [vocab] float32
-    length: int
-    remaining: int
-
-
-class PrefixStore:
-    """Prompts prefilled ahead of need, each kept until its last sample has been admitted.
-
-    Prompts are prefilled in order, in right-padded chunks of at most ``token_budget`` padded tokens.
-    """
-
-    def __init__(
-        self,
-        weights: DecoderWeights,
-        prompts: Sequence[Sequence[int]],
-        uses: int,
-        token_budget: int,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        to_device: Callable[[Sequence[int] | Sequence[Sequence[int]]], torch.Tensor],
-    ) -> None:
-        self.weights = weights
-        self.prompts = prompts
-        self.uses = uses
-        self.token_budget = token_budget
-        self.cos, self.sin = cos, sin
-        self.to_device = to_device
-        self.ready: dict[int, _Prefix] = {}
-        self.next_prompt = 0
-        self.prefill_calls = 0
-
-    def take(self, prompt: int, count: int) -> _Prefix:
-        """The prefix of ``prompt`` for ``count`` more of its samples."""
-        if prompt not in self.ready:
-            self._prefill_from(prompt)
-        entry = self.ready[prompt]
-        entry.remaining -= count
-        if entry.remaining <= 0:
-            del self.ready[prompt]
-        return entry
-
-    def _prefill_from(self, first: int) -> None:
-        if first != self.next_prompt:
-            raise RuntimeError(
-                f"prompts must be prefilled in order: asked for {first}, next is {self.next_prompt}"
-            )
-        chunk = [first]
-        longest = len(self.prompts[first])
-        while chunk[-1] + 1 < len(self.prompts):
-            candidate = max(longest, len(self.prompts[chunk[-1] + 1]))
-            if candidate * (len(chunk) + 1) > self.token_budget:
-                break
-            chunk.append(chunk[-1] + 1)
-            longest = candidate
-        rows = [list(self.prompts[i]) + [0] * (longest - len(self.prompts[i])) for i in chunk]
-        lengths = [len(self.prompts[i]) for i in chunk]
-        kv, logits = prefill(
-            self.weights,
-            self.to_device(rows),
-            self.to_device(lengths),
-            self.cos,
-            self.sin,
-        )
-        for row, (prompt, length) in enumerate(zip(chunk, lengths)):
-            self.ready[prompt] = _Prefix(kv[:, :, row, :, :length], logits[row], length, self.uses)
-        self.next_prompt = chunk[-1] + 1
-        self.prefill_calls += 1
-
-
-class _HostCopy:
-    """A pinned host copy of the rows' current tokens and log-probs, read once the GPU gets there."""
-
-    def __init__(self, rows: int, device: torch.device) -> None:
-        pinned = device.type == "cuda"
-        self.tokens = torch.empty(rows, dtype=torch.long, pin_memory=pinned)
-        self.logprobs = torch.empty(rows, dtype=torch.float32, pin_memory=pinned)
-        self.event = torch.cuda.Event() if pinned else None
-
-    def start(self, tokens: torch.Tensor, logprobs: torch.Tensor, rows: int) -> None:
-        self.tokens[:rows].copy_(tokens[:rows], non_blocking=True)
-        self.logprobs[:rows].copy_(logprobs[:rows], non_blocking=True)
-        if self.event is not None:
-            self.event.record()
-
-    def wait(self, rows: int) -> tuple[list[int], list[float]]:
-        if self.event is not None:
-            self.event.synchronize()
-        return self.tokens[:rows].tolist(), self.logprobs[:rows].tolist()
-
-
-@dataclass
-class _DecodeState:
-    """Everything a batch shape needs on the device; kept between calls while the shape fits."""
-
-    weights: DecoderWeights
-    cache: torch.Tensor
-    tokens: torch.Tensor
-    logprobs: torch.Tensor
-    positions: torch.Tensor
-    cos: torch.Tensor
-    sin: torch.Tensor
-    runner: DecodeRunner
-    host: _HostCopy
-
-    @property
-    def rows(self) -> int:
-        return int(self.cache.shape[2])
-
-    @property
-    def context(self) -> int:
-        return int(self.cache.shape[4])
-
-
-def _round_up(value: int, block: int) -> int:
-    return -(-value // block) * block
-
-
-def _bucket(live: int, rows: int) -> int:
-    """Rows a step decodes for ``live`` live rows: the next power of two, at most ``rows``."""
-    return min(rows, 1 << max(0, live - 1).bit_length())
 
 
 class FastRolloutEngine:
@@ -274,7 +149,7 @@ class FastRolloutEngine:
         configured = causal_lm_of(model).generation_config.eos_token_id
         configured = [] if configured is None else [configured] if isinstance(configured, int) else configured
         self.eos_ids = sorted({tokenizer.eos_token_id, *configured})
-        self._state: _DecodeState | None = None
+        self._state: DecodeState | None = None
 
     @staticmethod
     def supports(model: nn.Module, adapter: str = POLICY_ADAPTER) -> bool:
@@ -423,7 +298,7 @@ class FastRolloutEngine:
             return host
         return host.pin_memory().to(self.device, non_blocking=True)
 
-    def _ensure_state(self, rows: int, context: int) -> _DecodeState:
+    def _ensure_state(self, rows: int, context: int) -> DecodeState:
         state = self._state
         if state is not None and state.rows >= rows and state.context >= context:
             state.weights.refresh()
@@ -443,8 +318,8 @@ class FastRolloutEngine:
         runner = DecodeRunner(
             weights, cache, tokens, positions, cos, sin, use_graphs=self.cuda_graphs, kernels=self.kernels
         )
-        self._state = _DecodeState(
-            weights, cache, tokens, logprobs, positions, cos, sin, runner, _HostCopy(rows, device)
+        self._state = DecodeState(
+            weights, cache, tokens, logprobs, positions, cos, sin, runner, HostCopy(rows, device)
         )
         return self._state
 
@@ -460,6 +335,13 @@ class FastRolloutEngine:
         check_sampling(config)
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        # Streams and events below belong to the current device: make it the model's.
+        with torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext():
+            return self._decode(prompts, config, ignore_eos)
+
+    def _decode(
+        self, prompts: Sequence[Sequence[int]], config: SamplingOptions, ignore_eos: bool
+    ) -> SampledTokens:
         n, budget = int(config.n_samples), int(config.max_new_tokens)
         temperature, top_p = float(config.temperature), float(config.top_p)
         stop = tuple(config.stop)
@@ -468,7 +350,7 @@ class FastRolloutEngine:
         total = len(prompts) * n
         rows = min(self.batch_size or total, total)
         longest = max(len(p) for p in prompts)
-        context = _round_up(longest + budget, self.context_block)
+        context = round_up(longest + budget, self.context_block)
         state = self._ensure_state(rows, context)
         captured_before = state.runner.capture_s
         capacity = state.context
@@ -513,7 +395,7 @@ class FastRolloutEngine:
             live = [slot for slot in range(active) if owner[slot] >= 0]
             if not live:
                 break
-            attended = min(capacity, _round_up(max(position[slot] for slot in live) + 1, self.context_block))
+            attended = min(capacity, round_up(max(position[slot] for slot in live) + 1, self.context_block))
             launched = owner[:active]
             state.host.start(state.tokens, state.logprobs, active)
             logits = state.runner.logits(active, attended)
@@ -561,10 +443,10 @@ class FastRolloutEngine:
             },
         )
 
-    def _compact(self, state: _DecodeState, owner: list[int], position: list[int], active: int) -> int:
+    def _compact(self, state: DecodeState, owner: list[int], position: list[int], active: int) -> int:
         """Move live rows below the smallest bucket that holds them; returns the new active rows."""
         live = [slot for slot in range(active) if owner[slot] >= 0]
-        target = _bucket(len(live), active)
+        target = bucket_rows(len(live), active)
         if not live or target >= active:
             return active
         movers = [slot for slot in live if slot >= target]

@@ -206,6 +206,23 @@ def test_early_eos_refills_and_compacts_rows_without_changing_results(llama) -> 
     assert refill.metrics["rollout/slot_utilisation"] > static
 
 
+def test_samples_ending_on_their_first_token_free_their_row_at_once(llama) -> None:
+    model, tok = llama
+    batch = _batch(tok)
+    first = GenerateRolloutEngine(model, tok).generate(batch, _greedy(1)).completion_ids[:, 0].tolist()
+    config = model.get_base_model().generation_config
+    saved = config.eos_token_id
+    config.eos_token_id = [tok.eos_token_id, first[0]]  # prompt 0's first greedy token ends it
+    try:
+        reference = GenerateRolloutEngine(model, tok).generate(batch, _greedy(10, n=3))
+        out = FastRolloutEngine(model, tok, batch_size=2).generate(batch, _greedy(10, n=3))
+    finally:
+        config.eos_token_id = saved
+    assert reference.completion_mask[:3].sum(1).tolist() == [1, 1, 1]
+    assert torch.equal(out.completion_ids, reference.completion_ids)
+    assert torch.equal(out.truncated, reference.truncated)
+
+
 def test_ignore_eos_decodes_exactly_the_budget(llama) -> None:
     model, tok = llama
     engine = FastRolloutEngine(model, tok, batch_size=3)
