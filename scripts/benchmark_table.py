@@ -36,13 +36,30 @@ def today() -> str:
 
 
 def reproduce_command() -> str:
-    """The command line this script was started with, as a user would type it from the repo root."""
+    """The command line this script was started with, as a user would type it from the repo root.
+
+    Output locations are not part of what reproduces a result: ``--markdown PATH`` is dropped and
+    ``--json PATH`` keeps only the file name.
+    """
     script = Path(sys.argv[0])
     try:
         script = script.resolve().relative_to(Path(__file__).resolve().parents[1])
     except ValueError:
         pass
-    return shlex.join(["python", str(script), *sys.argv[1:]])
+    args: list[str] = []
+    rest = iter(sys.argv[1:])
+    for arg in rest:
+        if arg == "--markdown":
+            next(rest, None)
+        elif arg == "--json":
+            args += [arg, Path(next(rest, "")).name]
+        elif arg.startswith("--markdown="):
+            continue
+        elif arg.startswith("--json="):
+            args.append("--json=" + Path(arg.partition("=")[2]).name)
+        else:
+            args.append(arg)
+    return shlex.join(["python", str(script), *args])
 
 
 def machine_description(device: str) -> str:

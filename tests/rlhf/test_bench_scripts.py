@@ -82,3 +82,33 @@ def test_bench_learner_tiny(tmp_path: Path) -> None:
         "padded_chunked_checkpointing",
     }
     assert all(v["ms"] > 0 for v in result["variants"].values())
+
+
+def test_table_rows_append_under_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _script("benchmark_table")
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Benchmarks\n\nSome prose.\n")
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            str(SCRIPTS / "bench_rollout.py"),
+            "--shapes",
+            "tiny",
+            "--json",
+            "/x/y/out.json",
+            "--markdown",
+            str(path),
+        ],
+    )
+    command = table.reproduce_command()
+    assert command == "python scripts/bench_rollout.py --shapes tiny --json out.json"
+    table.append_row(path, table.table_row("rollout | tiny", "cpu", "1 tok/s", command, date="2026-01-02"))
+    table.append_row(path, table.table_row("rollout", "cpu", "2 tok/s", command, date="2026-01-03"))
+    text = path.read_text()
+    assert text.startswith("# Benchmarks\n\nSome prose.\n\n" + table.HEADER)
+    rows = text.split(table.HEADER)[1].splitlines()
+    cell = f"`{command}`"
+    assert rows == [
+        f"| 2026-01-02 | rollout \\| tiny | cpu | 1 tok/s | {cell} |",
+        f"| 2026-01-03 | rollout | cpu | 2 tok/s | {cell} |",
+    ]
