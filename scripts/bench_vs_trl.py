@@ -214,22 +214,24 @@ def run_effirl(args: argparse.Namespace, checkpoint: Path, tasks: list[Task]) ->
     breakdown = {key: statistics.median(m.get(key, float("nan")) for m in steps) for key in keys}
 
     worker = placement.worker
+    engine = worker.engine
     rollouts = worker.generate(tasks)
     learner = learner_view_logprobs(worker, rollouts)
     valid = rollouts.completion_mask.bool()
-    same_budget_diff = None
-    if hasattr(worker.engine, "logprob_tokens"):
-        # The fast engine packs its log-prob pass like the learner when given the learner's token
-        # budget (make_engine passes only batch_size today; see docs/performance.md).
-        worker.engine.logprob_tokens = config.train.micro_batch_tokens
-        same_budget = worker.engine.logprobs(
-            rollouts.prompt_ids,
-            rollouts.prompt_mask,
-            rollouts.completion_ids,
-            rollouts.completion_mask,
-            worker.learner.options.temperature,
-        )
-        same_budget_diff = float((learner - same_budget)[valid].abs().max())
+    tensors = (rollouts.prompt_ids, rollouts.prompt_mask, rollouts.completion_ids, rollouts.completion_mask)
+    temperature = worker.learner.options.temperature
+    gap = lambda logprobs: float((learner - logprobs)[valid].abs().max())
+    # What the rollouts carry (recomputed, or the decode-time log-probs when the trainer runs
+    # on-policy and skips that pass), and the engine's recompute pass with its default token budget
+    # and with the learner's (make_engine passes only batch_size; see docs/performance.md).
+    logprob_check = {
+        "on_policy": not getattr(engine, "behaviour_logprobs", True),
+        "returned_vs_learner": gap(rollouts.behaviour_logprobs),
+        "engine_pass_vs_learner": gap(engine.logprobs(*tensors, temperature)),
+    }
+    if hasattr(engine, "logprob_tokens"):
+        engine.logprob_tokens = config.train.micro_batch_tokens
+        logprob_check["engine_pass_same_budget_vs_learner"] = gap(engine.logprobs(*tensors, temperature))
     result = {
         "engine": args.engine,
         "step_s": step_s,
@@ -237,13 +239,10 @@ def run_effirl(args: argparse.Namespace, checkpoint: Path, tasks: list[Task]) ->
         "breakdown_s": breakdown,
         "completion_len_mean": statistics.mean(m["response_len_mean"] for m in steps),
         "ratio_max": statistics.mean(m.get("loss/ratio_max", float("nan")) for m in steps),
-        "behaviour_vs_learner_max_abs_diff": float(
-            (learner - rollouts.behaviour_logprobs)[valid].abs().max()
-        ),
-        "behaviour_vs_learner_max_abs_diff_same_budget": same_budget_diff,
-        "decode_vs_behaviour_max_abs_diff": rollouts.metrics.get("rollout/decode_logprob_max_abs_diff", 0.0),
+        "logprob_max_abs_diff": logprob_check,
+        "decode_vs_behaviour_max_abs_diff": rollouts.metrics.get("rollout/decode_logprob_max_abs_diff"),
     }
-    del controller, placement, worker
+    del controller, placement, worker, engine
     gc.collect()
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -369,18 +368,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if not args.no_markdown and not args.skip_trl:
         e, t = results["effirl"], results["trl"]
-        b = e["breakdown_s"]
+        b, check = e["breakdown_s"], e["logprob_max_abs_diff"]
         dtype = "bf16" if args.device.startswith("cuda") else "fp32"
         summary = (
             f"GRPO step, {args.shape} {dtype} + LoRA r{args.lora_rank}, {results['rows']} samples "
             f"({args.prompt_len} prompt + {args.new_tokens} new tokens), micro-batch {args.micro_batch}: "
             f"effirl {e['median_step_s']:.2f} s (generate {b['time_generate_s']:.2f}, train "
             f"{b['time_train_s']:.2f}) vs TRL GRPOTrainer {t['median_step_s']:.2f} s = "
-            f"{results['trl_over_effirl']:.1f}x; behaviour vs learner log-probs max diff "
-            f"{e['behaviour_vs_learner_max_abs_diff']:.1e}"
+            f"{results['trl_over_effirl']:.1f}x; engine log-prob pass vs learner max diff "
+            f"{check['engine_pass_vs_learner']:.1e}"
             + (
-                f" ({e['behaviour_vs_learner_max_abs_diff_same_budget']:.1e} with the learner's token budget)"
-                if e["behaviour_vs_learner_max_abs_diff_same_budget"] is not None
+                f" ({check['engine_pass_same_budget_vs_learner']:.1e} with the learner's token budget)"
+                if "engine_pass_same_budget_vs_learner" in check
                 else ""
             )
         )

@@ -20,8 +20,9 @@ What it does differently from ``model.generate`` (see docs/performance.md for th
 
 Behaviour log-probs are recomputed after sampling with the learner's own function
 (:func:`rlhf.logprobs.completion_logprobs`), on micro-batches packed exactly as the learner packs
-them, under the learner's autocast. The log-probs seen while decoding are kept only to report their
-largest difference from those (``rollout/decode_logprob_max_abs_diff``).
+them, under the learner's autocast. The log-probs seen while decoding are kept to report their
+largest difference from those (``rollout/decode_logprob_max_abs_diff``), and are returned instead
+when ``behaviour_logprobs`` is False (an on-policy learner, which uses its own first pass).
 """
 
 from __future__ import annotations
@@ -145,6 +146,10 @@ class FastRolloutEngine:
         self.logprob_autocast = on_cuda if logprob_autocast is None else bool(logprob_autocast)
         self.logprob_packed = logprob_packed
         self.keep_warm = keep_warm
+        # Set False when the learner is on-policy (one update per batch, in process): it takes the
+        # old log-probs from its own first pass, so the rollouts carry the log-probs seen while
+        # decoding instead of a recomputed copy.
+        self.behaviour_logprobs = True
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         configured = causal_lm_of(model).generation_config.eos_token_id
         configured = [] if configured is None else [configured] if isinstance(configured, int) else configured
@@ -209,13 +214,18 @@ class FastRolloutEngine:
 
         started = time.perf_counter()
         temperature = config.temperature if config.temperature > 0 else 1.0
-        behaviour = self.logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
-        logprob_s = time.perf_counter() - started
-        seen = torch.zeros_like(behaviour)
+        seen = torch.zeros(completion_ids.shape, dtype=torch.float32)
         for row, (logps, (length, _)) in enumerate(zip(sampled.logprobs, ends)):
             seen[row, :length] = torch.tensor(logps[:length], dtype=torch.float32)
         valid = completion_mask.bool()
-        decode_diff = float((seen - behaviour)[valid].abs().max()) if valid.any() else 0.0
+        extra: dict[str, float] = {}
+        if self.behaviour_logprobs:
+            behaviour = self.logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+            gap = (seen - behaviour)[valid].abs()
+            extra["rollout/decode_logprob_max_abs_diff"] = float(gap.max()) if valid.any() else 0.0
+        else:  # an on-policy learner takes the old log-probs from its own first pass
+            behaviour = seen
+        logprob_s = time.perf_counter() - started
 
         lengths = completion_mask.sum(dim=1).float()
         return Rollouts(
@@ -235,7 +245,7 @@ class FastRolloutEngine:
                 "rollout/completion_len_mean": float(lengths.mean()),
                 "rollout/completion_len_max": float(lengths.max()),
                 "rollout/truncated_frac": float(truncated.float().mean()),
-                "rollout/decode_logprob_max_abs_diff": decode_diff,
+                **extra,
                 **sampled.metrics,
             },
         )

@@ -223,6 +223,17 @@ def test_samples_ending_on_their_first_token_free_their_row_at_once(llama) -> No
     assert torch.equal(out.truncated, reference.truncated)
 
 
+def test_without_the_behaviour_pass_the_decode_logprobs_are_returned(llama) -> None:
+    model, tok = llama
+    engine = FastRolloutEngine(model, tok)
+    engine.behaviour_logprobs = False  # what an on-policy trainer sets
+    torch.manual_seed(0)
+    out = engine.generate(_batch(tok), SamplingConfig(n_samples=2, temperature=0.8, max_new_tokens=8))
+    assert "rollout/decode_logprob_max_abs_diff" not in out.metrics
+    assert torch.all(out.behaviour_logprobs[out.completion_mask == 0] == 0)
+    assert (out.behaviour_logprobs - _learner_logprobs(model, out, 0.8)).abs().max() <= 1e-4
+
+
 def test_ignore_eos_decodes_exactly_the_budget(llama) -> None:
     model, tok = llama
     engine = FastRolloutEngine(model, tok, batch_size=3)
