@@ -34,7 +34,10 @@ def test_help_says_how_long_it_takes(name: str, capsys: pytest.CaptureFixture[st
 def test_bench_rollout_tiny(tmp_path: Path) -> None:
     out = tmp_path / "rollout.json"
     _script("bench_rollout").main(["--tiny", "--json", str(out)])
-    shape = json.loads(out.read_text())["shapes"][0]
+    result = json.loads(out.read_text())
+    assert len(result["engine_check"]) == 4
+    assert all(check["tokens_match"] for check in result["engine_check"].values()), result["engine_check"]
+    shape = result["shapes"][0]
     assert shape["rows"] == 4 and shape["new_tokens"] == 12
     for key in ("generate", "fast", "generate_merged"):
         assert shape[key]["tokens_per_s"] > 0
