@@ -27,7 +27,6 @@ when ``behaviour_logprobs`` is False (an on-policy learner, which uses its own f
 
 from __future__ import annotations
 
-import gc
 import itertools
 import time
 from collections.abc import Mapping, Sequence
@@ -175,10 +174,14 @@ class FastRolloutEngine:
         load_adapter_state_dict(self.model, state, self.adapter)
 
     def release_memory(self) -> None:
-        """Free the KV cache, merged weight buffers and graphs (unless ``keep_warm``)."""
+        """Free the KV cache, merged weight buffers and graphs (unless ``keep_warm``).
+
+        The decode state holds no reference cycles, so dropping it frees its tensors at once; no
+        ``gc.collect()`` (a tenth of a second or more in a process with transformers loaded, paid
+        every step).
+        """
         if not self.keep_warm:
             self._state = None
-        gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -412,3 +412,19 @@ def test_make_engine_builds_the_fast_engine() -> None:
     assert isinstance(engine, FastRolloutEngine)
     auto = make_engine(replace(config, rollout=replace(config.rollout, engine="auto")), model, tok)
     assert isinstance(auto, GenerateRolloutEngine)  # auto picks the fast engine on GPUs only
+
+
+def test_released_decode_state_is_freed_without_a_garbage_collection(llama) -> None:
+    import gc
+    import weakref
+
+    model, tok = llama
+    engine = FastRolloutEngine(model, tok)
+    engine.generate(_batch(tok), _greedy(3))
+    cache = weakref.ref(engine._state.cache)
+    gc.disable()
+    try:
+        engine.release_memory()
+        assert cache() is None  # freed by reference counting: no cycle keeps the KV cache alive
+    finally:
+        gc.enable()
