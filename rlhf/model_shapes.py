@@ -131,7 +131,12 @@ def random_model(
     """A randomly initialised model of ``shape`` in eval mode with frozen weights, and its tokenizer."""
     shape = model_shape(shape) if isinstance(shape, str) else shape
     device = resolve_device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    gpus = (
+        [device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda"
+        else []
+    )
+    with torch.random.fork_rng(devices=gpus):
         torch.manual_seed(seed)
         # Initialising on the target device is far faster than on the CPU for billion-weight models.
         with torch.device(device):
