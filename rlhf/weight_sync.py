@@ -16,7 +16,7 @@ Each sync reports bytes moved and milliseconds taken; both are step metrics.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,21 +42,33 @@ def timed(mode: str, work: callable) -> SyncReport:  # type: ignore[valid-type]
     return SyncReport(mode=mode, bytes=int(moved), ms=(time.perf_counter() - start) * 1e3)
 
 
+def merged_layer_weight(module: torch.nn.Module, adapters: Sequence[str]) -> torch.Tensor:
+    """A LoRA layer's base weight with ``adapters`` merged in, computed out of place.
+
+    The arithmetic is peft's unsafe merge (``W += delta`` per adapter, rounding to the weight's dtype
+    each time), so the result is bit-identical to ``merge_adapter``'s, but the layer is not touched:
+    peft's merge-then-unmerge round trip does not restore bfloat16 weights exactly.
+    """
+    weight = module.base_layer.weight.detach()
+    for adapter in adapters:
+        if adapter in getattr(module, "lora_A", {}):
+            weight = (weight + module.get_delta_weight(adapter)).to(module.base_layer.weight.dtype)
+    return weight
+
+
 def merged_weights(model: PeftModel) -> dict[str, torch.Tensor]:
     """Base weights with the active adapter merged in, for every adapted layer, keyed as the plain
-    (adapter-free) model names them. The model is left unmerged afterwards."""
-    model.merge_adapter()
-    try:
-        merged = {}
+    (adapter-free) model names them, on the CPU. The model's own weights are left exactly as they are."""
+    merged = {}
+    with torch.no_grad():
         for name, module in model.named_modules():
             base_layer = getattr(module, "base_layer", None)
             if base_layer is None or not hasattr(base_layer, "weight"):
                 continue
             plain = name.removeprefix("base_model.model.")
-            merged[f"{plain}.weight"] = base_layer.weight.detach().to("cpu", copy=True)
-        return merged
-    finally:
-        model.unmerge_adapter()
+            weight = merged_layer_weight(module, list(getattr(module, "active_adapters", [])))
+            merged[f"{plain}.weight"] = weight.to("cpu", copy=True)
+    return merged
 
 
 def load_merged_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> None:

@@ -1,8 +1,9 @@
 """Rollout: from a TaskBatch of rendered prompts to Rollouts (completions and behaviour log-probs).
 
 ``engine`` defines the :class:`RolloutEngine` interface and :class:`SamplingConfig`;
-``generate_engine`` implements it on transformers' ``generate``; ``prompts`` renders tasks into
-prompt strings.
+``generate_engine`` implements it on transformers' ``generate``; ``fast_engine`` implements it with a
+static KV cache and CUDA graphs for Llama/Qwen2-style models (import it from there: it is not
+loaded with this package); ``prompts`` renders tasks into prompt strings.
 """
 
 from rlhf.rollout.engine import RolloutEngine, SamplingConfig, SamplingOptions

@@ -1,0 +1,474 @@
+"""The fast rollout engine: static KV cache, CUDA-graph decode steps, prefix sharing, slot refill.
+
+What it does differently from ``model.generate`` (see docs/performance.md for the measurements):
+
+- **Merged LoRA, fused projections.** Decoding reads :class:`~rlhf.rollout.decoder.DecoderWeights`:
+  engine-owned buffers with the policy adapter merged in and q/k/v and gate/up fused, refreshed in
+  place before every batch. The model's own weights are never modified, so nothing has to be
+  unmerged for training and the learner sees bit-identical weights.
+- **Static KV cache and CUDA graphs.** One cache of ``batch_size`` rows is allocated per batch
+  shape; each decode step is replayed from a CUDA graph captured for its (rows, context) bucket
+  (:class:`~rlhf.rollout.decode_graphs.DecodeRunner`), so a step costs one launch instead of
+  hundreds. On CPU the same step runs eagerly.
+- **Prefix sharing.** Each prompt is prefilled once; its keys and values are copied into the cache
+  rows of its ``n_samples`` samples and its last logits give each sample's first token.
+- **Slot refill.** A row whose sample finishes (EOS, stop string, budget) takes the next waiting
+  sample at once; when none are left, live rows are compacted into a smaller graph bucket, so no
+  step decodes padding for long.
+- **No host stalls.** The host reads each step's tokens from a pinned buffer one step behind the
+  GPU, so stop-string checks and slot bookkeeping overlap the next step's compute.
+
+Behaviour log-probs are recomputed after sampling with the learner's own function
+(:func:`rlhf.logprobs.completion_logprobs`), on micro-batches packed exactly as the learner packs
+them, under the learner's autocast. The log-probs seen while decoding are kept to report their
+largest difference from those (``rollout/decode_logprob_max_abs_diff``), and are returned instead
+when ``behaviour_logprobs`` is False (an on-policy learner, which uses its own first pass).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from peft import PeftModel
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from rlhf.learner import pack_micro_batches
+from rlhf.logprobs import causal_lm_of, completion_logprobs
+from rlhf.models import POLICY_ADAPTER, load_adapter_state_dict
+from rlhf.packed_logprobs import pack_by_tokens, packed_completion_logprobs_and_entropy
+from rlhf.rollout.decode_graphs import DecodeRunner
+from rlhf.rollout.decode_state import DecodeState, HostCopy, PrefixStore, bucket_rows, round_up
+from rlhf.rollout.decoder import (
+    EAGER_KERNELS,
+    DecoderWeights,
+    Kernels,
+    fused_kernels,
+    new_cache,
+    unsupported_reason,
+)
+from rlhf.rollout.engine import SamplingOptions, check_sampling
+from rlhf.rollout.generate_engine import (
+    _generation_mode,
+    _left_pad,
+    _right_pad,
+    completion_end,
+    completion_text,
+)
+from rlhf.rollout.sampling import sample_next
+from rlhf.types import Rollouts, TaskBatch
+
+
+@dataclass
+class SampledTokens:
+    """Raw decoding output: per sample, its tokens up to where decoding stopped for it, and the
+    log-probs the sampler saw for them."""
+
+    tokens: list[list[int]]
+    logprobs: list[list[float]]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class FastRolloutEngine:
+    """A :class:`~rlhf.rollout.engine.RolloutEngine` for Llama/Qwen2-style models; see the module doc.
+
+    model: the policy (a PeftModel from :func:`rlhf.models.apply_lora`, or a plain causal LM);
+        shared with the learner when colocated. Its weights are read, never written.
+    batch_size: cache rows decoded at once (None: every sample of the batch).
+    prefill_tokens: padded prompt tokens per prefill forward pass.
+    context_block: attended context lengths are rounded up to multiples of this; each multiple is
+        one CUDA graph per row bucket.
+    cuda_graphs: replay decode steps from CUDA graphs (None: on a CUDA device).
+    fuse_kernels: compile RMSNorm, rotary and the gated activation into single kernels with
+        ``torch.compile`` (CUDA only; the first batch pays the compile time).
+    logprob_tokens: token budget of a behaviour log-prob micro-batch; set it to the learner's
+        ``train.micro_batch_tokens`` so both pack rows identically.
+    logprob_chunk_size: completion tokens per output-head chunk in that pass (the learner's).
+    logprob_autocast: compute behaviour log-probs under bfloat16 autocast, as the learner does with
+        ``train.bf16`` (None: on a CUDA device, the learner's default).
+    logprob_packed: score padding-free packed micro-batches
+        (:mod:`rlhf.packed_logprobs`), for a learner that trains on them.
+    keep_warm: ``release_memory`` keeps the KV cache, weight buffers and graphs (faster next batch,
+        more memory held while training).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        batch_size: int | None = None,
+        prefill_tokens: int = 8192,
+        context_block: int = 256,
+        cuda_graphs: bool | None = None,
+        fuse_kernels: bool = False,
+        logprob_tokens: int = 4096,
+        logprob_chunk_size: int | None = None,
+        logprob_autocast: bool | None = None,
+        logprob_packed: bool = False,
+        keep_warm: bool = False,
+        adapter: str = POLICY_ADAPTER,
+    ) -> None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token; completions could never finish")
+        for name, value in (
+            ("batch_size", batch_size),
+            ("prefill_tokens", prefill_tokens),
+            ("context_block", context_block),
+            ("logprob_tokens", logprob_tokens),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.adapter = adapter if isinstance(model, PeftModel) else None
+        reason = unsupported_reason(model, self.adapter)
+        if reason is not None:
+            raise ValueError(
+                f"the fast rollout engine cannot run this model: {reason}; use rollout.engine=generate"
+            )
+        self.batch_size = batch_size
+        self.prefill_tokens = prefill_tokens
+        self.context_block = context_block
+        on_cuda = self.device.type == "cuda"
+        self.cuda_graphs = on_cuda if cuda_graphs is None else bool(cuda_graphs)
+        if self.cuda_graphs and not on_cuda:
+            raise ValueError("cuda_graphs=True needs the model on a CUDA device")
+        self.kernels: Kernels = fused_kernels() if fuse_kernels and on_cuda else EAGER_KERNELS
+        self.logprob_tokens = logprob_tokens
+        self.logprob_chunk_size = logprob_chunk_size
+        self.logprob_autocast = on_cuda if logprob_autocast is None else bool(logprob_autocast)
+        self.logprob_packed = logprob_packed
+        self.keep_warm = keep_warm
+        # Set False when the learner is on-policy (one update per batch, in process): it takes the
+        # old log-probs from its own first pass, so the rollouts carry the log-probs seen while
+        # decoding instead of a recomputed copy.
+        self.behaviour_logprobs = True
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        configured = causal_lm_of(model).generation_config.eos_token_id
+        configured = [] if configured is None else [configured] if isinstance(configured, int) else configured
+        self.eos_ids = sorted({tokenizer.eos_token_id, *configured})
+        self._state: DecodeState | None = None
+
+    @staticmethod
+    def supports(model: nn.Module, adapter: str = POLICY_ADAPTER) -> bool:
+        """Whether the engine can run ``model`` (else use the generate engine)."""
+        return unsupported_reason(model, adapter if isinstance(model, PeftModel) else None) is None
+
+    @property
+    def device(self) -> torch.device:
+        return causal_lm_of(self.model).get_input_embeddings().weight.device
+
+    # ------------------------------------------------------------------------------ the protocol
+
+    def set_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Copy a policy adapter state (from :func:`rlhf.models.adapter_state_dict`) into the model;
+        the merged decode weights follow at the next batch."""
+        if self.adapter is None:
+            raise TypeError("this engine holds a model without adapters; there is no adapter state to set")
+        load_adapter_state_dict(self.model, state, self.adapter)
+
+    def release_memory(self) -> None:
+        """Free the KV cache, merged weight buffers and graphs (unless ``keep_warm``).
+
+        The decode state holds no reference cycles, so dropping it frees its tensors at once; no
+        ``gc.collect()`` (a tenth of a second or more in a process with transformers loaded, paid
+        every step).
+        """
+        if not self.keep_warm:
+            self._state = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def generate(self, batch: TaskBatch, config: SamplingOptions) -> Rollouts:
+        """Sample ``config.n_samples`` completions per prompt; see :class:`rlhf.types.Rollouts`.
+
+        Prompts are tokenized as given (``add_special_tokens=False``). All tensors are on the CPU.
+        """
+        check_sampling(config)
+        if len(batch.prompts) != len(batch.tasks) or not batch.prompts:
+            raise ValueError(
+                f"TaskBatch needs one prompt per task and at least one: {len(batch.tasks)} tasks, "
+                f"{len(batch.prompts)} prompts"
+            )
+        n = int(config.n_samples)
+        encoded = self.tokenizer(list(batch.prompts), add_special_tokens=False).input_ids
+        empty = [i for i, ids in enumerate(encoded) if not ids]
+        if empty:
+            raise ValueError(f"prompts {empty} tokenize to nothing; every prompt needs at least one token")
+        stop = tuple(config.stop)
+
+        started = time.perf_counter()
+        sampled = self.sample_token_ids(encoded, config)
+        generation_s = time.perf_counter() - started
+
+        ends = [completion_end(g, set(self.eos_ids), stop, self.tokenizer) for g in sampled.tokens]
+        completions = [g[:length] for g, (length, _) in zip(sampled.tokens, ends)]
+        texts = [completion_text(c, stop, self.tokenizer) for c in completions]
+        prompts = [ids for ids in encoded for _ in range(n)]
+        prompt_ids, prompt_mask = _left_pad(prompts, self.pad_id)
+        completion_ids, completion_mask = _right_pad(completions, self.pad_id)
+        truncated = torch.tensor([not finished for _, finished in ends], dtype=torch.bool)
+
+        started = time.perf_counter()
+        temperature = config.temperature if config.temperature > 0 else 1.0
+        seen = torch.zeros(completion_ids.shape, dtype=torch.float32)
+        for row, (logps, (length, _)) in enumerate(zip(sampled.logprobs, ends)):
+            seen[row, :length] = torch.tensor(logps[:length], dtype=torch.float32)
+        valid = completion_mask.bool()
+        extra: dict[str, float] = {}
+        if self.behaviour_logprobs:
+            behaviour = self.logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+            gap = (seen - behaviour)[valid].abs()
+            extra["rollout/decode_logprob_max_abs_diff"] = float(gap.max()) if valid.any() else 0.0
+        else:  # an on-policy learner takes the old log-probs from its own first pass
+            behaviour = seen
+        logprob_s = time.perf_counter() - started
+
+        lengths = completion_mask.sum(dim=1).float()
+        return Rollouts(
+            tasks=list(batch.tasks),
+            group_ids=torch.arange(len(encoded)).repeat_interleave(n),
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            completion_ids=completion_ids,
+            completion_mask=completion_mask,
+            behaviour_logprobs=behaviour,
+            texts=texts,
+            truncated=truncated,
+            metrics={
+                "rollout/generation_s": generation_s,
+                "rollout/logprob_s": logprob_s,
+                "rollout/tokens_per_s": float(lengths.sum()) / max(generation_s, 1e-9),
+                "rollout/completion_len_mean": float(lengths.mean()),
+                "rollout/completion_len_max": float(lengths.max()),
+                "rollout/truncated_frac": float(truncated.float().mean()),
+                **extra,
+                **sampled.metrics,
+            },
+        )
+
+    # ------------------------------------------------------------------------------- log-probs
+
+    def logprobs(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        temperature: float,
+    ) -> torch.Tensor:
+        """[B, T] behaviour log-probs (CPU, float32) by the learner's function and batching.
+
+        Rows are packed with :func:`rlhf.learner.pack_micro_batches` under ``logprob_tokens`` and
+        their all-padding columns trimmed, as the learner does, so with the learner's budget (and
+        one mini-batch) each row goes through the same forward pass shapes in both. With
+        ``logprob_packed`` the rows go through :func:`rlhf.packed_logprobs.pack_by_tokens` and
+        the padding-free forward pass instead.
+        """
+        lengths = [int(n) for n in (prompt_mask.sum(1) + completion_mask.sum(1)).tolist()]
+        out = torch.zeros(completion_ids.shape, dtype=torch.float32)
+        device = self.device
+        autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16) if self.logprob_autocast else nullcontext()
+        )
+        pack = pack_by_tokens if self.logprob_packed else pack_micro_batches
+        with torch.no_grad(), _generation_mode(self.model, self.adapter), autocast:
+            for micro in pack(lengths, self.logprob_tokens):
+                index = torch.tensor(micro)
+                p_mask, c_mask = prompt_mask[index], completion_mask[index]
+                p_keep = max(1, int(p_mask.sum(1).max()))
+                t_keep = max(1, int(c_mask.sum(1).max()))
+                args = (
+                    self.model,
+                    prompt_ids[index, -p_keep:].to(device),
+                    p_mask[:, -p_keep:].to(device),
+                    completion_ids[index, :t_keep].to(device),
+                    c_mask[:, :t_keep].to(device),
+                )
+                if self.logprob_packed:
+                    lp, _ = packed_completion_logprobs_and_entropy(
+                        *args, temperature=temperature, chunk_size=self.logprob_chunk_size
+                    )
+                else:
+                    lp = completion_logprobs(
+                        *args, temperature=temperature, chunk_size=self.logprob_chunk_size
+                    )
+                out[index, :t_keep] = lp.float().cpu()
+        return out
+
+    # -------------------------------------------------------------------------------- decoding
+
+    def _to_device(self, values: Sequence[int] | Sequence[Sequence[int]]) -> torch.Tensor:
+        """A long tensor on the model's device without stalling the host on queued GPU work."""
+        host = torch.tensor(values, dtype=torch.long)
+        if self.device.type != "cuda":
+            return host
+        return host.pin_memory().to(self.device, non_blocking=True)
+
+    def _ensure_state(self, rows: int, context: int) -> DecodeState:
+        state = self._state
+        if state is not None and state.rows >= rows and state.context >= context:
+            state.weights.refresh()
+            return state
+        self._state = None  # drop the old cache and graphs before allocating new ones
+        weights = state.weights if state is not None else DecoderWeights(self.model, self.adapter)
+        if state is not None:
+            weights.refresh()
+        rows = max(rows, state.rows if state is not None else 0)
+        context = max(context, state.context if state is not None else 0)
+        device = self.device
+        cache = new_cache(weights, rows, context)
+        tokens = torch.zeros(rows, dtype=torch.long, device=device)
+        logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
+        positions = torch.zeros(rows, dtype=torch.long, device=device)
+        cos, sin = weights.rotary_tables(context)
+        runner = DecodeRunner(
+            weights, cache, tokens, positions, cos, sin, use_graphs=self.cuda_graphs, kernels=self.kernels
+        )
+        self._state = DecodeState(
+            weights, cache, tokens, logprobs, positions, cos, sin, runner, HostCopy(rows, device)
+        )
+        return self._state
+
+    @torch.no_grad()
+    def sample_token_ids(
+        self, prompts: Sequence[Sequence[int]], config: SamplingOptions, *, ignore_eos: bool = False
+    ) -> SampledTokens:
+        """Decode ``config.n_samples`` samples of each prompt (token ids); sample ``i`` answers
+        prompt ``i // n_samples``.
+
+        A sample stops at EOS (unless ``ignore_eos``), at a stop string or at ``max_new_tokens``.
+        """
+        check_sampling(config)
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        # Streams and events below belong to the current device: make it the model's.
+        with torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext():
+            return self._decode(prompts, config, ignore_eos)
+
+    def _decode(
+        self, prompts: Sequence[Sequence[int]], config: SamplingOptions, ignore_eos: bool
+    ) -> SampledTokens:
+        n, budget = int(config.n_samples), int(config.max_new_tokens)
+        temperature, top_p = float(config.temperature), float(config.top_p)
+        stop = tuple(config.stop)
+        window = 4 * max(len(s) for s in stop) + 2 if stop else 0
+        eos = set() if ignore_eos else set(self.eos_ids)
+        total = len(prompts) * n
+        rows = min(self.batch_size or total, total)
+        longest = max(len(p) for p in prompts)
+        context = round_up(longest + budget, self.context_block)
+        state = self._ensure_state(rows, context)
+        captured_before = state.runner.capture_s
+        capacity = state.context
+        store = PrefixStore(
+            state.weights, prompts, n, self.prefill_tokens, state.cos, state.sin, self._to_device
+        )
+        owner = [-1] * rows
+        position = [0] * rows  # position of the token each row feeds next
+        tokens: list[list[int]] = [[] for _ in range(total)]
+        logps: list[list[float]] = [[] for _ in range(total)]
+        waiting = iter(range(total))
+        pending = [next(waiting, None)]
+
+        def admit(slots: list[int]) -> None:
+            picks = []
+            for slot in slots:
+                if pending[0] is None:
+                    break
+                picks.append((slot, pending[0]))
+                pending[0] = next(waiting, None)
+            if not picks:
+                return
+            first_logits = []
+            for prompt, group in itertools.groupby(picks, key=lambda pick: pick[1] // n):
+                group = list(group)
+                prefix = store.take(prompt, len(group))
+                index = self._to_device([slot for slot, _ in group])
+                state.cache[:, :, index, :, : prefix.length] = prefix.kv.unsqueeze(2)
+                first_logits.append(prefix.logits.expand(len(group), -1))
+                for slot, sample in group:
+                    owner[slot], position[slot] = sample, prefix.length
+            index = self._to_device([slot for slot, _ in picks])
+            first, first_logp = sample_next(torch.cat(first_logits), temperature, top_p)
+            state.tokens.index_copy_(0, index, first)
+            state.logprobs.index_copy_(0, index, first_logp)
+            state.positions.index_copy_(0, index, self._to_device([position[slot] for slot, _ in picks]))
+
+        admit(list(range(rows)))
+        active = rows
+        steps = slot_steps = 0
+        while True:
+            live = [slot for slot in range(active) if owner[slot] >= 0]
+            if not live:
+                break
+            attended = min(capacity, round_up(max(position[slot] for slot in live) + 1, self.context_block))
+            launched = owner[:active]
+            state.host.start(state.tokens, state.logprobs, active)
+            logits = state.runner.logits(active, attended)
+            next_tokens, next_logps = sample_next(logits, temperature, top_p)
+            state.tokens[:active].copy_(next_tokens)
+            state.logprobs[:active].copy_(next_logps)
+            # Rows that finished (found out only after this launch) keep stepping until refilled;
+            # the clamp keeps their writes inside the cache.
+            state.positions[:active].add_(1).clamp_(max=capacity - 1)
+            steps += 1
+            slot_steps += active
+            fed, fed_logps = state.host.wait(active)
+            finished, check = [], []
+            for slot in live:
+                sample = launched[slot]
+                position[slot] += 1
+                tokens[sample].append(fed[slot])
+                logps[sample].append(fed_logps[slot])
+                if fed[slot] in eos or len(tokens[sample]) >= budget:
+                    finished.append(slot)
+                elif stop:
+                    check.append(slot)
+            if check:
+                tails = self.tokenizer.batch_decode(
+                    [tokens[launched[slot]][-window:] for slot in check], skip_special_tokens=False
+                )
+                finished += [slot for slot, tail in zip(check, tails) if any(s in tail for s in stop)]
+            for slot in finished:
+                owner[slot] = -1
+            if pending[0] is not None:
+                admit(sorted(finished))
+            else:
+                active = self._compact(state, owner, position, active)
+
+        generated = sum(len(t) for t in tokens)
+        return SampledTokens(
+            tokens=tokens,
+            logprobs=logps,
+            metrics={
+                "rollout/decode_steps": float(steps),
+                "rollout/slot_utilisation": generated / max(slot_steps, 1),
+                "rollout/prefill_calls": float(store.prefill_calls),
+                "rollout/graph_capture_s": state.runner.capture_s - captured_before,
+                "rollout/graphs": float(len(state.runner.graphs)),
+            },
+        )
+
+    def _compact(self, state: DecodeState, owner: list[int], position: list[int], active: int) -> int:
+        """Move live rows below the smallest bucket that holds them; returns the new active rows."""
+        live = [slot for slot in range(active) if owner[slot] >= 0]
+        target = bucket_rows(len(live), active)
+        if not live or target >= active:
+            return active
+        movers = [slot for slot in live if slot >= target]
+        holes = [slot for slot in range(target) if owner[slot] < 0][: len(movers)]
+        if movers:
+            src, dst = self._to_device(movers), self._to_device(holes)
+            state.cache[:, :, dst] = state.cache[:, :, src]
+            for buffer in (state.tokens, state.logprobs, state.positions):
+                buffer[dst] = buffer[src]
+            for a, b in zip(movers, holes):
+                owner[b], position[b], owner[a] = owner[a], position[a], -1
+        return target

@@ -1,0 +1,48 @@
+"""Choosing the next token from logits: greedy, temperature and nucleus (top-p) sampling.
+
+The rules are transformers' (``TemperatureLogitsWarper`` then ``TopPLogitsWarper``), so the fast
+engine samples from the same distribution as the ``generate`` engine. Sampling draws exponential
+noise and takes ``argmax(p / noise)`` (equivalent to drawing from ``p``) rather than calling
+``torch.multinomial``: it never synchronises with the host, so the decode loop keeps the GPU fed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``scores`` [N, V] with tokens outside the nucleus set to ``-inf``.
+
+    The nucleus is the smallest set of most likely tokens whose probability reaches ``top_p``; the
+    most likely token always stays.
+    """
+    if top_p >= 1.0:
+        return scores
+    sorted_scores, sorted_index = torch.sort(scores, descending=False)
+    cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cumulative <= (1 - top_p)
+    remove_sorted[..., -1:] = False
+    remove = remove_sorted.scatter(1, sorted_index, remove_sorted)
+    return scores.masked_fill(remove, float("-inf"))
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next tokens [N] and their log-probs [N] for float32 ``logits`` [N, V].
+
+    temperature 0 is greedy (log-probs at temperature 1); otherwise the log-probs are those of the
+    temperature-scaled distribution before the nucleus cut, the convention of the behaviour
+    log-probs in :class:`rlhf.types.Rollouts`.
+    """
+    if temperature <= 0:
+        tokens = logits.argmax(dim=-1)
+        logp = torch.log_softmax(logits, dim=-1)
+        return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+    scaled = logits / temperature
+    logp = torch.log_softmax(scaled, dim=-1)
+    probs = torch.softmax(top_p_filter(scaled, top_p), dim=-1) if top_p < 1.0 else logp.exp()
+    noise = torch.empty_like(probs).exponential_(generator=generator).clamp_(min=1e-20)
+    tokens = (probs / noise).argmax(dim=-1)
+    return tokens, logp.gather(1, tokens[:, None]).squeeze(1)

@@ -1,0 +1,119 @@
+"""The GPU benchmark scripts run end to end on a CPU with --tiny (that they work, not how fast)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+torch.set_num_threads(2)
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["bench_rollout", "bench_vs_trl", "bench_weight_sync", "bench_learner"])
+def test_help_says_how_long_it_takes(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _script(name).main(["--help"])
+    assert exit_info.value.code == 0
+    assert "Time:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_rollout_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "rollout.json"
+    _script("bench_rollout").main(["--tiny", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert len(result["engine_check"]) == 4
+    assert all(check["tokens_match"] for check in result["engine_check"].values()), result["engine_check"]
+    shape = result["shapes"][0]
+    assert shape["rows"] == 4 and shape["new_tokens"] == 12
+    for key in ("generate", "fast", "generate_merged"):
+        assert shape[key]["tokens_per_s"] > 0
+    assert 0 < shape["fast"]["fraction_of_bound"] < 1
+    assert shape["speedup_vs_generate"] > 0
+
+
+@pytest.mark.slow
+def test_bench_vs_trl_tiny(tmp_path: Path) -> None:
+    pytest.importorskip("trl")
+    out = tmp_path / "trl.json"
+    _script("bench_vs_trl").main(["--tiny", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["effirl"]["median_step_s"] > 0 and result["trl"]["median_step_s"] > 0
+    assert result["trl_over_effirl"] > 0
+    # Both did the same work: full-length completions of the same budget.
+    assert result["effirl"]["completion_len_mean"] == pytest.approx(
+        result["trl"]["completion_len_mean"], abs=2
+    )
+    # The engine's log-prob pass gives what the learner computes (float32 on CPU).
+    check = result["effirl"]["logprob_max_abs_diff"]
+    assert check["engine_pass_vs_learner"] <= 1e-5 and check["engine_pass_same_budget_vs_learner"] <= 1e-5
+    assert check["returned_vs_learner"] <= (1e-4 if check["on_policy"] else 1e-5)
+    assert result["effirl"]["ratio_max"] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_bench_weight_sync_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "sync.json"
+    _script("bench_weight_sync").main(["--tiny", "--no-ray", "--json", str(out)])
+    shape = json.loads(out.read_text())["shapes"][0]
+    assert shape["merged_bytes"] > shape["adapter_bytes"] > 0
+    assert shape["adapter_sync_max_abs_logit_diff"] <= 1e-5
+    assert shape["merged_sync_max_abs_logit_diff"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_bench_learner_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "learner.json"
+    _script("bench_learner").main(["--tiny", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["real_tokens"] < result["padded_tokens"]
+    assert set(result["variants"]) == {
+        "padded",
+        "padded_chunked",
+        "packed_chunked",
+        "padded_chunked_checkpointing",
+    }
+    assert all(v["ms"] > 0 for v in result["variants"].values())
+
+
+def test_table_rows_append_under_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _script("benchmark_table")
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Benchmarks\n\nSome prose.\n")
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            str(SCRIPTS / "bench_rollout.py"),
+            "--shapes",
+            "tiny",
+            "--json",
+            "/x/y/out.json",
+            "--markdown",
+            str(path),
+        ],
+    )
+    command = table.reproduce_command()
+    assert command == "python scripts/bench_rollout.py --shapes tiny --json out.json"
+    table.append_row(path, table.table_row("rollout | tiny", "cpu", "1 tok/s", command, date="2026-01-02"))
+    table.append_row(path, table.table_row("rollout", "cpu", "2 tok/s", command, date="2026-01-03"))
+    text = path.read_text()
+    assert text.startswith("# Benchmarks\n\nSome prose.\n\n" + table.HEADER)
+    rows = text.split(table.HEADER)[1].splitlines()
+    cell = f"`{command}`"
+    assert rows == [
+        f"| 2026-01-02 | rollout \\| tiny | cpu | 1 tok/s | {cell} |",
+        f"| 2026-01-03 | rollout | cpu | 2 tok/s | {cell} |",
+    ]
