@@ -182,36 +182,48 @@ class PolicyWorker:
 
     def policy_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
         """[B, T] log-probs of the rollouts' tokens under this worker's current policy (no grad)."""
-        with torch.no_grad():
-            return self._on_device(completion_logprobs, rollouts)
+        return self._per_micro_batch(
+            rollouts, lambda *args: completion_logprobs(self.model, *args, **self._lp_kwargs())
+        )
 
     def reference_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
         """[B, T] log-probs under the reference policy (the base with adapters disabled)."""
-        return self._on_device(reference_logprobs, rollouts)
+        return self._per_micro_batch(
+            rollouts, lambda *args: reference_logprobs(self.model, *args, **self._lp_kwargs())
+        )
 
     def values(self, rollouts: Rollouts) -> torch.Tensor:
         """[B, T] critic values for PPO."""
         from rlhf.critic import completion_values
 
-        with torch.no_grad():
-            return self._on_device(completion_values, rollouts, temperature=None)
+        return self._per_micro_batch(rollouts, lambda *args: completion_values(self.model, *args))
 
-    def _on_device(self, function: Any, rollouts: Rollouts, temperature: float | None = -1.0) -> torch.Tensor:
+    def _lp_kwargs(self) -> dict[str, Any]:
+        # Chunk the output head so vocabulary x tokens logits never exist at once.
+        return {"temperature": sampling_temperature(self.config.rollout.temperature), "chunk_size": 1024}
+
+    def _per_micro_batch(self, rollouts: Rollouts, function: Any) -> torch.Tensor:
+        """Run a no-grad [B, T] computation in row groups that fit the learner's token budget."""
         device = next(self.model.parameters()).device
-        args = [
-            t.to(device)
-            for t in (
-                rollouts.prompt_ids,
-                rollouts.prompt_mask,
-                rollouts.completion_ids,
-                rollouts.completion_mask,
-            )
-        ]
-        kwargs = {}
-        if temperature is not None:
-            kwargs["temperature"] = sampling_temperature(self.config.rollout.temperature)
+        width = rollouts.prompt_ids.shape[1] + rollouts.completion_ids.shape[1]
+        rows = max(1, self.config.train.micro_batch_tokens // max(width, 1))
+        bf16 = self.config.train.bf16 if self.config.train.bf16 is not None else device.type == "cuda"
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(bf16))
         self.model.eval()
-        return function(self.model, *args, **kwargs).float().cpu()
+        parts = []
+        with torch.no_grad(), autocast:
+            for start in range(0, len(rollouts), rows):
+                picked = [
+                    t[start : start + rows].to(device)
+                    for t in (
+                        rollouts.prompt_ids,
+                        rollouts.prompt_mask,
+                        rollouts.completion_ids,
+                        rollouts.completion_mask,
+                    )
+                ]
+                parts.append(function(*picked).float().cpu())
+        return torch.cat(parts)
 
     # ----------------------------------------------------------------------------------- learning
 
@@ -323,13 +335,17 @@ def make_engine(config: ExperimentConfig, model: PeftModel, tokenizer: Any) -> R
     engine = config.rollout.engine
     on_gpu = next(model.parameters()).device.type == "cuda"
     if engine == "fast" or (engine == "auto" and on_gpu):
-        try:
-            from rlhf.rollout.fast_engine import FastRolloutEngine
-        except ImportError as exc:
-            if engine == "fast":
-                raise RuntimeError(f"rollout.engine 'fast' is not available: {exc}") from None
-        else:
-            return FastRolloutEngine(model, tokenizer, batch_size=config.rollout.batch_size)
+        from rlhf.rollout.fast_engine import FastRolloutEngine
+
+        if engine == "fast" or FastRolloutEngine.supports(model):
+            bf16 = config.train.bf16 if config.train.bf16 is not None else on_gpu
+            return FastRolloutEngine(
+                model,
+                tokenizer,
+                batch_size=config.rollout.batch_size,
+                logprob_tokens=config.train.micro_batch_tokens,
+                logprob_autocast=bf16,
+            )
     return GenerateRolloutEngine(
         model,
         tokenizer,
