@@ -47,8 +47,15 @@ def test_graph_replay_gives_the_generate_engines_greedy_tokens(
     model, tok = _policy(architecture, torch.float32)
     config = SamplingConfig(n_samples=2, temperature=0.0, max_new_tokens=40, stop=("e",))
     reference = GenerateRolloutEngine(model, tok).generate(_batch(), config)
+    # fp32 log-probs on both sides (the engine otherwise autocasts them to bf16, as the GPU learner does)
     engine = FastRolloutEngine(
-        model, tok, batch_size=batch_size, context_block=16, prefill_tokens=64, fuse_kernels=fuse_kernels
+        model,
+        tok,
+        batch_size=batch_size,
+        context_block=16,
+        prefill_tokens=64,
+        fuse_kernels=fuse_kernels,
+        logprob_autocast=False,
     )
     assert engine.cuda_graphs
     out = engine.generate(_batch(), config)
