@@ -87,6 +87,9 @@ class Learner:
         self.model = model
         self.options = options
         self.critic_parameters = critic_parameters
+        # Data-parallel replicas (set by the placement): their process group and how many there are.
+        self.group: object = None
+        self.replicas = 1
         train = options.train
         self.policy_parameters = policy_parameters
         self.optimizer = torch.optim.AdamW(policy_parameters, lr=train.lr, weight_decay=train.weight_decay)
@@ -119,7 +122,7 @@ class Learner:
         updates = 0
         self.model.train()
         for _ in range(algorithm.ppo_epochs):
-            for mini in _split(len(batch), self.options.train.mini_batches):
+            for mini in _split(len(batch), self.options.train.mini_batches, exact=self.replicas > 1):
                 metrics = self._optimizer_step(batch, mini)
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
@@ -134,12 +137,18 @@ class Learner:
     def _optimizer_step(self, batch: TrainBatch, rows: list[int]) -> dict[str, float]:
         options, algorithm = self.options, self.options.algorithm
         mask = batch.completion_mask[rows]
-        lengths = (batch.prompt_mask[rows].sum(1) + mask.sum(1)).tolist()
+        lengths = (batch.prompt_mask[rows].sum(1) + mask.sum(1)).tolist() if rows else []
         total_tokens = float(mask.sum())
         total_rows = float(len(rows))
         self.optimizer.zero_grad(set_to_none=True)
         if self.critic_optimizer is not None:
             self.critic_optimizer.zero_grad(set_to_none=True)
+        if self.replicas > 1:
+            # Data-parallel replicas: weight every micro-batch by the *global* token (or row) count, so
+            # the all-reduced sum of gradients is exactly the gradient of the whole mini-batch.
+            totals = torch.tensor([total_tokens, total_rows], dtype=torch.float64)
+            torch.distributed.all_reduce(totals, group=self.group)
+            total_tokens, total_rows = float(totals[0]), float(totals[1])
         metrics: dict[str, float] = {}
         for micro in pack_micro_batches([int(n) for n in lengths], options.train.micro_batch_tokens):
             index = torch.tensor([rows[i] for i in micro])
@@ -154,6 +163,10 @@ class Learner:
             (loss * weight).backward()
             for key, value in micro_metrics.items():
                 metrics[key] = metrics.get(key, 0.0) + float(value) * weight
+        if self.replicas > 1:
+            _all_reduce_gradients(self.policy_parameters, self.group)
+            if self.critic_parameters is not None:
+                _all_reduce_gradients(self.critic_parameters, self.group)
         grad_norm = _clip(self.policy_parameters, options.train.max_grad_norm)
         self.optimizer.step()
         if self.critic_optimizer is not None:
@@ -217,11 +230,14 @@ class Learner:
         return loss, metrics
 
 
-def _split(size: int, parts: int) -> Iterator[list[int]]:
-    parts = max(1, min(parts, size))
+def _split(size: int, parts: int, *, exact: bool = False) -> Iterator[list[int]]:
+    """Row indices of ``parts`` mini-batches. ``exact`` yields exactly ``parts`` (some maybe empty):
+    data-parallel replicas must take the same number of optimiser steps whatever their shard size."""
+    if not exact:
+        parts = max(1, min(parts, size))
     bounds = [round(i * size / parts) for i in range(parts + 1)]
     for start, end in itertools.pairwise(bounds):
-        if end > start:
+        if end > start or exact:
             yield list(range(start, end))
 
 
@@ -248,6 +264,18 @@ def _select(batch: TrainBatch, index: torch.Tensor, device: torch.device) -> dic
         rows = rows[:, -prompt_keep:] if key.startswith("prompt") else rows[:, :completion_keep]
         picked[key] = rows.to(device)
     return picked
+
+
+def _all_reduce_gradients(parameters: list[torch.nn.Parameter], group: object) -> None:
+    """Sum gradients over the replicas, one flat buffer per call (a missing grad counts as zero)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat, group=group)
+    offset = 0
+    for param, grad in zip(parameters, grads):
+        size = grad.numel()
+        param.grad = flat[offset : offset + size].view_as(grad).clone()
+        offset += size
 
 
 def _clip(parameters: list[torch.nn.Parameter], max_norm: float | None) -> float:

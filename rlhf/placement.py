@@ -111,17 +111,28 @@ class PolicyActor:
             probe.bind(("127.0.0.1", 0))
             return "127.0.0.1", probe.getsockname()[1]
 
-    def join_group(self, address: str, port: int, rank: int, world: int) -> None:
+    def join_group(
+        self, address: str, port: int, rank: int, world: int, learners: list[int], sync: list[int]
+    ) -> None:
+        """Join the run's process group; make the learner replicas' group and the sync group.
+
+        ``new_group`` is collective, so every rank creates both groups, members or not.
+        """
         import torch.distributed as dist
 
         backend = "nccl" if self.device.type == "cuda" else "gloo"
         dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank, world_size=world)
+        learner_group = dist.new_group(learners)
+        self.sync_group = dist.new_group(sync) if len(sync) > 1 else None
+        if rank in learners and len(learners) > 1:
+            self.worker.learner.group = learner_group
+            self.worker.learner.replicas = len(learners)
 
     def broadcast_adapter(self, layout: list[tuple[str, tuple[int, ...], str]]) -> int:
         from rlhf.weight_sync import broadcast_state
 
         source = self.worker.adapter_state() if self.worker.role == "learner" else None
-        state = broadcast_state(source, layout, self.device)
+        state = broadcast_state(source, layout, self.device, group=self.sync_group)
         if source is None:
             self.worker.set_adapter_state(state)
         return state_bytes(state)
@@ -168,18 +179,25 @@ class RayPlacement:
                     "placement.async_rollout needs placement.mode=split (colocated shares one model)"
                 )
             self.learner = actor.remote(config, "hybrid", threads)
+            self.learners = [self.learner]
             self.rollouts = [self.learner]
         else:
-            self.learner = actor.remote(config, "learner", threads)
+            self.learners = [
+                actor.remote(config, "learner", threads) for _ in range(placement.learner_workers)
+            ]
+            self.learner = self.learners[0]
             self.rollouts = [
                 actor.remote(config, "rollout", threads) for _ in range(placement.rollout_workers)
             ]
-            if placement.sync == "broadcast":
+            broadcast = placement.sync == "broadcast"
+            if broadcast or len(self.learners) > 1:
+                members = [*self.learners, *(self.rollouts if broadcast else [])]
+                learner_ranks = list(range(len(self.learners)))
+                sync_ranks = [0, *range(len(self.learners), len(members))] if broadcast else []
                 address, port = ray.get(self.learner.address.remote())
-                world = 1 + len(self.rollouts)
                 ray.get([
-                    member.join_group.remote(address, port, rank, world)
-                    for rank, member in enumerate([self.learner, *self.rollouts])
+                    member.join_group.remote(address, port, rank, len(members), learner_ranks, sync_ranks)
+                    for rank, member in enumerate(members)
                 ])  # fmt: skip
             self.sync()  # the rollout workers start from the learner's (seeded) adapter
 
@@ -204,7 +222,11 @@ class RayPlacement:
         return self.ray.get(self.learner.call.remote("values", rollouts))
 
     def train(self, batch: TrainBatch) -> dict[str, float]:
-        return self.ray.get(self.learner.call.remote("train", batch))
+        """Each learner replica trains on its shard; gradients meet in an all-reduce (rank 0's metrics)."""
+        count = len(self.learners)
+        shards = [batch.shard(i, count) for i in range(count)] if count > 1 else [batch]
+        results = self.ray.get([w.call.remote("train", shard) for w, shard in zip(self.learners, shards)])
+        return results[0]
 
     # ------------------------------------------------------------------------------- weight sync
 
@@ -258,12 +280,12 @@ class RayPlacement:
         return self.ray.get(self.learner.call.remote("training_state"))
 
     def load_training_state(self, **state: Any) -> None:
-        self.ray.get(self.learner.call.remote("load_training_state", **state))
+        self.ray.get([w.call.remote("load_training_state", **state) for w in self.learners])
         if self.mode == "split":
             self.sync()
 
     def close(self) -> None:
-        for actor in {id(a): a for a in [self.learner, *self.rollouts]}.values():
+        for actor in {id(a): a for a in [*self.learners, *self.rollouts]}.values():
             self.ray.kill(actor)
 
 

@@ -116,6 +116,24 @@ class TrainBatch:
     def __len__(self) -> int:
         return int(self.completion_ids.shape[0])
 
+    def shard(self, index: int, count: int) -> TrainBatch:
+        """The ``index``-th of ``count`` contiguous row shards (for data-parallel learners)."""
+        size = len(self)
+        start, end = size * index // count, size * (index + 1) // count
+        pick = lambda t: None if t is None else t[start:end]
+        return replace(
+            self,
+            prompt_ids=pick(self.prompt_ids),
+            prompt_mask=pick(self.prompt_mask),
+            completion_ids=pick(self.completion_ids),
+            completion_mask=pick(self.completion_mask),
+            old_logprobs=pick(self.old_logprobs),
+            advantages=pick(self.advantages),
+            returns=pick(self.returns),
+            old_values=pick(self.old_values),
+            ref_logprobs=pick(self.ref_logprobs),
+        )
+
 
 @dataclass
 class Update:

@@ -86,10 +86,12 @@ def broadcast_state(
     state: Mapping[str, torch.Tensor] | None,
     layout: list[tuple[str, tuple[int, ...], str]],
     device: torch.device,
+    group: object = None,
 ) -> dict[str, torch.Tensor]:
     """Broadcast tensors from rank 0 in ``layout`` order (name, shape, dtype); every rank returns them.
 
-    Rank 0 passes its ``state``; the others pass None and receive into fresh buffers.
+    Rank 0 passes its ``state``; the others pass None and receive into fresh buffers. ``group``: the
+    process group to broadcast in (default: the whole world).
     """
     import torch.distributed as dist
 
@@ -99,7 +101,7 @@ def broadcast_state(
             tensor = state[name].detach().to(device).contiguous()
         else:
             tensor = torch.empty(shape, dtype=getattr(torch, dtype), device=device)
-        dist.broadcast(tensor, src=0)
+        dist.broadcast(tensor, src=0, group=group)
         out[name] = tensor
     return out
 

@@ -131,6 +131,12 @@ class PlacementConfig(Section):
         "corrects for it).",
     )
     rollout_workers: int = setting(1, "Rollout workers (Ray actors) in `colocated` and `split` modes.")
+    learner_workers: int = setting(
+        1,
+        "Data-parallel learner replicas in `split` mode: each trains on a shard of the batch and their "
+        "adapter gradients are all-reduced (torch.distributed, gloo on CPU, NCCL on GPUs), so the update "
+        "equals a single learner's; rank 0 pushes the adapter to the rollout workers.",
+    )
     num_gpus_per_worker: float | None = setting(
         None,
         "GPUs each rollout worker reserves from Ray (fractions share a GPU); null is 1 when the model's "
@@ -147,7 +153,9 @@ class PlacementConfig(Section):
     )
 
     def check_values(self) -> None:
-        self.require_positive("rollout_workers")
+        self.require_positive("rollout_workers", "learner_workers")
+        if self.learner_workers > 1 and self.mode != "split":
+            self.fail("learner_workers", "can be more than 1 only when `placement.mode` is `split`")
         self.require_non_negative("num_gpus_per_worker")
         if self.mode == "in_process" and self.sync in ("object_store", "broadcast"):
             self.fail("sync", "must be `inplace` or `merged` when `placement.mode` is `in_process`")
