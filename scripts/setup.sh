@@ -28,6 +28,18 @@ install_system_packages() {
     fi
 }
 
+# Prints the newest CPU torch wheel for this interpreter found in pip's find-links folders, if any.
+local_cpu_torch_wheel() {
+    local links tag dir
+    links="${PIP_FIND_LINKS:-} $("$VENV/bin/python" -m pip config get global.find-links 2>/dev/null || true)"
+    tag=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+    for dir in $links; do
+        dir=${dir#file://}
+        [ -d "$dir" ] || continue
+        ls "$dir"/torch-*+cpu-"$tag"-"$tag"-*linux*_"$(uname -m)".whl 2>/dev/null
+    done | sort -V | tail -n 1
+}
+
 install_torch() {
     if "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then return 0; fi
     local pip=("$VENV/bin/python" -m pip install -q)
@@ -38,8 +50,18 @@ install_torch() {
         say "NVIDIA GPU found: installing pip's default (CUDA) torch"; "${pip[@]}" "torch>=2.4"; return
     fi
     say "no GPU: installing a CPU-only torch"
-    "${pip[@]}" --no-index "torch>=2.4" 2>/dev/null && return 0
-    "${pip[@]}" "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu 2>/dev/null && return 0
+    # A CPU wheel in pip's find-links is installed by its path, so that its dependencies still come
+    # from the index (a --no-index install cannot resolve them).
+    local wheel
+    wheel=$(local_cpu_torch_wheel)
+    if [ -n "$wheel" ]; then
+        say "using the local wheel $(basename "$wheel")"
+        "${pip[@]}" "$wheel" && return 0
+    fi
+    # The official CPU index, with a short timeout: where it is unreachable pip would otherwise
+    # retry for many minutes before falling back.
+    "${pip[@]}" "torch>=2.4" --timeout 15 --retries 0 --index-url https://download.pytorch.org/whl/cpu \
+        2>/dev/null && return 0
     say "CPU index unreachable: falling back to pip's default torch"; "${pip[@]}" "torch>=2.4"
 }
 

@@ -169,16 +169,23 @@ def test_completion_prefix_continues_a_prefilled_fence(box) -> None:
     assert reward.evidence.status == "passed"
 
 
-def test_synthetic_task_rewards_the_fast_solution(box) -> None:
+def test_synthetic_task_rewards_the_fast_solution() -> None:
     from rewards.datasets import load_tasks
+
+    from sandbox import Sandbox
 
     task = load_tasks("synthetic", limit=1)[0]
     fast, slow = task.reference, task.metadata["slow_reference"]
-    scorer = RewardScorer(box, RewardSettings(efficiency_weight=0.5, speedup_clip=4.0))
-    quick, sluggish = scorer.score([task, task], [fast, slow], extract=False)
+    # Counted Python events, not CPU time: the fast solution *is* the reference, and on a loaded
+    # machine two CPU timings of millisecond-long runs can differ by 2x (seen in CI), which would
+    # test the machine's noise rather than the shaping. CPU-time ranking is tested in the sandbox.
+    settings = RewardSettings(efficiency_weight=0.5, speedup_clip=4.0, cost_measure="python_events")
+    with Sandbox(settings.sandbox_config(workers=1, memory_mb=256)) as counting:
+        scorer = RewardScorer(counting, settings)
+        quick, sluggish = scorer.score([task, task], [fast, slow], extract=False)
     assert quick.evidence.status == sluggish.evidence.status == "passed"
+    assert quick.evidence.speedup == pytest.approx(1.0) and quick.value == pytest.approx(1.0)
     assert sluggish.evidence.speedup < 0.25 and sluggish.efficiency == -1.0 and sluggish.value == 0.5
-    assert quick.value > sluggish.value + 0.4
 
 
 def test_python_events_are_a_deterministic_cost() -> None:
