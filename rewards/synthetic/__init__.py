@@ -8,6 +8,9 @@ Each task's references hold the fast solution only; the naive one is ``metadata[
 (for tests and benchmarks, never for the model). Function tests are small correctness cases (the
 first ``n_base_tests``) followed by stress inputs on which the slow solution costs at least 5x the
 fast one (checked by ``scripts/check_synthetic_costs.py``).
+
+``optimisation_tasks`` gives the same tasks with the slow solution shown in the prompt and a request
+to make it faster (dataset ``synthetic_optimise``): code optimisation rather than code writing.
 """
 
 from rewards.synthetic.family import Family, Pool, Variant
@@ -18,6 +21,7 @@ from rewards.synthetic.generate import (
     register_family,
     synthetic_tasks,
 )
+from rewards.synthetic.optimisation import optimisation_task, optimisation_tasks
 
 __all__ = [
     "DEFAULT_PER_FAMILY",
@@ -26,6 +30,8 @@ __all__ = [
     "Pool",
     "Variant",
     "family_names",
+    "optimisation_task",
+    "optimisation_tasks",
     "register_family",
     "synthetic_tasks",
 ]

@@ -314,7 +314,7 @@ def _clone(tensors: dict[str, Any]) -> dict[str, Any]:
 def _load_benchmark(benchmark: str, split: str | None, limit: int | None) -> list[Task]:
     from rewards.datasets import load_tasks
 
-    if split is None and benchmark == "synthetic":
+    if split is None and benchmark.startswith("synthetic"):
         split = "heldout"
     try:
         tasks = load_tasks(benchmark, split=split, limit=limit)

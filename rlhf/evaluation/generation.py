@@ -18,10 +18,8 @@ import torch
 
 from rewards.tasks import Task
 from rlhf.config import ConfigError, ExperimentConfig, load_config
-from rlhf.rollout import GenerateRolloutEngine, SamplingConfig, render_prompt
+from rlhf.rollout import GenerateRolloutEngine, SamplingConfig, render_prompt, style_stop_strings
 from rlhf.types import TaskBatch
-
-FENCED_STYLES = ("chat_fence", "chat_prefill")
 
 
 class EvaluationInputError(ConfigError):
@@ -129,8 +127,7 @@ class GenerationOptions:
     seed: int = 0
 
     def sampling(self) -> SamplingConfig:
-        # A fenced prompt's answer is over at the closing fence; what follows is never run.
-        stop = ("```",) if self.prompt_style in FENCED_STYLES else ()
+        stop = style_stop_strings(self.prompt_style)
         return SamplingConfig(
             n_samples=self.n_samples,
             temperature=self.temperature,

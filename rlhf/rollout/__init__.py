@@ -8,7 +8,7 @@ loaded with this package); ``prompts`` renders tasks into prompt strings.
 
 from rlhf.rollout.engine import RolloutEngine, SamplingConfig, SamplingOptions
 from rlhf.rollout.generate_engine import GenerateRolloutEngine
-from rlhf.rollout.prompts import PROMPT_STYLES, render_prompt, response_prefix
+from rlhf.rollout.prompts import PROMPT_STYLES, render_prompt, response_prefix, style_stop_strings
 
 __all__ = [
     "PROMPT_STYLES",
@@ -18,4 +18,5 @@ __all__ = [
     "SamplingOptions",
     "render_prompt",
     "response_prefix",
+    "style_stop_strings",
 ]

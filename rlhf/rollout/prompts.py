@@ -41,6 +41,13 @@ DEFAULT_INSTRUCTION = (
 )
 
 
+def style_stop_strings(style: str) -> tuple[str, ...]:
+    """Strings that end an answer in ``style``: a fenced answer is over at its closing fence (what a
+    small model writes after it, prose about its code, is never run and only costs tokens)."""
+    _check_style(style)
+    return ("```",) if style in ("chat_fence", "chat_prefill") else ()
+
+
 def _check_style(style: str) -> None:
     if style not in PROMPT_STYLES:
         raise ValueError(f"unknown prompt style {style!r}; use one of {list(PROMPT_STYLES)}")

@@ -16,7 +16,9 @@ from sandbox import Sandbox
 
 
 def test_builtin_names_are_registered() -> None:
-    assert {"humanevalplus", "mbppplus", "humaneval", "synthetic"} <= set(dataset_names())
+    assert {"humanevalplus", "mbppplus", "humaneval", "synthetic", "synthetic_optimise"} <= set(
+        dataset_names()
+    )
 
 
 def test_synthetic_by_name_with_split_limit_and_options() -> None:

@@ -171,7 +171,6 @@ def test_completion_prefix_continues_a_prefilled_fence(box) -> None:
 
 def test_synthetic_task_rewards_the_fast_solution() -> None:
     from rewards.datasets import load_tasks
-
     from sandbox import Sandbox
 
     task = load_tasks("synthetic", limit=1)[0]

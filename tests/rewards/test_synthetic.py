@@ -219,3 +219,22 @@ def test_family_must_keep_splits_apart() -> None:
         Family(
             **{**family.__dict__, "variants": Pool((variant,), ()), "argument_names": Pool((("a", "b"),), ())}
         )
+
+
+def test_optimisation_variant_shows_the_slow_code_and_keeps_tests_and_references() -> None:
+    from rewards.datasets import load_tasks
+    from rewards.synthetic import optimisation_task
+
+    plain = synthetic_tasks("heldout", n=14)
+    shown = load_tasks("synthetic_optimise", split="heldout", limit=14)
+    assert len(shown) == len(plain) == 14
+    for base, task in zip(plain, shown):
+        assert task.id == base.id.replace("synthetic/", "synthetic_optimise/")
+        assert task.prompt.startswith(base.prompt.rstrip())
+        assert "```python\n" + base.metadata["slow_reference"].rstrip() + "\n```" in task.prompt
+        assert base.reference not in task.prompt  # the fast answer is never shown
+        assert f"faster `{base.entry_point}`" in task.prompt
+        assert task.function_tests == base.function_tests and task.references == base.references
+        assert task.metadata["shows_slow_solution"] and task.metadata["family"] == base.metadata["family"]
+    with pytest.raises(ValueError, match="no slow reference"):
+        optimisation_task(Task(id="x", prompt="p", entry_point="f"))

@@ -18,6 +18,7 @@ from rlhf.rollout.prompts import (
     function_header,
     render_prompt,
     response_prefix,
+    style_stop_strings,
 )
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
@@ -148,3 +149,19 @@ def test_every_dataset_stub_is_valid_python(name: str, file: str) -> None:
         ast.parse(stub + "    pass\n")
         for style in PROMPT_STYLES:
             assert task.entry_point in render_prompt(tok, task, style), (task.id, style)
+
+
+def test_fenced_styles_stop_at_the_closing_fence_in_training_and_evaluation() -> None:
+    from rlhf.config import load_config
+    from rlhf.evaluation.generation import GenerationOptions
+    from rlhf.policy import evaluation_sampling, training_sampling
+
+    assert style_stop_strings("chat_fence") == style_stop_strings("chat_prefill") == ("```",)
+    assert style_stop_strings("chat") == style_stop_strings("raw") == ()
+    fenced = load_config(None, ["data.prompt_style=chat_fence", 'rollout.stop=["\\n\\n\\n", "```"]'])
+    assert training_sampling(fenced).stop == ("\n\n\n", "```")  # the user's own stops, no duplicate
+    assert evaluation_sampling(fenced).stop == ("\n\n\n", "```")
+    assert training_sampling(load_config(None, ["data.prompt_style=chat"])).stop == ()
+    assert GenerationOptions(prompt_style="chat_prefill").sampling().stop == ("```",)
+    with pytest.raises(ValueError, match="unknown prompt style"):
+        style_stop_strings("fenced")
