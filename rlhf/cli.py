@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--benchmark",
         required=True,
         metavar="NAME|PATH",
-        help="humanevalplus, mbppplus, humaneval, synthetic, or a task file",
+        help="humanevalplus, mbppplus, humaneval, synthetic, synthetic_optimise, or a task file",
     )
     data.add_argument("--split", help="dataset split (default: the dataset's; heldout for synthetic)")
     data.add_argument("--limit", type=int, metavar="N", help="evaluate the first N tasks only")

@@ -105,8 +105,8 @@ class DataConfig(Section):
 
     dataset: str = setting(
         "synthetic",
-        "Training tasks: a registered dataset (`synthetic`, `humanevalplus`, `mbppplus`, `humaneval`) "
-        "or the path of a JSONL file of tasks.",
+        "Training tasks: a registered dataset (`synthetic`, `synthetic_optimise`, `humanevalplus`, "
+        "`mbppplus`, `humaneval`) or the path of a JSONL file of tasks.",
     )
     split: str | None = setting(
         None, "Split of `dataset` to train on; null is the dataset's default (`train` for synthetic)."

@@ -1,0 +1,87 @@
+"""scripts/quickstart_seeds.py: real runs of the smoke recipe under two seeds, and its verdict."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "quickstart_seeds_under_test", REPO / "scripts/quickstart_seeds.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(seed: int, start: float | None, end: float | None) -> dict:
+    return {"seed": seed, "start": {"pass_rate": start}, "end": {"pass_rate": end}}
+
+
+def test_learning_must_beat_the_spread_of_the_final_values() -> None:
+    verdict = _script().verdict
+    clear = verdict([_row(0, 0.2, 0.9), _row(1, 0.2, 0.8), _row(2, 0.2, 0.85)], "pass_rate")
+    assert (
+        clear["learns"]
+        and clear["spread"] == pytest.approx(0.1)
+        and clear["gain_mean"] == pytest.approx(0.65)
+    )
+    noisy = verdict([_row(0, 0.2, 0.5), _row(1, 0.2, 0.2), _row(2, 0.2, 0.3)], "pass_rate")
+    assert not noisy["learns"]  # mean gain 0.13 < spread 0.3
+    one_seed_worse = verdict([_row(0, 0.2, 0.9), _row(1, 0.2, 0.9), _row(2, 0.2, 0.1)], "pass_rate")
+    assert not one_seed_worse["learns"]
+    # no passing sample: no speedup, counted as 0
+    assert verdict([_row(0, None, 1.5), _row(1, None, 1.4)], "pass_rate")["start_mean"] == 0.0
+
+
+@pytest.mark.slow
+def test_two_seeds_of_the_smoke_recipe_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    smoke = str(REPO / "recipes" / "smoke.yaml")
+    status = _script().main(
+        [
+            "--recipe",
+            smoke,
+            "--seeds",
+            "3",
+            "4",
+            "--parallel",
+            "2",
+            "--out",
+            str(tmp_path),
+            "eval_at_start=true",
+        ]
+    )
+    summary = json.loads((tmp_path / "seeds.json").read_text())
+    assert [row["seed"] for row in summary["seeds"]] == [3, 4]
+    for row in summary["seeds"]:
+        assert row["start"]["step"] == 0 and row["end"]["step"] == 2  # the smoke recipe's two steps
+        assert (tmp_path / f"seed-{row['seed']}" / "checkpoints" / "step-2").is_dir()
+    assert set(summary["verdicts"]) == {"pass_rate", "speedup_mean"}
+    # a random tiny model learns nothing, so the script must say so through its exit status
+    assert status == (0 if all(v["learns"] for v in summary["verdicts"].values()) else 1)
+    assert "| seed | minutes |" in capsys.readouterr().out
+
+
+def test_a_failing_run_is_reported_with_its_log(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="seed 0 failed"):
+        _script().main(
+            [
+                "--recipe",
+                str(REPO / "recipes" / "smoke.yaml"),
+                "--seeds",
+                "0",
+                "--out",
+                str(tmp_path),
+                "rollout.temprature=1",
+            ]
+        )
+    assert "did you mean" in (tmp_path / "seed-0" / "train.log").read_text()
