@@ -110,6 +110,10 @@ class Worker:
             "--as-pid-1",
             "--cap-drop",
             "ALL",
+            # /tmp first: a tmpfs mounted after the binds would hide any of them that live under /tmp
+            # (a checkout or virtual environment there).
+            "--tmpfs",
+            "/tmp",
         ]
         for path in (
             *SYSTEM_PATHS,
@@ -122,7 +126,7 @@ class Worker:
                 args += ["--symlink", os.readlink(path), path]
             elif os.path.exists(path):
                 args += ["--ro-bind", path, path]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv"]
         environment = {**CANDIDATE_ENV, "PYTHONHASHSEED": "0"}
         environment["EFFIRL_ALLOW_SUBPROCESSES"] = json.dumps(self.config.allow_subprocesses)
         for key, value in environment.items():
