@@ -25,14 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-HEADLINE = ("pass_rate", "speedup_mean", "speedup_geomean", "reward_mean")
-
 
 def train_command(recipe: str, seed: int, out: Path, overrides: list[str]) -> list[str]:
-    effirl = shutil.which("effirl")
-    program = [effirl] if effirl else [sys.executable, "-m", "rlhf.cli"]
+    # This interpreter's own effirl, not whichever `effirl` comes first on PATH.
     return [
-        *program,
+        sys.executable,
+        "-m",
+        "rlhf.cli",
         "train",
         recipe,
         f"train.seed={seed}",
