@@ -18,6 +18,7 @@ from rewards.tasks import Task
 from rlhf.config import ExperimentConfig
 from rlhf.policy import adapter_config_of, load_policy_model, resolve_device_name
 from rlhf.rollout import render_prompt, response_prefix
+from rlhf.rollout.prompts import CODE_FENCE
 
 CLOSE_FENCE = "\n```"
 
@@ -32,16 +33,18 @@ def sft_examples(tasks: list[Task], tokenizer, style: str) -> list[dict[str, str
     for task in tasks:
         if not task.reference:
             continue
-        prefix = response_prefix(task, style)
         code = task.reference.rstrip() + "\n"
-        stub = prefix.removeprefix("```python\n")
-        if stub:
-            at = code.find(stub)
+        if style == "chat":
+            # Nothing is prefilled: the answer opens its own code fence, as RL rewards it for.
+            body = CODE_FENCE + code
+        else:
+            # The prompt already ends with the prefill (the fence, maybe the signature): the
+            # completion is what follows it, or the model learns to open a second fence.
+            stub = response_prefix(task, style).removeprefix(CODE_FENCE)
+            at = code.find(stub) if stub else 0
             if at < 0:
                 continue
             body = code[at + len(stub) :]
-        else:
-            body = code if style == "raw" else "```python\n" + code
         completion = body + (CLOSE_FENCE if style != "raw" else "")
         examples.append({"prompt": render_prompt(tokenizer, task, style), "completion": completion})
     return examples

@@ -26,7 +26,6 @@ whole answer to extract code from.
 from __future__ import annotations
 
 import ast
-import re
 import warnings
 
 from transformers import PreTrainedTokenizerBase
@@ -54,9 +53,17 @@ def _check_style(style: str) -> None:
 
 
 def _prompt_defines_entry_point(task: Task) -> bool:
+    """Whether the prompt is a code stub to complete (HumanEval's), not prose about a function.
+
+    It must parse as Python and define the entry point at top level: prose that merely shows the
+    function in a fence (an optimisation task's slow version) is a problem statement, and wrapping
+    it in a code block as "the function to complete" garbles the prompt.
+    """
     if not task.entry_point:
         return False
-    return re.search(rf"^def\s+{re.escape(task.entry_point)}\s*\(", task.prompt, re.MULTILINE) is not None
+    # A bare signature ("def f(a):" with no body yet) is a stub too.
+    sources = (task.prompt, task.prompt.rstrip() + "\n    pass\n")
+    return any(function_header(source, task.entry_point) is not None for source in sources)
 
 
 def function_header(source: str, name: str) -> str | None:

@@ -19,6 +19,7 @@ from rlhf.rollout.prompts import (
     render_prompt,
     response_prefix,
     style_stop_strings,
+    user_message,
 )
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
@@ -112,6 +113,21 @@ def test_multi_line_signatures_and_uncuttable_prompts() -> None:
     assert code_stub(multi) == "import re\n\ndef f(a,\n      b):\n"
     broken = Task(id="b", prompt="def f(a):\n", entry_point="f")  # no body: not valid Python
     assert code_stub(broken) == "def f(a):\n"
+
+
+def test_prose_that_shows_the_function_is_not_a_stub_to_complete() -> None:
+    # An optimisation task quotes its slow solution in a fence; the prompt is prose, not code.
+    prose = Task(
+        id="o",
+        prompt="Sum 1..n.\n\nThis version is correct but slow:\n"
+        "```python\ndef f(n):\n    return sum(range(n + 1))\n```\nWrite a faster `f`.",
+        entry_point="f",
+        references=("def f(n):\n    return n * (n + 1) // 2\n",),
+    )
+    message = user_message(prose)
+    assert message.startswith("Sum 1..n.") and "Complete the following" not in message
+    assert "Define a Python function named `f`." in message
+    assert response_prefix(prose, "chat_prefill") == CODE_FENCE + "def f(n):\n"
 
 
 def test_function_header_handles_odd_sources() -> None:
