@@ -23,6 +23,7 @@ from rlhf.controller import Controller
 from rlhf.placement import make_placement
 from rlhf.reward_stage import RewardStage
 from rlhf.run_log import RunLog
+from rlhf.sft import warm_start
 from rlhf.task_sampler import TaskSampler
 
 HEADLINE = ("pass_rate", "speedup_mean", "reward_mean")
@@ -68,6 +69,9 @@ def train(config: ExperimentConfig) -> int:
     train_tasks, eval_tasks = load_run_tasks(config)
     _say(f"effirl: {len(train_tasks)} training tasks, {len(eval_tasks)} evaluation tasks -> {output_dir}")
 
+    if checkpoint is None and config.warm_start.sft_steps:
+        _say(f"effirl: supervised warm start, {config.warm_start.sft_steps} steps on reference solutions")
+        config = warm_start(config)
     sampler = TaskSampler(
         train_tasks, config.data.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle
     )

@@ -9,7 +9,7 @@ every key is docs/config.md, generated from these dataclasses by scripts/gen_con
 """
 
 from rlhf.config.experiment import ExperimentConfig
-from rlhf.config.learning import AlgorithmConfig, PlacementConfig, TrainConfig
+from rlhf.config.learning import AlgorithmConfig, PlacementConfig, TrainConfig, WarmStartConfig
 from rlhf.config.loading import (
     config_from_dict,
     config_to_dict,
@@ -42,6 +42,7 @@ __all__ = [
     "RewardConfig",
     "RolloutConfig",
     "TrainConfig",
+    "WarmStartConfig",
     "config_from_dict",
     "config_to_dict",
     "dump_config",

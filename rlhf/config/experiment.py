@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf.config.learning import GROUP_BASELINE_ALGORITHMS, AlgorithmConfig, PlacementConfig, TrainConfig
+from rlhf.config.learning import (
+    GROUP_BASELINE_ALGORITHMS,
+    AlgorithmConfig,
+    PlacementConfig,
+    TrainConfig,
+    WarmStartConfig,
+)
 from rlhf.config.schema import ConfigError, Section, setting
 from rlhf.config.sections import DataConfig, LoraConfig, ModelConfig, RewardConfig, RolloutConfig
 
@@ -53,6 +59,7 @@ class ExperimentConfig(Section):
     algorithm: AlgorithmConfig = dataclasses.field(default_factory=AlgorithmConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     placement: PlacementConfig = dataclasses.field(default_factory=PlacementConfig)
+    warm_start: WarmStartConfig = dataclasses.field(default_factory=WarmStartConfig)
 
     def check_values(self) -> None:
         if not self.run_name.strip() or "/" in self.run_name:
@@ -92,6 +99,12 @@ class ExperimentConfig(Section):
                 f"`algorithm.overlong_buffer` ({algorithm.overlong_buffer}) must be smaller than "
                 f"`rollout.max_new_tokens` ({rollout.max_new_tokens})",
                 "algorithm.overlong_buffer",
+            )
+        if self.warm_start.sft_steps and self.lora.adapter_path is not None:
+            raise ConfigError(
+                "`warm_start.sft_steps` and `lora.adapter_path` both choose the starting adapter; set "
+                "`warm_start.sft_steps=0` to start from the saved adapter, or drop `lora.adapter_path`",
+                "warm_start.sft_steps",
             )
         batch = self.data.prompts_per_step * rollout.n_samples
         if self.train.mini_batches > batch:
