@@ -27,6 +27,7 @@ from rlhf.models import (
     POLICY_ADAPTER,
     adapter_state_dict,
     apply_lora,
+    byte_tokenizer,
     load_adapter_state_dict,
     load_base_model,
     load_tokenizer,
@@ -49,6 +50,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def policy_tokenizer(config: ExperimentConfig) -> Any:
+    """The tokenizer of the policy, without loading the model (tiny random models use bytes)."""
+    name = config.model.name_or_path
+    return byte_tokenizer() if name.startswith(TINY_PREFIX) else load_tokenizer(name)
 
 
 def load_policy_model(config: ExperimentConfig, *, with_lora: bool = True) -> tuple[Any, Any]:

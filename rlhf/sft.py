@@ -8,8 +8,6 @@ folder; start RL from it with ``lora.adapter_path=<output_dir>/sft/adapter``.
 
 from __future__ import annotations
 
-import dataclasses
-import gc
 import json
 import sys
 from pathlib import Path
@@ -102,34 +100,6 @@ def sft(config: ExperimentConfig) -> int:
     )
     print(message, file=sys.stderr)
     return 0
-
-
-def warm_start(config: ExperimentConfig) -> ExperimentConfig:
-    """Run the recipe's `warm_start` SFT into ``<output_dir>/sft``; returns the config RL runs with.
-
-    The returned config starts from the warm-start adapter (`lora.adapter_path`) and has no warm
-    start of its own. A config without one (`warm_start.sft_steps` 0) comes back unchanged.
-    """
-    settings = config.warm_start
-    if settings.sft_steps == 0:
-        return config
-    supervised = dataclasses.replace(
-        config,
-        train=dataclasses.replace(config.train, steps=settings.sft_steps, lr=settings.lr, warmup_steps=0),
-        data=dataclasses.replace(config.data, prompts_per_step=settings.batch_size, limit=settings.examples),
-        warm_start=dataclasses.replace(settings, sft_steps=0),
-    )
-    sft(supervised)
-    # The SFT model is gone by now; give its memory back before the RL policy loads.
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    adapter = Path(config.output_dir) / "sft" / "adapter"
-    return dataclasses.replace(
-        config,
-        lora=dataclasses.replace(config.lora, adapter_path=str(adapter)),
-        warm_start=dataclasses.replace(settings, sft_steps=0),
-    )
 
 
 def write_adapter_folder(model: torch.nn.Module, config: ExperimentConfig, directory: Path) -> None:

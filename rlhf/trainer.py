@@ -23,8 +23,8 @@ from rlhf.controller import Controller
 from rlhf.placement import make_placement
 from rlhf.reward_stage import RewardStage
 from rlhf.run_log import RunLog
-from rlhf.sft import warm_start
 from rlhf.task_sampler import TaskSampler
+from rlhf.warm_start import run_warm_start
 
 HEADLINE = ("pass_rate", "speedup_mean", "reward_mean")
 
@@ -69,9 +69,6 @@ def train(config: ExperimentConfig) -> int:
     train_tasks, eval_tasks = load_run_tasks(config)
     _say(f"effirl: {len(train_tasks)} training tasks, {len(eval_tasks)} evaluation tasks -> {output_dir}")
 
-    if checkpoint is None and config.warm_start.sft_steps:
-        _say(f"effirl: supervised warm start, {config.warm_start.sft_steps} steps on reference solutions")
-        config = warm_start(config)
     sampler = TaskSampler(
         train_tasks, config.data.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle
     )
@@ -101,6 +98,8 @@ def train(config: ExperimentConfig) -> int:
             if checkpoint.rng is not None:
                 restore_rng(checkpoint.rng)
             _say(f"effirl: resumed from {checkpoint.path} at step {start_step}")
+        if checkpoint is None and config.warm_start.sft_steps:
+            _warm_start(config, placement, train_tasks)
         baseline = None
         if config.eval_at_start and start_step == 0:
             baseline = _evaluate(controller, eval_tasks, log, 0, "start")
@@ -116,6 +115,18 @@ def train(config: ExperimentConfig) -> int:
         rewards.close()
         placement.close()
     return 0
+
+
+def _warm_start(config: ExperimentConfig, placement: Any, train_tasks: list[Task]) -> None:
+    from rlhf.policy import policy_tokenizer
+
+    settings = config.warm_start
+    _say(f"effirl: warm start: {settings.sft_steps} supervised steps on the training tasks' references")
+    summary = run_warm_start(config, placement, train_tasks, policy_tokenizer(config))
+    _say(
+        f"effirl: warm start done in {summary['seconds']:.0f} s on {summary['examples']} references: "
+        f"NLL {summary['nll_first_batch']:.3f} -> {summary['nll_last_batch']:.3f} (first/last batch)"
+    )
 
 
 def _loop(

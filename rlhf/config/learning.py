@@ -120,13 +120,13 @@ class WarmStartConfig(Section):
     RL can only amplify what the policy already samples: a model that never writes the fast solution
     gets no efficiency reward to learn from. A few SFT steps on the training tasks' references (the
     fast solutions) show it how; RL then makes those attempts correct. The evaluation at the start
-    of the run comes after the warm start, so the run's gain is RL's alone.
+    of the run comes after the warm start, so the run's gain is RL's alone. The steps run on the
+    run's learner at `train.lr` (see rlhf/warm_start.py).
     """
 
     section = "warm_start"
 
     sft_steps: int = setting(0, "Supervised steps on the training tasks' references; 0 skips the warm start.")
-    lr: float = setting(2e-4, "Learning rate of the warm start (constant).")
     batch_size: int = setting(8, "Examples per supervised step.")
     examples: int | None = setting(
         None, "Use the first N training tasks' references (after the seeded shuffle); null uses all."
@@ -134,7 +134,7 @@ class WarmStartConfig(Section):
 
     def check_values(self) -> None:
         self.require_non_negative("sft_steps")
-        self.require_positive("lr", "batch_size", "examples")
+        self.require_positive("batch_size", "examples")
 
 
 @dataclass

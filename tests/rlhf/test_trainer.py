@@ -101,25 +101,6 @@ def test_other_algorithms_run_through_the_loop(tmp_path, algorithm):
     assert read_metrics(out / "metrics.jsonl")[0]["step"] == 1
 
 
-def test_train_runs_its_warm_start_and_starts_rl_from_that_adapter(tmp_path):
-    out = tmp_path / "run"
-    # A learning rate too small to move the adapter: step 1's checkpoint is the warm-start adapter.
-    config = smoke_config(
-        out, "warm_start.sft_steps=2", "warm_start.lr=1e-2", "train.steps=1", "train.lr=1e-12",
-        "data.prompt_style=chat", "eval_at_start=false", "eval_at_end=false",
-    )  # fmt: skip
-    assert train(config) == 0
-    warm = load_file(str(out / "sft" / "adapter" / "adapter_model.safetensors"))
-    assert json.loads((out / "sft" / "summary.json").read_text())["steps"] == 2
-    final = adapter_of(list_checkpoints(out)[-1])
-    assert warm.keys() == final.keys()
-    lora_b = [name for name in warm if "lora_B" in name]
-    assert lora_b and any(warm[name].abs().max() > 0 for name in lora_b)  # SFT moved it off its zero init
-    assert all(torch.allclose(warm[name], final[name], atol=1e-6) for name in warm)
-    # The resolved config keeps the warm start (not the adapter path it produced) and reloads cleanly.
-    assert load_config(out / "config.yaml").warm_start.sft_steps == 2
-
-
 def test_a_warm_start_and_a_saved_adapter_cannot_both_be_the_start(tmp_path):
     with pytest.raises(ValueError, match=r"warm_start\.sft_steps"):
         smoke_config(tmp_path, "warm_start.sft_steps=2", f"lora.adapter_path={tmp_path}")
