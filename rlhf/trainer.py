@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rewards.datasets import load_tasks
+from rewards.datasets import evaluation_split, load_tasks
 from rewards.tasks import Task
 from rlhf.checkpoint import (
     CheckpointError,
@@ -33,7 +33,7 @@ def task_sources(config: ExperimentConfig) -> tuple[tuple[str, str | None], tupl
     """(dataset, split) of the training tasks and of the evaluation tasks."""
     data = config.data
     eval_source = data.eval_dataset or data.dataset
-    eval_split = data.eval_split or ("heldout" if eval_source.startswith("synthetic") else None)
+    eval_split = evaluation_split(eval_source, data.eval_split)
     return (data.dataset, data.split), (eval_source, eval_split)
 
 

@@ -19,7 +19,13 @@ from rewards.datasets.expected_outputs import (
 from rewards.datasets.humaneval import load_humaneval
 from rewards.datasets.humanevalplus import load_humanevalplus
 from rewards.datasets.mbppplus import load_mbppplus
-from rewards.datasets.registry import dataset_names, load_synthetic, load_tasks, register_dataset
+from rewards.datasets.registry import (
+    dataset_names,
+    evaluation_split,
+    load_synthetic,
+    load_tasks,
+    register_dataset,
+)
 from rewards.datasets.task_files import (
     TaskFormatError,
     load_task_dataset,
@@ -37,6 +43,7 @@ __all__ = [
     "TaskFormatError",
     "compute_expected_outputs",
     "dataset_names",
+    "evaluation_split",
     "load_humaneval",
     "load_humanevalplus",
     "load_mbppplus",

@@ -29,13 +29,28 @@ from rewards.tasks import Task
 
 Loader = Callable[..., list[Task]]
 LOADERS: dict[str, Loader] = {}
+EVALUATION_SPLITS: dict[str, str | None] = {}
 
 
-def register_dataset(name: str, loader: Loader, *, replace: bool = False) -> None:
-    """Make ``load_tasks(name, split=..., limit=..., **options)`` call ``loader``."""
+def register_dataset(
+    name: str, loader: Loader, *, replace: bool = False, evaluation_split: str | None = None
+) -> None:
+    """Make ``load_tasks(name, split=..., limit=..., **options)`` call ``loader``.
+
+    ``evaluation_split`` is the split to evaluate on when none is asked for (``heldout`` for
+    datasets whose default split is for training); None evaluates on the loader's default.
+    """
     if name in LOADERS and not replace:
         raise ValueError(f"a dataset named {name!r} is registered; pass replace=True to redefine it")
     LOADERS[name] = loader
+    EVALUATION_SPLITS[name] = evaluation_split
+
+
+def evaluation_split(name_or_path: str | os.PathLike[str], split: str | None = None) -> str | None:
+    """``split`` if given, else the registered dataset's evaluation split (None for files and hub ids)."""
+    if split is not None:
+        return split
+    return EVALUATION_SPLITS.get(os.fspath(name_or_path))
 
 
 def dataset_names() -> list[str]:
@@ -63,8 +78,8 @@ def load_synthetic_optimise(
 register_dataset("humanevalplus", load_humanevalplus)
 register_dataset("mbppplus", load_mbppplus)
 register_dataset("humaneval", load_humaneval)
-register_dataset("synthetic", load_synthetic)
-register_dataset("synthetic_optimise", load_synthetic_optimise)
+register_dataset("synthetic", load_synthetic, evaluation_split="heldout")
+register_dataset("synthetic_optimise", load_synthetic_optimise, evaluation_split="heldout")
 
 
 def load_tasks(

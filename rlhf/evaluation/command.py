@@ -312,10 +312,9 @@ def _clone(tensors: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_benchmark(benchmark: str, split: str | None, limit: int | None) -> list[Task]:
-    from rewards.datasets import load_tasks
+    from rewards.datasets import evaluation_split, load_tasks
 
-    if split is None and benchmark.startswith("synthetic"):
-        split = "heldout"
+    split = evaluation_split(benchmark, split)
     try:
         tasks = load_tasks(benchmark, split=split, limit=limit)
     except (ValueError, FileNotFoundError, TypeError) as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rewards.datasets import dataset_names, load_tasks, register_dataset, save_tasks
+from rewards.datasets import dataset_names, evaluation_split, load_tasks, register_dataset, save_tasks
 from rewards.datasets.registry import LOADERS, sniff_file
 from rewards.synthetic import synthetic_tasks
 from rewards.tasks import Task
@@ -104,3 +104,20 @@ def test_unreadable_first_line_is_reported(tmp_path: Path) -> None:
     path.write_text("{not json\n")
     with pytest.raises(ValueError, match="first line is not a JSON object"):
         load_tasks(path)
+
+
+def test_each_dataset_names_the_split_it_is_evaluated_on(tmp_path: Path) -> None:
+    assert evaluation_split("synthetic") == evaluation_split("synthetic_optimise") == "heldout"
+    assert evaluation_split("humanevalplus") is None and evaluation_split("mbppplus") is None
+    assert evaluation_split("synthetic", "train") == "train"  # an explicit split wins
+    # A task file is not a registered dataset, whatever its name says.
+    assert evaluation_split(tmp_path / "synthetic_mine.jsonl") is None
+
+    def tiny(*, split: str | None = None, limit: int | None = None) -> list[Task]:
+        return [Task(id=f"tiny/{split}", prompt="p")]
+
+    register_dataset("tiny-eval", tiny, evaluation_split="test")
+    try:
+        assert evaluation_split("tiny-eval") == "test"
+    finally:
+        LOADERS.pop("tiny-eval")
