@@ -169,35 +169,44 @@ def test_completion_prefix_continues_a_prefilled_fence(box) -> None:
     assert reward.evidence.status == "passed"
 
 
-def test_synthetic_task_rewards_the_fast_solution() -> None:
-    from rewards.datasets import load_tasks
+@pytest.fixture(scope="module")
+def counting_box():
+    """A one-worker sandbox that counts Python events (the deterministic cost measure)."""
     from sandbox import Sandbox
 
-    task = load_tasks("synthetic", limit=1)[0]
+    settings = RewardSettings(cost_measure="python_events")
+    with Sandbox(settings.sandbox_config(workers=1, memory_mb=256)) as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def synthetic_task() -> Task:
+    from rewards.datasets import load_tasks
+
+    return load_tasks("synthetic", limit=1)[0]
+
+
+def test_synthetic_task_rewards_the_fast_solution(counting_box, synthetic_task) -> None:
+    task = synthetic_task
     fast, slow = task.reference, task.metadata["slow_reference"]
     # Counted Python events, not CPU time: the fast solution *is* the reference, and on a loaded
     # machine two CPU timings of millisecond-long runs can differ by 2x (seen in CI), which would
     # test the machine's noise rather than the shaping. CPU-time ranking is tested in the sandbox.
     settings = RewardSettings(efficiency_weight=0.5, speedup_clip=4.0, cost_measure="python_events")
-    with Sandbox(settings.sandbox_config(workers=1, memory_mb=256)) as counting:
-        scorer = RewardScorer(counting, settings)
-        quick, sluggish = scorer.score([task, task], [fast, slow], extract=False)
+    scorer = RewardScorer(counting_box, settings, cache_size=0)
+    quick, sluggish = scorer.score([task, task], [fast, slow], extract=False)
     assert quick.evidence.status == sluggish.evidence.status == "passed"
     assert quick.evidence.speedup == pytest.approx(1.0) and quick.value == pytest.approx(1.0)
     assert sluggish.evidence.speedup < 0.25 and sluggish.efficiency == -1.0 and sluggish.value == 0.5
 
 
-def test_python_events_are_a_deterministic_cost() -> None:
-    from rewards.datasets import load_tasks
-    from sandbox import Sandbox
-
-    task = load_tasks("synthetic", limit=1)[0]
+def test_python_events_are_a_deterministic_cost(counting_box, synthetic_task) -> None:
+    task = synthetic_task
     settings = RewardSettings(cost_measure="python_events", efficiency_mode="group", efficiency_weight=1.0)
-    with Sandbox(settings.sandbox_config(workers=1, memory_mb=256)) as counting:
-        scorer = RewardScorer(counting, settings, cache_size=0)
-        slow = task.metadata["slow_reference"]
-        first = scorer.score([task] * 3, [task.reference, slow, slow], [0, 0, 0], extract=False)
-        second = scorer.score([task] * 3, [task.reference, slow, slow], [0, 0, 0], extract=False)
+    scorer = RewardScorer(counting_box, settings, cache_size=0)
+    slow = task.metadata["slow_reference"]
+    first = scorer.score([task] * 3, [task.reference, slow, slow], [0, 0, 0], extract=False)
+    second = scorer.score([task] * 3, [task.reference, slow, slow], [0, 0, 0], extract=False)
     assert [r.evidence.cost for r in first] == [r.evidence.cost for r in second]
     assert first[0].evidence.cost < first[1].evidence.cost
     # the group median is the slow cost: the fast solution earns the full efficiency score
