@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -94,9 +95,13 @@ def test_lora_sync_moves_far_fewer_bytes_than_merged_weights(tmp_path):
             "placement.sync=object_store",
             "placement.async_rollout=true",
             "train.steps=3",
+            # off-policy learner in another actor: the warm start must hand it the old log-probs
+            "warm_start.sft_steps=2",
+            "warm_start.batch_size=2",
+            "warm_start.examples=2",  # the same two references each step: their NLL must fall
         ],
     ],
-    ids=["colocated", "split-async"],
+    ids=["colocated", "split-async-warm-start"],
 )
 def test_training_runs_on_ray_with_ray_reward_workers(tmp_path, overrides):
     config = config_for(tmp_path, *overrides, "eval_at_end=false")
@@ -106,6 +111,9 @@ def test_training_runs_on_ray_with_ray_reward_workers(tmp_path, overrides):
     assert all(r["time_generate_s"] >= 0 and r["reward_mean"] <= 1.5 for r in rows)
     if config.placement.mode == "split":
         assert all(r["sync_bytes"] > 0 for r in rows[1:])
+    if config.warm_start.sft_steps:
+        summary = json.loads((tmp_path / "warm_start" / "summary.json").read_text())
+        assert summary["steps"] == 2 and summary["nll_last_batch"] < summary["nll_first_batch"]
 
 
 def test_controller_async_step_generates_ahead(tmp_path):
