@@ -129,7 +129,7 @@ class WarmStartConfig(Section):
     sft_steps: int = setting(0, "Supervised steps on the training tasks' references; 0 skips the warm start.")
     batch_size: int = setting(8, "Examples per supervised step.")
     examples: int | None = setting(
-        None, "Use the first N training tasks' references (after the seeded shuffle); null uses all."
+        None, "Use the references of the first N training tasks (dataset order); null uses all."
     )
 
     def check_values(self) -> None:
