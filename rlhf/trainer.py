@@ -21,6 +21,7 @@ from rlhf.checkpoint import (
 from rlhf.config import ExperimentConfig, config_to_dict, dump_config
 from rlhf.controller import Controller
 from rlhf.placement import make_placement
+from rlhf.policy import policy_tokenizer
 from rlhf.reward_stage import RewardStage
 from rlhf.run_log import RunLog
 from rlhf.task_sampler import TaskSampler
@@ -118,8 +119,6 @@ def train(config: ExperimentConfig) -> int:
 
 
 def _warm_start(config: ExperimentConfig, placement: Any, train_tasks: list[Task]) -> None:
-    from rlhf.policy import policy_tokenizer
-
     settings = config.warm_start
     _say(f"effirl: warm start: {settings.sft_steps} supervised steps on the training tasks' references")
     summary = run_warm_start(config, placement, train_tasks, policy_tokenizer(config))

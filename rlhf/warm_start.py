@@ -10,6 +10,9 @@ split), as policy-gradient steps on the references with advantage 1 and ratio 1:
 supervised fine-tuning without a second model load or TRL and `datasets` (which `effirl sft`
 uses, and which GPU hosts may lack). Afterwards the optimiser and schedule are reset, so RL step 1
 starts from the warm adapter with fresh Adam moments, as it would from `lora.adapter_path`.
+
+Like every learner pass, the log-probs (and so the NLL reported) are those of the sampling
+distribution, at `rollout.temperature`: the warm start fits what RL will sample from.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import torch
 
 from rewards.tasks import Task
 from rlhf.config import ExperimentConfig
+from rlhf.policy import is_on_policy
+from rlhf.rollout.generate_engine import left_pad, pad_token_id, right_pad
 from rlhf.sft import sft_examples
 from rlhf.types import Rollouts, TrainBatch
 
@@ -33,21 +38,14 @@ def reference_rollouts(
     examples: list[dict[str, str]], tasks: list[Task], tokenizer: Any, max_new_tokens: int
 ) -> Rollouts:
     """Prompt/completion pairs as a batch of rollouts (left-padded prompts, right-padded answers)."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    prompts = [tokenizer(e["prompt"], add_special_tokens=False).input_ids for e in examples]
-    answers = [
-        tokenizer(e["completion"], add_special_tokens=False).input_ids[:max_new_tokens] for e in examples
-    ]
-    width_p, width_c = max(map(len, prompts)), max(map(len, answers))
-    prompt_ids = torch.full((len(examples), width_p), pad, dtype=torch.long)
-    prompt_mask = torch.zeros((len(examples), width_p), dtype=torch.long)
-    completion_ids = torch.full((len(examples), width_c), pad, dtype=torch.long)
-    completion_mask = torch.zeros((len(examples), width_c), dtype=torch.long)
-    for row, (prompt, answer) in enumerate(zip(prompts, answers)):
-        prompt_ids[row, width_p - len(prompt) :] = torch.tensor(prompt)
-        prompt_mask[row, width_p - len(prompt) :] = 1
-        completion_ids[row, : len(answer)] = torch.tensor(answer)
-        completion_mask[row, : len(answer)] = 1
+    pad = pad_token_id(tokenizer)
+    prompt_ids, prompt_mask = left_pad(
+        [tokenizer(e["prompt"], add_special_tokens=False).input_ids for e in examples], pad
+    )
+    completion_ids, completion_mask = right_pad(
+        [tokenizer(e["completion"], add_special_tokens=False).input_ids[:max_new_tokens] for e in examples],
+        pad,
+    )
     return Rollouts(
         tasks=tasks,
         group_ids=torch.arange(len(examples)),
@@ -55,7 +53,7 @@ def reference_rollouts(
         prompt_mask=prompt_mask,
         completion_ids=completion_ids,
         completion_mask=completion_mask,
-        behaviour_logprobs=torch.zeros((len(examples), width_c)),
+        behaviour_logprobs=torch.zeros(completion_ids.shape),
         texts=[e["completion"] for e in examples],
         truncated=torch.zeros(len(examples), dtype=torch.bool),
     )
@@ -89,8 +87,6 @@ def run_warm_start(
     placement's policy holds the warm adapter afterwards, its optimiser and schedule reset.
     """
     from tqdm.auto import tqdm
-
-    from rlhf.policy import is_on_policy
 
     settings = config.warm_start
     pool = tasks[: settings.examples] if settings.examples else list(tasks)

@@ -55,10 +55,11 @@ from rlhf.rollout.decoder import (
 from rlhf.rollout.engine import SamplingOptions, check_sampling
 from rlhf.rollout.generate_engine import (
     _generation_mode,
-    _left_pad,
-    _right_pad,
     completion_end,
     completion_text,
+    left_pad,
+    pad_token_id,
+    right_pad,
 )
 from rlhf.rollout.sampling import sample_next
 from rlhf.types import Rollouts, TaskBatch
@@ -149,7 +150,7 @@ class FastRolloutEngine:
         # old log-probs from its own first pass, so the rollouts carry the log-probs seen while
         # decoding instead of a recomputed copy.
         self.behaviour_logprobs = True
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_token_id(tokenizer)
         configured = causal_lm_of(model).generation_config.eos_token_id
         configured = [] if configured is None else [configured] if isinstance(configured, int) else configured
         self.eos_ids = sorted({tokenizer.eos_token_id, *configured})
@@ -211,8 +212,8 @@ class FastRolloutEngine:
         completions = [g[:length] for g, (length, _) in zip(sampled.tokens, ends)]
         texts = [completion_text(c, stop, self.tokenizer) for c in completions]
         prompts = [ids for ids in encoded for _ in range(n)]
-        prompt_ids, prompt_mask = _left_pad(prompts, self.pad_id)
-        completion_ids, completion_mask = _right_pad(completions, self.pad_id)
+        prompt_ids, prompt_mask = left_pad(prompts, self.pad_id)
+        completion_ids, completion_mask = right_pad(completions, self.pad_id)
         truncated = torch.tensor([not finished for _, finished in ends], dtype=torch.bool)
 
         started = time.perf_counter()

@@ -117,7 +117,13 @@ def _neutral_generation_defaults(model: nn.Module) -> Iterator[None]:
         lm.generation_config = saved
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id that pads batches: the tokenizer's pad token, else its EOS token."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as [B, W] ids and mask, padded on the left (prompts)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -128,7 +134,8 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as [B, W] ids and mask, padded on the right (completions)."""
     width = max(1, max(len(r) for r in rows))
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -176,7 +183,7 @@ class GenerateRolloutEngine:
         # log-probs from its own forward pass and this extra pass would be wasted.
         self.behaviour_logprobs = True
         self.adapter = adapter if isinstance(model, PeftModel) else None
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_token_id(tokenizer)
         configured = causal_lm_of(model).generation_config.eos_token_id
         configured = [] if configured is None else [configured] if isinstance(configured, int) else configured
         self.eos_ids = sorted({tokenizer.eos_token_id, *configured})
@@ -229,8 +236,8 @@ class GenerateRolloutEngine:
         ends = [completion_end(g, set(self.eos_ids), stop, self.tokenizer) for g in generated]
         completions = [g[:length] for g, (length, _) in zip(generated, ends)]
         texts = [completion_text(c, stop, self.tokenizer) for c in completions]
-        prompt_ids, prompt_mask = _left_pad(prompts, self.pad_id)
-        completion_ids, completion_mask = _right_pad(completions, self.pad_id)
+        prompt_ids, prompt_mask = left_pad(prompts, self.pad_id)
+        completion_ids, completion_mask = right_pad(completions, self.pad_id)
         truncated = torch.tensor([not finished for _, finished in ends], dtype=torch.bool)
 
         started = time.perf_counter()
@@ -266,7 +273,7 @@ class GenerateRolloutEngine:
         self, prompts: Sequence[Sequence[int]], config: SamplingOptions, stop: tuple[str, ...]
     ) -> list[list[int]]:
         """Generated token lists (pads after a finished sequence included) for one micro-batch."""
-        ids, mask = _left_pad(prompts, self.pad_id)
+        ids, mask = left_pad(prompts, self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         greedy = config.temperature == 0
         generation_config = GenerationConfig(
