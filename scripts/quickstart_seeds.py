@@ -9,7 +9,13 @@ the final values across seeds (max - min).
     python scripts/quickstart_seeds.py --out runs/seeds                      # 3 seeds, one at a time
     python scripts/quickstart_seeds.py --recipe recipes/quickstart_gpu.yaml --parallel 3 --out runs/g
 
-Writes ``OUT/seeds.json`` and prints a Markdown table (one row per seed plus the verdict).
+Writes ``OUT/seeds.json``, plots every seed's evaluations and training pass rate against the step
+(``OUT/learning_curves.png``) and prints a Markdown table (one row per seed plus the verdict).
+``--report-only`` does the writing and printing for runs already in OUT.
+
+Long runs on a machine lent by the hour: ``--budget-min M`` stops the runs after M minutes (each
+keeps its newest checkpoint; set ``save_every``), and ``--resume`` later continues every unfinished
+seed from its checkpoint instead of starting over. Minutes add up across those invocations.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+CURVE_KEYS = ("step", "pass_rate", "speedup_mean", "speedup_geomean", "reward_mean")
 
 
 def train_command(recipe: str, seed: int, out: Path, overrides: list[str]) -> list[str]:
@@ -41,17 +49,17 @@ def train_command(recipe: str, seed: int, out: Path, overrides: list[str]) -> li
     ]
 
 
-def read_evaluations(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The first (step-0) and last evaluation records of a finished run."""
+def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
+    """A finished run's evaluation records, the first at step 0 and the last at the end."""
     path = run_dir / "eval.jsonl"
     if not path.exists():
         raise SystemExit(f"{path} is missing: the run failed (see {run_dir / 'train.log'})")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = _records(path)
     if len(records) < 2 or records[0].get("step") != 0:
         raise SystemExit(
             f"{path} needs an evaluation at step 0 and at the end: set eval_at_start/eval_at_end"
         )
-    return records[0], records[-1]
+    return records
 
 
 def metric(record: dict[str, Any], name: str) -> float:
@@ -76,43 +84,145 @@ def verdict(rows: list[dict[str, Any]], name: str) -> dict[str, float | bool]:
     }
 
 
-def run_seeds(args: argparse.Namespace) -> list[dict[str, Any]]:
+class SeedState:
+    """Bookkeeping in ``OUT/seed-N/seeds_state.json``: seconds spent so far and whether it finished."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "seeds_state.json"
+        saved = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.seconds: float = float(saved.get("seconds", 0.0))
+        self.done: bool = bool(saved.get("done", False))
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps({"seconds": self.seconds, "done": self.done}))
+
+
+def _start(args: argparse.Namespace, seed: int) -> tuple[subprocess.Popen[bytes], Any] | None:
+    """Start (or, with --resume, continue) one seed's run; None when it already finished."""
+    run_dir = args.out / f"seed-{seed}"
+    resuming = args.resume and run_dir.exists()
+    if resuming and SeedState(run_dir).done:
+        print(f"[seeds] seed {seed}: finished earlier", flush=True)
+        return None
+    if not resuming:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+    log = (run_dir / "train.log").open("ab")
+    command = train_command(args.recipe, seed, run_dir, args.override)
+    if resuming:
+        command.append("resume=auto")
+    print(f"[seeds] seed {seed}: {' '.join(command)}", flush=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log
+
+
+def run_seeds(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """Every seed's first and last evaluation; None when --budget-min stopped runs before the end."""
     args.out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
     pending = list(args.seeds)
     running: list[tuple[int, subprocess.Popen[bytes], float, Any]] = []
-    finished: dict[int, float] = {}
+    stopped = False
     while pending or running:
-        while pending and len(running) < args.parallel:
+        while pending and len(running) < args.parallel and not stopped:
             seed = pending.pop(0)
-            run_dir = args.out / f"seed-{seed}"
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True)
-            log = (run_dir / "train.log").open("wb")
-            command = train_command(args.recipe, seed, run_dir, args.override)
-            print(f"[seeds] seed {seed}: {' '.join(command)}", flush=True)
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append((seed, process, time.perf_counter(), log))
+            started = _start(args, seed)
+            if started is not None:
+                running.append((seed, started[0], time.perf_counter(), started[1]))
+        if stopped and not running:
+            break
         time.sleep(2.0)
+        if args.budget_min and not stopped and time.perf_counter() - began > args.budget_min * 60:
+            stopped = True
+            print(f"[seeds] budget of {args.budget_min} min spent: stopping; continue with --resume")
+            for _, process, _, _ in running:
+                process.terminate()
         for item in list(running):
-            seed, process, started, log = item
+            seed, process, started_at, log = item
             if process.poll() is None:
                 continue
             running.remove(item)
             log.close()
-            if process.returncode != 0:
+            state = SeedState(args.out / f"seed-{seed}")
+            state.seconds += time.perf_counter() - started_at
+            if process.returncode != 0 and not stopped:
+                state.save()
                 tail = (args.out / f"seed-{seed}" / "train.log").read_text(errors="replace")[-3000:]
                 for _, other, _, _ in running:
                     other.kill()
                 raise SystemExit(f"seed {seed} failed with exit status {process.returncode}:\n{tail}")
-            finished[seed] = time.perf_counter() - started
-            print(f"[seeds] seed {seed} done in {finished[seed] / 60:.1f} min", flush=True)
+            state.done = process.returncode == 0
+            state.save()
+            verb = "done" if state.done else "stopped"
+            print(f"[seeds] seed {seed} {verb} after {state.seconds / 60:.1f} min in all", flush=True)
+    if stopped or pending:
+        return None
+    return read_rows(args.out, args.seeds)
+
+
+def read_rows(out: Path, seeds: list[int]) -> list[dict[str, Any]]:
     rows = []
-    for seed in args.seeds:
-        start, end = read_evaluations(args.out / f"seed-{seed}")
-        rows.append({"seed": seed, "minutes": finished[seed] / 60, "start": start, "end": end})
+    for seed in seeds:
+        run_dir = out / f"seed-{seed}"
+        evaluations = read_evaluations(run_dir)
+        curve = [{k: r.get(k) for k in CURVE_KEYS} for r in evaluations]
+        rows.append(
+            {
+                "seed": seed,
+                "minutes": SeedState(run_dir).seconds / 60,
+                "start": evaluations[0],
+                "end": evaluations[-1],
+                "curve": curve,
+            }
+        )
     return rows
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _rolling_mean(values: list[float], window: int) -> list[float]:
+    means = []
+    for end in range(1, len(values) + 1):
+        recent = values[max(0, end - window) : end]
+        means.append(sum(recent) / len(recent))
+    return means
+
+
+def plot_learning_curves(out: Path, seeds: list[int], path: Path, window: int = 10) -> Path:
+    """Held-out pass rate and mean speedup at each evaluation, and the training batches' pass rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(13.5, 3.6))
+    for seed in seeds:
+        evaluations = _records(out / f"seed-{seed}" / "eval.jsonl")
+        steps = [r["step"] for r in evaluations]
+        for axis, name in zip(axes[:2], ("pass_rate", "speedup_mean")):
+            axis.plot(steps, [metric(r, name) for r in evaluations], marker="o", label=f"seed {seed}")
+        training = _records(out / f"seed-{seed}" / "metrics.jsonl")
+        passed = _rolling_mean([metric(r, "pass_rate") for r in training], window)
+        axes[2].plot([r["step"] for r in training], passed, label=f"seed {seed}")
+    titles = (
+        "held-out pass rate",
+        "held-out mean speedup over the reference",
+        f"training pass rate (mean of {window} steps)",
+    )
+    for axis, title in zip(axes, titles):
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def markdown(rows: list[dict[str, Any]], verdicts: dict[str, dict[str, Any]]) -> str:
@@ -148,11 +258,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=1, help="runs at once (default 1: CPU runs compete)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the runs and seeds.json")
+    parser.add_argument(
+        "--budget-min", type=float, default=None, help="stop the runs after this many minutes (see --resume)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue unfinished seeds in OUT from their newest checkpoints"
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="run nothing: report on the seeds' runs already in OUT"
+    )
     parser.add_argument("override", nargs="*", help="key=value overrides passed to every run")
     args = parser.parse_args(argv)
     if args.parallel < 1:
         parser.error("--parallel must be at least 1")
-    rows = run_seeds(args)
+    if args.budget_min is not None and args.budget_min <= 0:
+        parser.error("--budget-min must be positive")
+    rows = read_rows(args.out, args.seeds) if args.report_only else run_seeds(args)
+    if rows is None:
+        print(f"[seeds] unfinished: run again with --resume --out {args.out} to continue")
+        return 3
+    plot_learning_curves(args.out, args.seeds, args.out / "learning_curves.png")
     verdicts = {name: verdict(rows, name) for name in ("pass_rate", "speedup_mean")}
     summary = {"recipe": args.recipe, "overrides": args.override, "seeds": rows, "verdicts": verdicts}
     (args.out / "seeds.json").write_text(json.dumps(summary, indent=2))

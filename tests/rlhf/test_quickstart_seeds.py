@@ -85,3 +85,35 @@ def test_a_failing_run_is_reported_with_its_log(tmp_path: Path) -> None:
             ]
         )
     assert "did you mean" in (tmp_path / "seed-0" / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_spent_budget_stops_the_runs_and_resume_finishes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = _script()
+    common = ["--recipe", str(REPO / "recipes" / "smoke.yaml"), "--seeds", "0", "--out", str(tmp_path)]
+    overrides = ["eval_at_start=true", "save_every=1"]
+    # The smoke run needs several seconds to load; a budget of 0.6 s stops it before its end.
+    assert script.main([*common, "--budget-min", "0.01", *overrides]) == 3
+    stopped = json.loads((tmp_path / "seed-0" / "seeds_state.json").read_text())
+    assert not stopped["done"] and stopped["seconds"] > 0
+    assert not (tmp_path / "seeds.json").exists()
+    assert "--resume" in capsys.readouterr().out
+
+    status = script.main([*common, "--resume", *overrides])
+    assert status in (0, 1)
+    finished = json.loads((tmp_path / "seed-0" / "seeds_state.json").read_text())
+    assert finished["done"] and finished["seconds"] > stopped["seconds"]
+    summary = json.loads((tmp_path / "seeds.json").read_text())
+    (row,) = summary["seeds"]
+    assert [point["step"] for point in row["curve"]] == [0, 2]
+    assert row["minutes"] == pytest.approx(finished["seconds"] / 60)
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+
+    # A finished seed is not run again; --report-only rereads the runs and reports the same rows.
+    assert script.main([*common, "--resume", *overrides]) == status
+    assert "finished earlier" in capsys.readouterr().out
+    (tmp_path / "seeds.json").unlink()
+    assert script.main([*common, "--report-only"]) == status
+    assert json.loads((tmp_path / "seeds.json").read_text())["seeds"] == summary["seeds"]
