@@ -220,7 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("chat", "chat_fence", "chat_prefill", "raw"),
         help="how tasks become prompts (default: chat_fence)",
     )
-    data.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (default: 8)")
+    data.add_argument(
+        "--batch-size",
+        type=int,
+        help="prompts per engine call (default: 8 with generate, 64 with the fast engine)",
+    )
+    data.add_argument(
+        "--engine",
+        default="auto",
+        choices=("auto", "generate", "fast"),
+        help="generation engine: fast (effirl's decoder), generate (transformers), or auto: fast on a "
+        "GPU when it supports the model (default: auto)",
+    )
     data.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     data.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N (default: auto)")
     measure = evaluate.add_argument_group("execution and output")
@@ -410,6 +421,7 @@ EVAL_OPTIONS = (
     "max_new_tokens",
     "prompt_style",
     "batch_size",
+    "engine",
     "cost",
     "repeats",
     "timeout_s",

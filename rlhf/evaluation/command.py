@@ -63,7 +63,8 @@ def run_evaluation(
     top_p: float = 0.95,
     max_new_tokens: int = 512,
     prompt_style: str = "chat_fence",
-    batch_size: int = 8,
+    batch_size: int | None = None,
+    engine: str = "auto",
     cost: str = "cpu",
     repeats: int = 1,
     timeout_s: float = 10.0,
@@ -107,7 +108,7 @@ def run_evaluation(
     tasks = _load_benchmark(benchmark, split, limit)
     config = run_config(run_dir, model, device)
     generation = GenerationOptions(
-        n_samples, temperature, top_p, max_new_tokens, batch_size, prompt_style, seed
+        n_samples, temperature, top_p, max_new_tokens, batch_size, prompt_style, seed, engine
     )
     scoring = ScoringOptions(
         cost=cost, repeats=repeats, timeout_s=timeout_s, workers=workers, prompt_style=prompt_style
@@ -122,6 +123,7 @@ def run_evaluation(
         "top_p": top_p if temperature > 0 else 1.0,
         "max_new_tokens": max_new_tokens,
         "prompt_style": prompt_style,
+        "engine": engine,
         "cost": cost,
         "repeats": repeats,
         "timeout_s": timeout_s,
@@ -200,7 +202,7 @@ def _check_options(
     temperature: float,
     prompt_style: str,
     cost: str,
-    batch_size: int,
+    batch_size: int | None,
     repeats: int,
     tolerance: float,
     adapter: str | None,
@@ -219,7 +221,7 @@ def _check_options(
         )
     if all_checkpoints and not run:
         raise EvaluationInputError("--all-checkpoints needs --run RUN_DIR")
-    if n_samples < 1 or batch_size < 1 or repeats < 1:
+    if n_samples < 1 or (batch_size is not None and batch_size < 1) or repeats < 1:
         raise EvaluationInputError("--n-samples, --batch-size and --repeats must be at least 1")
     if temperature < 0:
         raise EvaluationInputError(f"--temperature must be >= 0 (0 is greedy), got {temperature}")

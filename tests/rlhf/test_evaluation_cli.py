@@ -58,6 +58,20 @@ def test_checkpoint_evaluation_writes_results_report_and_plots(smoke_run: Path, 
     assert "## Comparison" in (compared / "report.md").read_text()
 
 
+def test_the_fast_engine_decodes_what_generate_decodes(smoke_run: Path, tmp_path: Path) -> None:
+    checkpoint = str(smoke_run / "checkpoints" / "step-2")
+    results = {}
+    for engine in ("generate", "fast"):
+        out = tmp_path / engine
+        argv = ["eval", "--checkpoint", checkpoint, *FAST, "--limit", "3", "--engine", engine]
+        assert main([*argv, "--batch-size", "2", "--out", str(out)]) == 0
+        results[engine] = EvaluationResult.load(out)
+        assert results[engine].meta["engine"] == engine
+    # greedy decoding in fp32 on CPU: the same tokens, whichever engine decodes them
+    completions = {e: [s.completion for s in r.samples] for e, r in results.items()}
+    assert len(completions["fast"]) == 3 and completions["fast"] == completions["generate"]
+
+
 def test_all_checkpoints_of_a_run(smoke_run: Path, tmp_path: Path) -> None:
     assert main(["eval", "--run", str(smoke_run), "--all-checkpoints", *FAST, "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "results.json").read_text())
