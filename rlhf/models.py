@@ -15,6 +15,7 @@ model with its adapters disabled, so no second copy of the weights exists.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -180,9 +181,14 @@ def apply_lora(
         layer except the output head).
     use_rslora: scale by ``alpha / sqrt(rank)`` instead of ``alpha / rank`` (rank-stabilised LoRA).
     """
-    return get_peft_model(
-        model, lora_config(rank, alpha, dropout, target_modules, use_rslora), POLICY_ADAPTER
-    )
+    config = lora_config(rank, alpha, dropout, target_modules, use_rslora)
+    with warnings.catch_warnings():
+        # peft probes transformers' deprecated `is_gradient_checkpointing` property; the warning is
+        # about peft's code, and nothing a user sets can avoid it.
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        return get_peft_model(model, config, POLICY_ADAPTER)
 
 
 def lora_config(

@@ -58,6 +58,18 @@ def policy_tokenizer(config: ExperimentConfig) -> Any:
     return byte_tokenizer() if name.startswith(TINY_PREFIX) else load_tokenizer(name)
 
 
+def enable_activation_checkpointing(model: Any) -> None:
+    """Recompute each layer's activations in the backward pass instead of keeping them."""
+    # Newer transformers renamed gradient_checkpointing_enable (the old name warns); older releases
+    # only have the old one.
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+
+
 def load_policy_model(config: ExperimentConfig, *, with_lora: bool = True) -> tuple[Any, Any]:
     """The base model with a fresh (seeded) LoRA adapter, plus its tokenizer.
 
@@ -94,8 +106,7 @@ def load_policy_model(config: ExperimentConfig, *, with_lora: bool = True) -> tu
     if lora.adapter_path:
         load_adapter_state_dict(model, read_adapter_folder(lora.adapter_path))
     if model_config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        enable_activation_checkpointing(model)
     return model, tokenizer
 
 
