@@ -20,7 +20,7 @@ import torch
 
 from rlhf.algorithms import aggregate_loss, entropy_bonus, get_policy_loss, kl_penalty, value_loss
 from rlhf.config import AlgorithmConfig, TrainConfig
-from rlhf.logprobs import completion_logprobs_and_entropy
+from rlhf.logprobs import completion_logprobs_and_entropy, prompt_groups
 from rlhf.types import TrainBatch
 
 SEQUENCE_MODES = ("seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
@@ -51,13 +51,21 @@ def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def pack_micro_batches(lengths: list[int], budget: int) -> list[list[int]]:
+def pack_micro_batches(lengths: list[int], budget: int, groups: list[int] | None = None) -> list[list[int]]:
     """Greedy packing of sample indices into micro-batches whose padded size fits ``budget`` tokens.
 
     Padded size = rows x longest row. Samples are taken longest first so rows in a micro-batch have
     similar lengths (little padding); a sample longer than the budget gets a micro-batch of its own.
+    With ``groups`` (a group id per sample, e.g. its distinct prompt) the samples of a group are
+    taken one after another, longest group first, so they land in the same micro-batch where they fit.
     """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    if groups is None:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    else:
+        longest_of: dict[int, int] = {}
+        for group, length in zip(groups, lengths):
+            longest_of[group] = max(length, longest_of.get(group, 0))
+        order = sorted(range(len(lengths)), key=lambda i: (-longest_of[groups[i]], groups[i], -lengths[i]))
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
@@ -104,6 +112,7 @@ class Learner:
             self.critic_optimizer = torch.optim.AdamW(critic_parameters, lr=options.algorithm.critic_lr)
         self.loss_fn = get_policy_loss("ppo_clip")
         device = next(model.parameters()).device
+        self.share_prompts = train.share_prompts if train.share_prompts is not None else device.type == "cpu"
         use_bf16 = train.bf16 if train.bf16 is not None else device.type == "cuda"
         self.autocast = (
             (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
@@ -150,7 +159,11 @@ class Learner:
             torch.distributed.all_reduce(totals, group=self.group)
             total_tokens, total_rows = float(totals[0]), float(totals[1])
         metrics: dict[str, float] = {}
-        for micro in pack_micro_batches([int(n) for n in lengths], options.train.micro_batch_tokens):
+        groups = None
+        if self.share_prompts and rows:
+            groups = prompt_groups(batch.prompt_ids[rows], batch.prompt_mask[rows])[1].tolist()
+        packed = pack_micro_batches([int(n) for n in lengths], options.train.micro_batch_tokens, groups)
+        for micro in packed:
             index = torch.tensor([rows[i] for i in micro])
             part = _select(batch, index, self.device)
             weight = (
@@ -199,6 +212,7 @@ class Learner:
             mask,
             temperature=options.temperature,
             chunk_size=options.logprob_chunk_size,
+            share_prompts=self.share_prompts,
         )
         # On-policy (one update per batch, no async rollout): the policy that sampled is the one being
         # updated, so the old log-probs are this pass's own, detached (ratio exactly 1, no extra pass).

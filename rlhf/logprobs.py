@@ -5,6 +5,14 @@ count only real tokens (``cumsum(mask) - 1``), so a left-padded prompt gives the
 same prompt unpadded. Logits are divided by the sampling temperature before the softmax, which is how
 the sampler applied it; the result is what the learner's ratios and KL terms need.
 
+With ``share_prompts`` the samples of one prompt (a GRPO group) share one forward pass of that
+prompt: the prompt runs once per distinct prompt with a KV cache, the cache is indexed out to every
+row, and the completions run on top of it. Attention sees exactly the keys and values of the full
+pass, and gradients flow back through the cache into the single prompt pass, so log-probs and
+gradients equal the full pass's up to float rounding (tests/rlhf/test_shared_prompts.py); a group
+of n samples with prompt length P and completion length T costs ``P + n*T`` tokens instead of
+``n*(P + T)``.
+
 Only completion tokens reach the output head, and with ``chunk_size`` they do so ``chunk_size``
 tokens at a time, so peak memory holds ``chunk_size x vocab`` logits rather than ``B x T x vocab``.
 With gradients enabled each chunk is recomputed in the backward pass (activation checkpointing), so
@@ -12,6 +20,8 @@ the saving holds for training too.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from peft import PeftModel
@@ -54,6 +64,66 @@ def completion_hidden_states(
     )
     prompt_len, completion_len = prompt_ids.shape[1], completion_ids.shape[1]
     return out.last_hidden_state[:, prompt_len - 1 : prompt_len - 1 + completion_len]
+
+
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows holding each distinct prompt once, and for every row the index of its distinct prompt.
+
+    Prompts are equal when their real tokens and padding are: left padding to the same width
+    makes equal prompts equal rows.
+    """
+    keyed = prompt_ids.masked_fill(~prompt_mask.bool(), -1)
+    distinct, inverse = torch.unique(keyed, dim=0, return_inverse=True)
+    first = torch.full((distinct.shape[0],), keyed.shape[0], dtype=torch.long, device=keyed.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(keyed.shape[0], device=keyed.device), "amin")
+    return first, inverse
+
+
+def shared_prompt_hidden_states(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`completion_hidden_states` with one prompt pass per distinct prompt (module docstring).
+
+    Falls back to the full pass when no two rows share a prompt, and under activation checkpointing
+    (transformers turns the KV cache off there, and without it the completions cannot see the prompt).
+    """
+    _check_shapes(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    lm = causal_lm_of(model)
+    first, inverse = prompt_groups(prompt_ids, prompt_mask)
+    checkpointing = lm.training and any(getattr(m, "gradient_checkpointing", False) for m in lm.modules())
+    if first.shape[0] == prompt_ids.shape[0] or checkpointing:
+        return completion_hidden_states(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+    decoder = lm.get_decoder()
+    distinct_mask = prompt_mask[first]
+    prompt_out = decoder(
+        input_ids=prompt_ids[first],
+        attention_mask=distinct_mask,
+        position_ids=position_ids_from_mask(distinct_mask),
+        use_cache=True,
+    )
+    # Newer transformers returns the cache as `cache` and warns on `past_key_values`.
+    cache = prompt_out.cache if "cache" in prompt_out else prompt_out.past_key_values
+    cache.reorder_cache(inverse)  # index_select: every row gets its prompt's keys and values
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    completion_out = decoder(
+        input_ids=completion_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask)[:, prompt_ids.shape[1] :],
+        use_cache=True,
+        **{_cache_argument(decoder): cache},
+    )
+    # The prompt's last position predicts completion token 0; completion position t predicts t + 1.
+    last_prompt = prompt_out.last_hidden_state[inverse, -1:]
+    return torch.cat([last_prompt, completion_out.last_hidden_state[:, :-1]], dim=1)
+
+
+def _cache_argument(decoder: nn.Module) -> str:
+    """The name a decoder's forward takes its KV cache by (``cache`` in newer transformers)."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 def _check_shapes(
@@ -114,12 +184,14 @@ def _completion_stats(
     temperature: float,
     chunk_size: int | None,
     with_entropy: bool,
+    share_prompts: bool = False,
 ) -> torch.Tensor:
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 for log-probs, got {temperature} (greedy samples use 1.0)")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
-    hidden = completion_hidden_states(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+    hidden_states = shared_prompt_hidden_states if share_prompts else completion_hidden_states
+    hidden = hidden_states(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
     keep = completion_mask.bool()
     # Masked positions are skipped entirely: they cost no head matmul and come out as exact zeros.
     flat_hidden, flat_targets = hidden[keep], completion_ids[keep]
@@ -172,11 +244,21 @@ def completion_logprobs_and_entropy(
     *,
     temperature: float = 1.0,
     chunk_size: int | None = None,
+    share_prompts: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, T] log-probs as :func:`completion_logprobs`, and [B, T] entropies of the same
-    temperature-scaled next-token distributions (0 where masked)."""
+    temperature-scaled next-token distributions (0 where masked). ``share_prompts``: one prompt
+    pass per distinct prompt (module docstring)."""
     stats = _completion_stats(
-        model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, chunk_size, True
+        model,
+        prompt_ids,
+        prompt_mask,
+        completion_ids,
+        completion_mask,
+        temperature,
+        chunk_size,
+        True,
+        share_prompts,
     )
     return stats[0], stats[1]
 

@@ -43,6 +43,7 @@ from rlhf.logprobs import completion_logprobs_and_entropy  # noqa: E402
 from rlhf.model_shapes import MODEL_SHAPES, random_model  # noqa: E402
 from rlhf.models import apply_lora  # noqa: E402
 from rlhf.packed_logprobs import packed_completion_logprobs_and_entropy  # noqa: E402
+from rlhf.policy import enable_activation_checkpointing  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -156,14 +157,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for name, (packed, chunk, checkpointing) in variants.items():
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
+            enable_activation_checkpointing(model)
         ms, peak = measure(
             device, args.repeats, lambda packed=packed, chunk=chunk: step(model, batch, packed, chunk)
         )
         results["variants"][name] = {"ms": ms, "peak_gib": peak}
         print(f"{name:32s} {ms:9.1f} ms  peak +{peak:.2f} GiB", flush=True)
-    model.gradient_checkpointing_disable()
+    # Newer transformers renamed it (the old name warns).
+    getattr(model, "activation_checkpointing_disable", model.gradient_checkpointing_disable)()
     for length in args.memory_lengths:
         sweep = batch_of([(64, length)] * 4, vocab, device, seed=2)
         entry = {"completion_tokens": 4 * length}

@@ -22,7 +22,9 @@ def _script(name: str) -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("name", ["bench_rollout", "bench_vs_trl", "bench_weight_sync", "bench_learner"])
+@pytest.mark.parametrize(
+    "name", ["bench_rollout", "bench_vs_trl", "bench_weight_sync", "bench_learner", "bench_shared_prompts"]
+)
 def test_help_says_how_long_it_takes(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         _script(name).main(["--help"])
@@ -87,6 +89,15 @@ def test_bench_learner_tiny(tmp_path: Path) -> None:
         "padded_chunked_checkpointing",
     }
     assert all(v["ms"] > 0 for v in result["variants"].values())
+
+
+def test_bench_shared_prompts_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "shared.json"
+    _script("bench_shared_prompts").main(["--tiny", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["rows"] == 16 and result["tokens_shared"] < result["tokens_full"]
+    assert result["step_s_full"] > 0 and result["step_s_shared"] > 0
+    assert result["gradient_difference"] < 1e-5  # fp32 on CPU: the same gradient up to rounding
 
 
 def test_table_rows_append_under_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
