@@ -154,7 +154,7 @@ class RolloutConfig(Section):
     engine: Literal["generate", "fast", "auto"] = setting(
         "auto",
         "`generate` uses transformers' generate (reference, any model); `fast` uses the batched KV-cache "
-        "engine; `auto` picks `fast` when the model supports it.",
+        "engine; `auto` picks `fast` on a GPU when the model supports it, else `generate`.",
     )
     n_samples: int = setting(4, "Completions per prompt (the group size of GRPO/RLOO baselines).")
     temperature: float = setting(
