@@ -8,6 +8,7 @@ folder; start RL from it with ``lora.adapter_path=<output_dir>/sft/adapter``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -67,6 +68,12 @@ def sft(config: ExperimentConfig) -> int:
         )
     out = Path(config.output_dir) / "sft"
     device = resolve_device_name(config.model.device)
+    # Newer transformers renamed `gradient_checkpointing` (the old name warns); older releases only
+    # have the old one.
+    fields = {f.name for f in dataclasses.fields(SFTConfig)}
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    )
     args = SFTConfig(
         output_dir=str(out / "trainer"),
         max_steps=config.train.steps,
@@ -84,8 +91,8 @@ def sft(config: ExperimentConfig) -> int:
         bf16=bool(config.train.bf16) if config.train.bf16 is not None else device.startswith("cuda"),
         completion_only_loss=True,
         # TRL turns checkpointing on by default; follow the recipe's choice, as the RL learner does.
-        gradient_checkpointing=config.model.gradient_checkpointing,
         dataset_num_proc=None,
+        **{checkpointing: config.model.gradient_checkpointing},
     )
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer
