@@ -146,14 +146,13 @@ def run_seeds(args: argparse.Namespace) -> list[dict[str, Any]] | None:
             log.close()
             state = SeedState(args.out / f"seed-{seed}")
             state.seconds += time.perf_counter() - started_at
-            if process.returncode != 0 and not stopped:
-                state.save()
+            state.done = process.returncode == 0
+            state.save()
+            if not state.done and not stopped:
                 tail = (args.out / f"seed-{seed}" / "train.log").read_text(errors="replace")[-3000:]
                 for _, other, _, _ in running:
                     other.kill()
                 raise SystemExit(f"seed {seed} failed with exit status {process.returncode}:\n{tail}")
-            state.done = process.returncode == 0
-            state.save()
             verb = "done" if state.done else "stopped"
             print(f"[seeds] seed {seed} {verb} after {state.seconds / 60:.1f} min in all", flush=True)
     if stopped or pending:
@@ -193,16 +192,17 @@ def _rolling_mean(values: list[float], window: int) -> list[float]:
     return means
 
 
-def plot_learning_curves(out: Path, seeds: list[int], path: Path, window: int = 10) -> Path:
-    """Held-out pass rate and mean speedup at each evaluation, and the training batches' pass rate."""
+def plot_learning_curves(out: Path, rows: list[dict[str, Any]], path: Path, window: int = 10) -> Path:
+    """Held-out pass rate and mean speedup at each evaluation (the rows' curves), and the training
+    batches' pass rate (each run's metrics.jsonl)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(13.5, 3.6))
-    for seed in seeds:
-        evaluations = _records(out / f"seed-{seed}" / "eval.jsonl")
+    for row in rows:
+        seed, evaluations = row["seed"], row["curve"]
         steps = [r["step"] for r in evaluations]
         for axis, name in zip(axes[:2], ("pass_rate", "speedup_mean")):
             axis.plot(steps, [metric(r, name) for r in evaluations], marker="o", label=f"seed {seed}")
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if rows is None:
         print(f"[seeds] unfinished: run again with --resume --out {args.out} to continue")
         return 3
-    plot_learning_curves(args.out, args.seeds, args.out / "learning_curves.png")
+    plot_learning_curves(args.out, rows, args.out / "learning_curves.png")
     verdicts = {name: verdict(rows, name) for name in ("pass_rate", "speedup_mean")}
     summary = {"recipe": args.recipe, "overrides": args.override, "seeds": rows, "verdicts": verdicts}
     (args.out / "seeds.json").write_text(json.dumps(summary, indent=2))
