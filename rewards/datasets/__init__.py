@@ -20,8 +20,10 @@ from rewards.datasets.humaneval import load_humaneval
 from rewards.datasets.humanevalplus import load_humanevalplus
 from rewards.datasets.mbppplus import load_mbppplus
 from rewards.datasets.registry import (
+    check_training_tasks,
     dataset_names,
     evaluation_split,
+    heldout_splits,
     load_synthetic,
     load_tasks,
     register_dataset,
@@ -41,9 +43,11 @@ __all__ = [
     "ReferenceFailed",
     "ReferenceOutputs",
     "TaskFormatError",
+    "check_training_tasks",
     "compute_expected_outputs",
     "dataset_names",
     "evaluation_split",
+    "heldout_splits",
     "load_humaneval",
     "load_humanevalplus",
     "load_mbppplus",
