@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rewards.datasets import evaluation_split, load_tasks
+from rewards.datasets import check_training_tasks, evaluation_split, load_tasks
 from rewards.tasks import Task
 from rlhf.checkpoint import (
     CheckpointError,
@@ -18,7 +18,7 @@ from rlhf.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from rlhf.config import ExperimentConfig, config_to_dict, dump_config
+from rlhf.config import ConfigError, ExperimentConfig, config_to_dict, dump_config
 from rlhf.controller import Controller
 from rlhf.placement import make_placement
 from rlhf.policy import policy_tokenizer
@@ -39,11 +39,23 @@ def task_sources(config: ExperimentConfig) -> tuple[tuple[str, str | None], tupl
 
 
 def load_run_tasks(config: ExperimentConfig) -> tuple[list[Task], list[Task]]:
-    """Training tasks and evaluation tasks of a recipe."""
+    """Training tasks and evaluation tasks of a recipe (never tasks of a held-out split)."""
     (train_source, train_split), (eval_source, eval_split) = task_sources(config)
+    refuse_heldout_tasks((), train_source, train_split)
     train_tasks = load_tasks(train_source, split=train_split, limit=config.data.limit)
+    refuse_heldout_tasks(train_tasks)
     eval_tasks = load_tasks(eval_source, split=eval_split, limit=config.data.eval_limit)
     return train_tasks, eval_tasks
+
+
+def refuse_heldout_tasks(
+    tasks: list[Task] | tuple[()], source: str | None = None, split: str | None = None
+) -> None:
+    """ConfigError if training would see tasks of a split held out for evaluation."""
+    try:
+        check_training_tasks(tasks, source, split)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="data.split") from None
 
 
 def resolve_resume(config: ExperimentConfig) -> Path | None:
