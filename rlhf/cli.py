@@ -200,7 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME|PATH",
         help="humanevalplus, mbppplus, humaneval, synthetic, synthetic_optimise, or a task file",
     )
-    data.add_argument("--split", help="dataset split (default: the dataset's; heldout for synthetic)")
+    data.add_argument(
+        "--split",
+        help="dataset split, or several comma-separated (default: the dataset's; heldout for synthetic; "
+        "heldout,heldout_families for both held-out splits)",
+    )
     data.add_argument("--limit", type=int, metavar="N", help="evaluate the first N tasks only")
     data.add_argument("--n-samples", type=int, default=1, metavar="K", help="samples per task (default: 1)")
     data.add_argument(

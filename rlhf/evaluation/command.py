@@ -27,7 +27,7 @@ from rlhf.evaluation.generation import (
     run_config,
 )
 from rlhf.evaluation.metrics import DEFAULT_TOLERANCE
-from rlhf.evaluation.records import RESULTS_FILE, EvaluationResult
+from rlhf.evaluation.records import RESULTS_FILE, EvaluationResult, task_labels
 from rlhf.evaluation.report import write_report, write_run_report
 from rlhf.evaluation.scoring import COST_MODES, ScoringOptions, SolutionScorer
 from rlhf.rollout import PROMPT_STYLES
@@ -184,7 +184,7 @@ def evaluate_target(
         checkpoint=target.checkpoint,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
-    return EvaluationResult.build(target_meta, records)
+    return EvaluationResult.build(target_meta, records, labels=task_labels(tasks))
 
 
 def headline(result: EvaluationResult) -> str:
@@ -314,15 +314,24 @@ def _clone(tensors: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_benchmark(benchmark: str, split: str | None, limit: int | None) -> list[Task]:
+    """The tasks of ``benchmark``; ``split`` may name several, comma-separated (``--limit`` applies
+    to each), e.g. ``heldout,heldout_families`` for both held-out splits of ``synthetic``."""
     from rewards.datasets import evaluation_split, load_tasks
 
-    split = evaluation_split(benchmark, split)
-    try:
-        tasks = load_tasks(benchmark, split=split, limit=limit)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        raise EvaluationInputError(f"--benchmark {benchmark}: {exc}") from None
-    if not tasks:
-        raise EvaluationInputError(f"--benchmark {benchmark} has no tasks (split {split!r}, limit {limit})")
+    splits = [s.strip() for s in split.split(",")] if split else [evaluation_split(benchmark)]
+    if any(not s for s in splits):
+        raise EvaluationInputError(f"--split {split!r} names an empty split")
+    tasks: list[Task] = []
+    for name in dict.fromkeys(splits):
+        try:
+            found = load_tasks(benchmark, split=name, limit=limit)
+        except (ValueError, FileNotFoundError, TypeError) as exc:
+            raise EvaluationInputError(f"--benchmark {benchmark}: {exc}") from None
+        if not found:
+            raise EvaluationInputError(
+                f"--benchmark {benchmark} has no tasks (split {name!r}, limit {limit})"
+            )
+        tasks += found
     return tasks
 
 

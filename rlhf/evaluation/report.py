@@ -171,6 +171,7 @@ def write_report(
         *(f"| {k.split('/', 1)[1]} | {v:.3f} |" for k, v in metrics.items() if k.startswith("status/")),
         "",
     ]
+    lines += group_tables(result)
     if comparison is not None:
         lines += ["## Comparison", "", comparison_markdown(comparison), ""]
     lines += [
@@ -189,6 +190,36 @@ def write_report(
     path = folder / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def group_tables(result: EvaluationResult) -> list[str]:
+    """Markdown lines: metrics per split (when there are several) and per family, if tasks had them."""
+    lines: list[str] = []
+    splits, families = result.groups.get("split", []), result.groups.get("family", [])
+    header = "| tasks | pass@1 | eff@1 | solved | speedup geomean |"
+    rule = "|---|---|---|---|---|"
+
+    def cells(row: dict[str, Any]) -> str:
+        keys = ("tasks", "pass@1", "eff@1", "solved_tasks", "speedup_geomean")
+        values = [_fmt(int(row[k]) if k in ("tasks", "solved_tasks") else row.get(k)) for k in keys]
+        return " | ".join(values) + " |"
+
+    if len(splits) > 1:
+        lines += ["## Per split", "", "| split " + header, "|---" + rule]
+        lines += [f"| {row['split']} | " + cells(row) for row in splits]
+        lines.append("")
+    if families:
+        lines += [
+            "## Per family",
+            "",
+            "Speedup: reference cost over candidate cost, on the solved tasks of each family.",
+            "",
+            "| split | family " + header,
+            "|---|---" + rule,
+        ]
+        lines += [f"| {row.get('split', '')} | {row['family']} | " + cells(row) for row in families]
+        lines.append("")
+    return lines
 
 
 def write_run_report(folder: Path, steps: Sequence[dict[str, Any]], meta: dict[str, Any]) -> Path:
