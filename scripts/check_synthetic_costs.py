@@ -31,7 +31,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rewards.synthetic import FAMILIES, HELDOUT_FAMILIES, synthetic_tasks
-from rewards.synthetic.family import SPLITS, compile_function
+from rewards.synthetic.family import compile_function
+from rewards.synthetic.generate import SPLITS
 from rewards.tasks import Task
 
 

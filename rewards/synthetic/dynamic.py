@@ -79,8 +79,8 @@ STAIR_WAYS = Family(
     difficulty="medium",
     roles=("n",),
     function_names=Pool(
-        train=("climb_ways", "stair_count", "compose_count", "step_paths", "count_climbs", "ways_up"),
-        heldout=("ladder_routes", "jump_plans", "hop_count"),
+        train=("climb", "stairs", "staircase", "step_plan", "compose", "climb_stairs"),
+        heldout=("ladder", "jump_plan", "hop_plan"),
     ),
     argument_names=Pool(train=(("n",), ("steps",), ("height",)), heldout=(("total",), ("target",))),
     variants=shared(

@@ -5,8 +5,8 @@ pools of its split, a function name, argument names, a variant (what exactly is 
 constants, a description phrasing, a sentence frame and an example format. Every pool has a
 ``train`` and a ``heldout`` side, and each family keeps at least its variants or its constants
 disjoint between the two, so held-out tasks are new problems in new words, not re-rolled train tasks.
-A whole family held out of training (split ``heldout_families``) draws from both sides: there the
-family itself is what the model has never seen.
+A whole family held out of training (split ``heldout_families``) renders tasks from both sides,
+each task from one: there the family itself is what the model has never seen.
 
 Source templates use :class:`string.Template` placeholders: ``$fn`` for the function name, one per
 argument role (``$nums``), and one per constant (``$K``). Description templates use
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
-# ``heldout`` re-phrases the training families; ``heldout_families`` holds whole families out.
-SPLITS = ("train", "heldout", "heldout_families")
+# The two sides of every pool: what training tasks use, and what the held-out re-phrasing uses.
+SIDES = ("train", "heldout")
 DIFFICULTIES = ("easy", "medium", "hard")
 Constants = Mapping[str, Any]
 
@@ -37,12 +37,10 @@ class Pool(Generic[T]):
     train: tuple[T, ...]
     heldout: tuple[T, ...]
 
-    def of(self, split: str) -> tuple[T, ...]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-        if split == "heldout_families":
-            return (*self.train, *(v for v in self.heldout if v not in self.train))
-        return self.train if split == "train" else self.heldout
+    def of(self, side: str) -> tuple[T, ...]:
+        if side not in SIDES:
+            raise ValueError(f"unknown pool side {side!r}; choose one of {SIDES}")
+        return self.train if side == "train" else self.heldout
 
 
 def shared(*values: T) -> Pool[T]:

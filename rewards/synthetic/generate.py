@@ -20,7 +20,7 @@ from rewards.synthetic import (
 from rewards.synthetic.family import (
     EXAMPLE_FORMATS,
     FRAMES,
-    SPLITS,
+    SIDES,
     Family,
     Rendering,
     compile_function,
@@ -31,6 +31,8 @@ from rewards.synthetic.family import (
 from rewards.tasks import Task
 from sandbox.types import FunctionTest
 
+# ``heldout`` re-phrases the training families; ``heldout_families`` holds whole families out.
+SPLITS = ("train", "heldout", "heldout_families")
 FAMILIES: dict[str, Family] = {}
 # Whole families held out of training: only the ``heldout_families`` split has them, so neither
 # ``train`` nor the in-family ``heldout`` split (nor a warm start on training tasks) ever shows them.
@@ -145,22 +147,43 @@ def _choose(families: Sequence[str] | None, split: str) -> list[Family]:
 def _family_tasks(
     family: Family, split: str, seed: int, limit: int, memo: dict[tuple[str, str], list[FunctionTest]]
 ) -> Iterator[Task]:
-    rng = random.Random(f"effirl-synthetic:{seed}:{family.name}:{split}")
+    # A held-out family's tasks come from both sides of its pools, each task from one side, so
+    # its names, variants and phrasings stay as consistent as a training family's.
+    sides = SIDES if split == "heldout_families" else (split,)
+    streams = [
+        _renderings(family, side, random.Random(f"effirl-synthetic:{seed}:{family.name}:{stream}"))
+        for side, stream in zip(sides, (split,) if len(sides) == 1 else (f"{split}:{s}" for s in sides))
+    ]
+    index = 0
+    while streams and index < limit:
+        for stream in list(streams):
+            drawn = next(stream, None)
+            if drawn is None:
+                streams.remove(stream)
+                continue
+            yield _build(family, split, index, *drawn, memo)
+            index += 1
+            if index >= limit:
+                return
+
+
+def _renderings(family: Family, side: str, rng: random.Random) -> Iterator[tuple[Rendering, random.Random]]:
+    """Distinct choices from ``side`` of the family's pools, until they run out."""
     pools = (
-        family.function_names.of(split),
-        family.argument_names.of(split),
-        family.variants.of(split),
-        family.constants.of(split),
-        FRAMES.of(split),
-        EXAMPLE_FORMATS.of(split),
+        family.function_names.of(side),
+        family.argument_names.of(side),
+        family.variants.of(side),
+        family.constants.of(side),
+        FRAMES.of(side),
+        EXAMPLE_FORMATS.of(side),
     )
     if not all(pools):
         return
     seen: set[tuple[Any, ...]] = set()
     misses = 0
-    while len(seen) < limit and misses < _EXHAUSTED_AFTER:
+    while misses < _EXHAUSTED_AFTER:
         name, arguments, variant, constants, frame, example_format = (rng.choice(p) for p in pools)
-        descriptions = variant.descriptions.of(split)
+        descriptions = variant.descriptions.of(side)
         description = rng.choice(descriptions) if descriptions else None
         # The prompt is a function of these choices, so equal choices would repeat a prompt.
         key = (
@@ -177,8 +200,7 @@ def _family_tasks(
             continue
         misses = 0
         seen.add(key)
-        choice = Rendering(name, arguments, variant, constants, description, frame, example_format)
-        yield _build(family, split, len(seen) - 1, choice, rng, memo)
+        yield Rendering(name, arguments, variant, constants, description, frame, example_format), rng
 
 
 def _build(

@@ -77,8 +77,8 @@ SMALLEST_DIVISOR = Family(
     difficulty="easy",
     roles=("n",),
     function_names=Pool(
-        train=("smallest_factor", "least_divisor", "first_divisor", "min_factor", "divisor_of", "low_factor"),
-        heldout=("tiniest_factor", "factor_probe", "check_factor"),
+        train=("divisor_of", "factor_query", "divisor_probe", "find_divisor", "factor_of", "divisor_pick"),
+        heldout=("factor_check", "factor_probe", "examine_factors"),
     ),
     argument_names=Pool(train=(("n",), ("num",), ("value",)), heldout=(("x",), ("number",))),
     variants=Pool(
@@ -234,7 +234,7 @@ SQUARE_COUNT = Family(
     roles=("n",),
     function_names=Pool(
         train=("count_squares", "squares_upto", "square_total", "num_squares", "squares_below", "sq_count"),
-        heldout=("perfect_square", "square_check", "int_root"),
+        heldout=("square_query", "root_probe", "square_info"),
     ),
     argument_names=Pool(train=(("n",), ("limit",), ("upto",)), heldout=(("x",), ("value",))),
     variants=Pool(
@@ -330,7 +330,7 @@ def _bits_stress(variant: str, c: Constants) -> list[tuple[Any, ...]]:
     if variant == "powers_of_two":
         # Values with many trailing zero bits: masks and aligned sizes, half of them powers of two.
         return [([rng.choice((1, 3, 5, 7)) << rng.randint(40, 60) for _ in range(3000)],)]
-    return [([rng.getrandbits(256) for _ in range(500)],)]
+    return [([rng.getrandbits(1024) for _ in range(160)],)]
 
 
 SET_BITS = Family(
@@ -338,8 +338,8 @@ SET_BITS = Family(
     difficulty="easy",
     roles=("nums",),
     function_names=Pool(
-        train=("bit_total", "count_bits", "ones_count", "popcount_sum", "bits_set", "binary_ones"),
-        heldout=("pow2_count", "parity_count", "bit_stat"),
+        train=("bit_stat", "mask_count", "bits_query", "count_masks", "bit_census", "mask_stat"),
+        heldout=("parity_count", "odd_parity_count", "parity_tally"),
     ),
     argument_names=Pool(train=(("nums",), ("values",), ("masks",)), heldout=(("xs",), ("words",))),
     variants=Pool(
@@ -378,7 +378,7 @@ SET_BITS = Family(
     ),
     stress_inputs=_bits_stress,
     example_input=lambda variant, c: ([3, 4, 7],),
-    hint="`{nums}` can hold 10**5 bit masks of up to 256 bits.",
+    hint="`{nums}` can hold 10**5 bit masks of up to 1024 bits.",
 )
 
 # ---------------------------------------------------------------------------- inclusion-exclusion
@@ -427,12 +427,12 @@ DIVISIBLE_COUNT = Family(
     roles=("n",),
     function_names=Pool(
         train=(
-            "count_divisible",
-            "multiples_count",
-            "divisible_upto",
-            "either_multiple",
-            "count_hits",
-            "divisibility_tally",
+            "divisibility_count",
+            "count_by_divisors",
+            "rule_count",
+            "count_upto",
+            "number_filter",
+            "divisor_rule",
         ),
         heldout=("divisor_hits", "count_by_rule", "multiple_census"),
     ),

@@ -191,7 +191,7 @@ TOP_K = Family(
     difficulty="medium",
     roles=("nums", "k"),
     function_names=Pool(
-        train=("top_k", "best_k", "k_extremes", "leaders", "pick_top", "top_values"),
+        train=("select_k", "k_extremes", "pick_k", "k_values", "take_k", "k_selection"),
         heldout=("k_best", "podium", "top_total"),
     ),
     argument_names=Pool(

@@ -185,7 +185,7 @@ ABOVE_MEAN = Family(
     difficulty="easy",
     roles=("nums",),
     function_names=Pool(
-        train=("above_average", "count_high", "outliers_up", "beat_mean", "top_count", "high_scores"),
+        train=("count_selected", "tally", "special_count", "level_count", "score_filter", "count_matching"),
         heldout=("rebase", "relative_values", "normalise_floor"),
     ),
     argument_names=Pool(train=(("nums",), ("scores",), ("values",)), heldout=(("xs",), ("readings",))),
@@ -312,7 +312,7 @@ TEXT_SEARCH = Family(
     difficulty="easy",
     roles=("text",),
     function_names=Pool(
-        train=("count_word", "word_hits", "locate", "find_word", "occurrences", "scan_text"),
+        train=("scan_text", "word_query", "search_text", "text_probe", "word_scan", "match_info"),
         heldout=("strip_word", "erase_pattern", "text_without"),
     ),
     argument_names=Pool(train=(("text",), ("s",), ("line",)), heldout=(("message",), ("doc",))),

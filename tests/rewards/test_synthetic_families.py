@@ -78,6 +78,19 @@ def test_asking_a_training_split_for_a_held_out_family_is_an_error() -> None:
     assert len({t.prompt for t in every}) == len(every)
 
 
+def test_a_held_out_family_renders_each_task_from_one_side_of_its_pools() -> None:
+    for task in synthetic_tasks("heldout_families"):
+        family = FAMILIES[task.metadata["family"]]
+        side = "train" if task.entry_point in family.function_names.train else "heldout"
+        assert task.metadata["variant"] in {v.key for v in family.variants.of(side)}, task.id
+    variants = {(t.metadata["family"], t.metadata["variant"]) for t in synthetic_tasks("heldout_families")}
+    assert variants == {
+        (name, v.key)
+        for name in HELDOUT_FAMILIES
+        for v in FAMILIES[name].variants.train + FAMILIES[name].variants.heldout
+    }
+
+
 def test_the_registry_declares_the_held_out_splits_and_training_refuses_them(tmp_path: Path) -> None:
     for dataset in ("synthetic", "synthetic_optimise"):
         assert heldout_splits(dataset) == ("heldout", "heldout_families")
