@@ -149,10 +149,10 @@ def _family_tasks(
 ) -> Iterator[Task]:
     # A held-out family's tasks come from both sides of its pools, each task from one side, so
     # its names, variants and phrasings stay as consistent as a training family's.
-    sides = SIDES if split == "heldout_families" else (split,)
+    named = [(side, f"{split}:{side}") for side in SIDES] if split == "heldout_families" else [(split, split)]
     streams = [
-        _renderings(family, side, random.Random(f"effirl-synthetic:{seed}:{family.name}:{stream}"))
-        for side, stream in zip(sides, (split,) if len(sides) == 1 else (f"{split}:{s}" for s in sides))
+        _renderings(family, side, random.Random(f"effirl-synthetic:{seed}:{family.name}:{name}"))
+        for side, name in named
     ]
     index = 0
     while streams and index < limit:
