@@ -318,9 +318,11 @@ def _load_benchmark(benchmark: str, split: str | None, limit: int | None) -> lis
     to each), e.g. ``heldout,heldout_families`` for both held-out splits of ``synthetic``."""
     from rewards.datasets import evaluation_split, load_tasks
 
-    splits = [s.strip() for s in split.split(",")] if split else [evaluation_split(benchmark)]
-    if any(not s for s in splits):
-        raise EvaluationInputError(f"--split {split!r} names an empty split")
+    splits: list[str | None] = [evaluation_split(benchmark)]
+    if split:
+        splits = [s.strip() for s in split.split(",")]
+        if not all(splits):
+            raise EvaluationInputError(f"--split {split!r} names an empty split")
     tasks: list[Task] = []
     for name in dict.fromkeys(splits):
         try:

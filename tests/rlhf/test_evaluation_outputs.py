@@ -188,3 +188,5 @@ def test_eval_loads_several_splits_of_a_benchmark() -> None:
     assert {t.metadata["split"] for t in load_benchmark("synthetic", None, 2)} == {"heldout"}
     with pytest.raises(EvaluationInputError, match="unknown synthetic split 'nope'"):
         load_benchmark("synthetic", "heldout,nope", 1)
+    with pytest.raises(EvaluationInputError, match="names an empty split"):
+        load_benchmark("synthetic", "heldout,", 1)
