@@ -60,7 +60,7 @@ def describe_status(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     if os.WIFEXITED(status):
-        return f"exit {os.WEXITSTATUS(status)}"
+        return f"exit status {os.WEXITSTATUS(status)}"
     return f"status {status}"
 
 

@@ -39,7 +39,7 @@ class Violation(ValueError):
 def parse(line: bytes, *, started: bool, mode: str) -> dict[str, Any]:
     """The validated record on ``line`` for a job of ``mode``; raises :class:`Violation` otherwise."""
     try:
-        record = json.loads(line)
+        record = json.loads(line, parse_constant=_no_constant)
     except (ValueError, RecursionError, MemoryError):
         raise Violation("a line on the result channel is not a JSON record") from None
     if not isinstance(record, dict):
@@ -51,6 +51,10 @@ def parse(line: bytes, *, started: bool, mode: str) -> dict[str, Any]:
         phase = "after the candidate's code started" if started else "before the candidate's code started"
         raise Violation(f"a record of kind {str(kind)[:40]!r} {phase}")
     return check(record)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"bare {name}: the harness tags non-finite floats")
 
 
 def _fields(record: dict[str, Any], allowed: set[str]) -> None:
