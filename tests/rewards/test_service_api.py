@@ -280,7 +280,7 @@ def test_run_code_speaks_sandbox_fusion(service) -> None:
 
 # A program that writes the harness's own "done" record on the result channel, then fails.
 FORGED_DONE_THEN_RAISE = (
-    "import os\nos.write(3, b'{\"t\":\"done\",\"events\":null}\\n')\nraise RuntimeError('after done')"
+    'import os\nos.write(3, b\'{"t":"done","events":null}\\n\')\nraise RuntimeError(\'after done\')'
 )
 
 
