@@ -108,6 +108,14 @@ class RewardScorer:
                 "reward cost_measure 'instructions' needs a sandbox that counts them; build it with "
                 "SandboxConfig(count_instructions=True) (RewardSettings.sandbox_config() does)"
             )
+        if measure != "python_events" and config.count_python_events:
+            # The tracer runs inside the candidate: it inflates CPU time several-fold, and a candidate
+            # that switches it off (sys.settrace(None)) would look that much faster.
+            raise ValueError(
+                f"reward cost_measure {measure!r} on a sandbox that counts Python events: the tracer "
+                "inflates the cost and the candidate can switch it off; build the sandbox with "
+                "RewardSettings.sandbox_config() (count_python_events only for python_events)"
+            )
 
     def fingerprint(self, task: Task) -> str:
         """:func:`task_fingerprint`, remembered per Task object: hashing all of a HumanEval+ task's

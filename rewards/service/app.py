@@ -91,6 +91,13 @@ class RewardService:
     ) -> None:
         self.config = config or ServiceConfig()
         self._owns_sandbox = sandbox is None
+        limit = (sandbox.config if sandbox is not None else self.config.sandbox_config()).memory_mb
+        if limit != self.config.reward.memory_mb:
+            # Requests are checked against reward.memory_mb; it must be the limit code runs under.
+            raise ValueError(
+                f"reward.memory_mb ({self.config.reward.memory_mb}) differs from the sandbox's memory_mb "
+                f"({limit}); give them the same value"
+            )
         self.sandbox = sandbox if sandbox is not None else Sandbox(self.config.sandbox_config())
         self.scorer = RewardScorer(self.sandbox, self.config.reward, cache_size=self.config.cache_size)
         self.evaluator = Evaluator(self.scorer)

@@ -7,9 +7,11 @@ must refuse with the key and the fix instead of scoring with its own.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from rewards.client import RemoteScorer, RewardClient, ServiceError
+from rewards.client import AsyncRewardClient, RemoteScorer, RewardClient, ServiceError
 from rewards.scorer import RewardScorer
 from rewards.service import RewardService, ServiceConfig
 from rewards.settings import EFFICIENCY_MODES, RewardSettings
@@ -99,6 +101,23 @@ def test_the_service_answers_with_the_settings_it_used(service) -> None:
     assert health["settings"] == SERVED.scoring_dict() and health["cost_trusted"] is False
 
 
+def test_both_clients_send_the_settings(service) -> None:
+    tasks, texts, groups = completions()
+    items = [{"task_id": t.id, "completion": c, "group": g} for t, c, g in zip(tasks, texts, groups)]
+
+    async def score_async():
+        async with AsyncRewardClient(service.url) as client:
+            return await client.score(DATASET, items, settings=SETTINGS)
+
+    with RewardClient(service.url) as client:
+        blocking = client.score(DATASET, items, settings=SETTINGS)
+    assert asyncio.run(score_async()) == blocking
+    assert blocking == RemoteScorer(RewardClient(service.url), DATASET, settings=SETTINGS).score(
+        tasks, texts, groups
+    )
+    assert blocking[1].value == pytest.approx(0.25), "the slow copy: 1 - 1.0 + 0.25 * format"
+
+
 @pytest.mark.parametrize(
     ("change", "status", "message"),
     [
@@ -152,3 +171,15 @@ def test_settings_a_service_cannot_honour_are_refused(
             RemoteScorer(
                 client, DATASET, settings=RewardSettings.from_mapping({**SETTINGS.to_dict(), **change})
             ).score(tasks[:1], texts[:1])
+
+
+def test_a_service_reports_the_limits_its_sandbox_runs_with(box) -> None:
+    with pytest.raises(ValueError, match=r"reward.memory_mb \(512\) differs from the sandbox's memory_mb"):
+        RewardService(ServiceConfig(port=0, reward=SERVED), sandbox=box)
+
+
+def test_every_execution_key_is_honoured_or_fixed() -> None:
+    from rewards.service.schema import FIXED_BY_SANDBOX, HONOURED_UP_TO
+    from rewards.settings import EXECUTION_KEYS
+
+    assert sorted([*FIXED_BY_SANDBOX, *HONOURED_UP_TO]) == sorted(EXECUTION_KEYS)

@@ -60,6 +60,7 @@ def test_flags_become_the_service_config(monkeypatch: pytest.MonkeyPatch) -> Non
         (["--speedup-clip", "1"], "reward setting `speedup_clip` must be > 1"),
         (["--cost-measure", "wall"], "invalid choice: 'wall'"),
         (["--workers", "0"], "workers must be at least 1"),
+        (["--timeout-s", "90"], "reward.timeout_s (90.0) must not exceed max_run_timeout_s (60.0)"),
         (["--timeout"], "unrecognized arguments: --timeout"),
     ],
 )

@@ -9,7 +9,6 @@ from rewards.service import RewardService, ServiceConfig
 from rewards.settings import RewardSettings
 from rlhf.config import load_config
 from rlhf.reward_stage import RewardStage, reward_settings
-from sandbox import Sandbox
 from tests.rewards.scoring_cases import DATASET, SETTINGS, completions, task_source
 
 # The recipe's reward section: every key of SETTINGS (none is a default), completions taken as text.
@@ -32,24 +31,21 @@ def test_a_service_scores_with_the_recipes_settings_or_refuses() -> None:
     finally:
         local.close()
     served = RewardSettings(cost_measure="python_events", memory_mb=512)  # defaults otherwise
-    with Sandbox(served.sandbox_config(workers=2)) as box:
-        with RewardService(
-            ServiceConfig(port=0, reward=served), sandbox=box, task_source=task_source
-        ) as service:
-            stage = RewardStage(load_config(None, [*OVERRIDES, f"reward.service_url={service.url}"]))
-            assert stage.backend == "http"
-            stage.register_tasks(tasks, DATASET, None)
-            try:
-                assert stage.score_texts(tasks, texts, groups) == expected
-            finally:
-                stage.close()
-        cpu_service = ServiceConfig(port=0, reward=RewardSettings(memory_mb=512))
-        with RewardService(cpu_service, sandbox=box, task_source=task_source) as service:
-            stage = RewardStage(load_config(None, [*OVERRIDES, f"reward.service_url={service.url}"]))
-            stage.register_tasks(tasks, DATASET, None)
-            with pytest.raises(
-                ServiceError, match="start the service with --cost-measure python_events"
-            ) as refused:
-                stage.score_texts(tasks, texts, groups)
-            assert refused.value.status == 409
+    with RewardService(ServiceConfig(port=0, workers=2, reward=served), task_source=task_source) as service:
+        stage = RewardStage(load_config(None, [*OVERRIDES, f"reward.service_url={service.url}"]))
+        assert stage.backend == "http"
+        stage.register_tasks(tasks, DATASET, None)
+        try:
+            assert stage.score_texts(tasks, texts, groups) == expected
+        finally:
             stage.close()
+    cpu_service = ServiceConfig(port=0, workers=1, reward=RewardSettings(memory_mb=512))
+    with RewardService(cpu_service, task_source=task_source) as service:
+        stage = RewardStage(load_config(None, [*OVERRIDES, f"reward.service_url={service.url}"]))
+        stage.register_tasks(tasks, DATASET, None)
+        with pytest.raises(
+            ServiceError, match="start the service with --cost-measure python_events"
+        ) as refused:
+            stage.score_texts(tasks, texts, groups)
+        assert refused.value.status == 409
+        stage.close()
