@@ -108,6 +108,14 @@ class RewardScorer:
                 "reward cost_measure 'instructions' needs a sandbox that counts them; build it with "
                 "SandboxConfig(count_instructions=True) (RewardSettings.sandbox_config() does)"
             )
+        if measure != "python_events" and config.count_python_events:
+            # The tracer runs inside the candidate: it inflates CPU time several-fold, and a candidate
+            # that switches it off (sys.settrace(None)) would look that much faster.
+            raise ValueError(
+                f"reward cost_measure {measure!r} on a sandbox that counts Python events: the tracer "
+                "inflates the cost and the candidate can switch it off; build the sandbox with "
+                "RewardSettings.sandbox_config() (count_python_events only for python_events)"
+            )
 
     def fingerprint(self, task: Task) -> str:
         """:func:`task_fingerprint`, remembered per Task object: hashing all of a HumanEval+ task's
@@ -193,10 +201,10 @@ class RewardScorer:
             fingerprint = self.fingerprint(task)
             job = job_for(task, code, timeout_s=settings.timeout_s, repeats=settings.repeats)
             future, cached = self.cache.get_or_submit(
-                (fingerprint, code_digest(code), settings.repeats), lambda job=job: self.sandbox.submit(job)
+                run_key(fingerprint, code, settings), lambda job=job: self.sandbox.submit(job)
             )
             reference = (
-                self.reference_result(task, fingerprint, settings.repeats)
+                self.reference_result(task, fingerprint, settings=settings)
                 if settings.uses_reference
                 else None
             )
@@ -204,29 +212,48 @@ class RewardScorer:
         return planned
 
     def reference_result(
-        self, task: Task, fingerprint: str | None = None, repeats: int | None = None
+        self,
+        task: Task,
+        fingerprint: str | None = None,
+        repeats: int | None = None,
+        *,
+        settings: RewardSettings | None = None,
     ) -> ResultFuture | None:
         """The (cached) run of ``task``'s first reference against its tests; None without one.
 
-        The reference is measured with the same ``repeats`` as the candidates it is compared with:
-        the minimum or median of more runs would be biased low against them.
+        The reference runs with the execution settings of the candidates it is compared with (the
+        scorer's, or ``settings``): the minimum or median of more runs would be biased low against
+        them, and a different time limit would judge it differently.
         """
         if not task.reference:
             return None
-        repeats = repeats or self.settings.repeats
-        job = job_for(task, task.reference, timeout_s=self.settings.timeout_s, repeats=repeats)
-        key = (fingerprint or self.fingerprint(task), code_digest(task.reference), repeats)
+        settings = self._execution(settings, repeats)
+        job = job_for(task, task.reference, timeout_s=settings.timeout_s, repeats=settings.repeats)
+        key = run_key(fingerprint or self.fingerprint(task), task.reference, settings)
         future, _ = self.references.get_or_submit(key, lambda: self.sandbox.submit(job))
         return future
 
-    def seed_reference(self, task: Task, result: ExecutionResult, repeats: int | None = None) -> None:
+    def seed_reference(
+        self,
+        task: Task,
+        result: ExecutionResult,
+        repeats: int | None = None,
+        *,
+        settings: RewardSettings | None = None,
+    ) -> None:
         """Record an already-measured reference run (e.g. the one that produced expected outputs)."""
         if not task.reference:
             raise ValueError(f"task {task.id!r} has no reference to record a measurement for")
         done: ResultFuture = concurrent.futures.Future()
         done.set_result(result)
-        key = (self.fingerprint(task), code_digest(task.reference), repeats or self.settings.repeats)
+        key = run_key(self.fingerprint(task), task.reference, self._execution(settings, repeats))
         self.references.get_or_submit(key, lambda: done)
+
+    def _execution(self, settings: RewardSettings | None, repeats: int | None) -> RewardSettings:
+        settings = settings or self.settings
+        return (
+            settings if repeats is None or repeats == settings.repeats else settings.replace(repeats=repeats)
+        )
 
     def _shape(
         self,
@@ -259,6 +286,15 @@ class RewardScorer:
     @property
     def stats(self) -> dict[str, int]:
         return {**dataclasses.asdict(self.cache.stats), "cached_entries": len(self.cache)}
+
+
+def run_key(fingerprint: str, code: str, settings: RewardSettings) -> tuple[Any, ...]:
+    """Cache key of running ``code`` against a task: equal keys give the same verdict.
+
+    The execution settings a call may vary (repeats, time limit) are part of it; the others (cost
+    counters, memory limit) are fixed by the sandbox the cache belongs to.
+    """
+    return (fingerprint, code_digest(code), settings.repeats, settings.timeout_s)
 
 
 def reference_cost(result: ExecutionResult) -> Cost | None:

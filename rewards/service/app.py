@@ -32,7 +32,15 @@ from rewards.service.config import ServiceConfig
 from rewards.service.evaluate import Evaluator, score_items
 from rewards.service.metrics import Metrics
 from rewards.service.run_code import program_job, run_code_response
-from rewards.service.schema import RequestError, decode_json, parse_evaluate, parse_run_code, parse_score
+from rewards.service.schema import (
+    RequestError,
+    decode_json,
+    parse_evaluate,
+    parse_run_code,
+    parse_score,
+    request_settings,
+)
+from rewards.settings import RewardSettings
 from rewards.tasks import Task
 from sandbox import Sandbox
 
@@ -83,6 +91,13 @@ class RewardService:
     ) -> None:
         self.config = config or ServiceConfig()
         self._owns_sandbox = sandbox is None
+        limit = (sandbox.config if sandbox is not None else self.config.sandbox_config()).memory_mb
+        if limit != self.config.reward.memory_mb:
+            # Requests are checked against reward.memory_mb; it must be the limit code runs under.
+            raise ValueError(
+                f"reward.memory_mb ({self.config.reward.memory_mb}) differs from the sandbox's memory_mb "
+                f"({limit}); give them the same value"
+            )
         self.sandbox = sandbox if sandbox is not None else Sandbox(self.config.sandbox_config())
         self.scorer = RewardScorer(self.sandbox, self.config.reward, cache_size=self.config.cache_size)
         self.evaluator = Evaluator(self.scorer)
@@ -252,27 +267,40 @@ class RewardService:
 
     # -------------------------------------------------------------------------------------- handlers
 
+    def _settings(self, requested: dict[str, Any]) -> RewardSettings:
+        """The settings a request is scored with (schema.request_settings: honoured or refused)."""
+        return request_settings(
+            requested,
+            served=self.scorer.settings,
+            max_repeats=self.config.max_repeats,
+            max_timeout_s=self.config.max_run_timeout_s,
+        )
+
     async def _evaluate(self, request: web.Request) -> web.Response:
         parsed = parse_evaluate(
             await self._json_body(request),
             max_submissions=self.config.max_submissions,
             max_repeats=self.config.max_repeats,
         )
+        settings = self._settings(
+            parsed.settings if parsed.repeats is None else {**parsed.settings, "repeats": parsed.repeats}
+        )
         n = len(parsed.submissions)
         self._admit(n)
         holds: list[Any] = [None] * n
         try:
             results, holds = await self.evaluator.evaluate(
-                parsed.submissions, parsed.repeats, self._deadline(), self.config.request_timeout_s
+                parsed.submissions, settings, self._deadline(), self.config.request_timeout_s
             )
         finally:
             self._hold(holds)
         for result in results:
             self.metrics.count_verdict(result["status"])
-        return json_response({"results": results})
+        return json_response({"results": results, "settings": settings.scoring_dict()})
 
     async def _score(self, request: web.Request) -> web.Response:
         parsed = parse_score(await self._json_body(request), max_items=self.config.max_submissions)
+        settings = self._settings(parsed.settings)
         table = await self._dataset(parsed.dataset, parsed.split)
         unknown = [item.task_id for item in parsed.items if item.task_id not in table]
         if unknown:
@@ -281,10 +309,6 @@ class RewardService:
                 f"{len(unknown)} task_id(s) are not in dataset {parsed.dataset!r} (split {parsed.split!r}), "
                 f"e.g. {unknown[0]!r}; ids look like {known}"
             )
-        try:
-            settings = self.scorer.settings.replace(**parsed.shaping)
-        except ValueError as exc:
-            raise RequestError(f"`settings`: {exc}") from None
         tasks = [table[item.task_id] for item in parsed.items]
         groups = [item.task_id if item.group is None else item.group for item in parsed.items]
         self._admit(len(tasks))
@@ -306,7 +330,7 @@ class RewardService:
             self._hold(holds)
         for result in results:
             self.metrics.count_verdict(result["evidence"]["status"])
-        return json_response({"results": results})
+        return json_response({"results": results, "settings": settings.scoring_dict()})
 
     async def _dataset(self, name: str, split: str | None) -> dict[str, Task]:
         key = (name, split)
@@ -359,6 +383,8 @@ class RewardService:
                 "workers": info["workers"],
                 "queue": {"in_flight": self.admission.in_flight, "capacity": self.admission.capacity},
                 "auth": self.config.token is not None,
+                "settings": self.scorer.settings.scoring_dict(),
+                "cost_trusted": self.scorer.settings.cost_trusted,
             }
         )
 

@@ -10,6 +10,7 @@ from rewards.cache import ExecutionCache, code_digest, task_fingerprint
 from rewards.scorer import RewardScorer, TaskError, job_for
 from rewards.settings import RewardSettings
 from rewards.tasks import Task
+from sandbox import Sandbox
 from sandbox.jobs import FunctionJob, ProgramJob, ScriptJob
 from sandbox.types import ExecutionResult, FunctionTest, ProgramTest, Status
 
@@ -145,6 +146,13 @@ def test_per_call_shaping_and_fixed_keys(box) -> None:
 def test_cost_measure_needs_a_counting_sandbox(box) -> None:
     with pytest.raises(ValueError, match="count_python_events=True"):
         RewardScorer(box, RewardSettings(cost_measure="python_events"))
+    # CPU time under the event tracer is inflated, and a candidate can switch the tracer off.
+    tracing = RewardSettings(cost_measure="python_events", workers=1).sandbox_config()
+    with (
+        Sandbox(tracing) as traced,
+        pytest.raises(ValueError, match="on a sandbox that counts Python events"),
+    ):
+        RewardScorer(traced, RewardSettings(cost_measure="cpu"))
 
 
 def test_completions_are_extracted_and_format_scored(box) -> None:

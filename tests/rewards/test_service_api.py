@@ -180,9 +180,9 @@ def test_score_errors_name_the_fix(service) -> None:
     status, _, body = post(service.url + "/v1/score", {"dataset": "nope", "items": [item]})
     assert status == 400 and "unknown dataset 'nope'" in body["error"]
     item = {"task_id": "toy/sort", "completion": "x"}
-    body = {"dataset": "toy", "items": [item], "settings": {"timeout_s": 1}}
+    body = {"dataset": "toy", "items": [item], "settings": {"cost_measure": "python_events"}}
     status, _, body = post(service.url + "/v1/score", body)
-    assert status == 400 and "timeout_s decide how code runs" in body["error"]
+    assert status == 409 and "start the service with --cost-measure python_events" in body["error"]
 
 
 # -------------------------------------------------------------------------------------- bad input
