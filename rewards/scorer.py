@@ -33,10 +33,19 @@ class TaskError(ValueError):
     """A task that cannot be scored as given (no tests, no entry point for function tests)."""
 
 
-def job_for(task: Task, code: str, *, timeout_s: float | None = None, repeats: int | None = None) -> Job:
+def job_for(
+    task: Task,
+    code: str,
+    *,
+    timeout_s: float | None = None,
+    repeats: int | None = None,
+    allow_script: bool = True,
+) -> Job:
     """The sandbox job that checks ``code`` against ``task``'s tests.
 
-    Function tests win over program tests, which win over a test script (the weakest trust level).
+    Function tests win over program tests, which win over a test script (the weakest trust level: the
+    verdict comes from inside the candidate's process). With ``allow_script=False`` a task that has
+    only a script is refused with :class:`TaskError`, as reward scoring does unless opted in.
     """
     if task.function_tests:
         if not task.entry_point:
@@ -45,6 +54,13 @@ def job_for(task: Task, code: str, *, timeout_s: float | None = None, repeats: i
     if task.program_tests:
         return ProgramJob(code, tuple(task.program_tests), timeout_s, repeats)
     if task.test_script:
+        if not allow_script:
+            raise TaskError(
+                f"task {task.id!r} has only an assertion script, whose verdict comes from inside the "
+                "candidate's process (a candidate can forge a pass), so it is not scored for rewards; "
+                "give it function or program tests, or set reward.allow_script_tests=true "
+                "(--allow-script-tests for a service) for code you trust"
+            )
         return ScriptJob(code, task.test_script, task.entry_point, timeout_s)
     raise TaskError(
         f"task {task.id!r} has no function_tests, program_tests or test_script; "
@@ -199,7 +215,13 @@ class RewardScorer:
                 )
                 code, signals = with_prompt_imports(extracted.code, task.prompt), extracted
             fingerprint = self.fingerprint(task)
-            job = job_for(task, code, timeout_s=settings.timeout_s, repeats=settings.repeats)
+            job = job_for(
+                task,
+                code,
+                timeout_s=settings.timeout_s,
+                repeats=settings.repeats,
+                allow_script=settings.allow_script_tests,
+            )
             future, cached = self.cache.get_or_submit(
                 run_key(fingerprint, code, settings), lambda job=job: self.sandbox.submit(job)
             )

@@ -52,7 +52,7 @@ SHAPING_KEYS = (
     "missing_entry_point_penalty",
     "format_weight",
 )
-EXECUTION_KEYS = ("cost_measure", "repeats", "timeout_s", "memory_mb")
+EXECUTION_KEYS = ("cost_measure", "repeats", "timeout_s", "memory_mb", "allow_script_tests")
 PLACEMENT_KEYS = ("workers", "service_url")
 # What decides a reward: the settings a client sends a reward service.
 SCORING_KEYS = SHAPING_KEYS + EXECUTION_KEYS
@@ -131,6 +131,12 @@ class RewardSettings:
     workers: int | None = setting(None, "Sandbox processes scoring in parallel; null uses one per CPU core.")
     timeout_s: float = setting(5.0, "Wall-clock limit for running one completion against all of its tests.")
     memory_mb: int = setting(1024, "Memory limit of one sandboxed run, in MiB.")
+    allow_script_tests: bool = setting(
+        False,
+        "Score tasks whose only tests are an assertion script (trust level `script`). Such a script "
+        "runs inside the candidate's own process, so a candidate can forge a pass; off, scoring such a "
+        "task is an error. Turn on only for code you trust (docs/sandbox.md, trust levels).",
+    )
     service_url: str | None = setting(
         None,
         "Score through a running reward service (`effirl reward serve`) at this URL instead of local "
@@ -172,6 +178,8 @@ class RewardSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SettingError(name, "must be an integer >= 1", value)
+        if not isinstance(self.allow_script_tests, bool):
+            raise SettingError("allow_script_tests", "must be true or false", self.allow_script_tests)
         if self.workers is not None and (
             isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1
         ):

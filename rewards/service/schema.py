@@ -309,6 +309,9 @@ def parse_score(data: Any, *, max_items: int) -> ScoreRequest:
 # What a service does with each execution key (rewards.settings.EXECUTION_KEYS) a request sets: keys
 # its sandbox fixes must match its own; per-run keys are honoured up to a limit (the flag raising it).
 FIXED_BY_SANDBOX = ("cost_measure", "memory_mb")
+# Trust a request may narrow but never widen: a service started without assertion scripts refuses
+# a request that asks for them.
+OPT_IN_BY_SERVICE = ("allow_script_tests",)
 HONOURED_UP_TO = {"repeats": "--max-repeats", "timeout_s": "--max-run-timeout-s"}
 
 
@@ -351,6 +354,13 @@ def request_settings(
             raise RequestError(
                 f"`settings.{key}` is {asked} but this service runs code with {key} {own} and cannot "
                 f"change it per request; start the service with --{key.replace('_', '-')} {asked}",
+                status=409,
+            )
+    for key in OPT_IN_BY_SERVICE:
+        if getattr(settings, key) and not getattr(served, key):
+            raise RequestError(
+                f"`settings.{key}` asks for a weaker trust level than this service allows; a request "
+                f"cannot turn it on: start the service with --{key.replace('_', '-')} (docs/sandbox.md)",
                 status=409,
             )
     limits = {"repeats": max_repeats, "timeout_s": max_timeout_s}

@@ -135,6 +135,7 @@ def test_both_clients_send_the_settings(service) -> None:
             "--max-repeats 50",
         ),
         ({"timeout_s": 90.0}, 409, "start the service with --max-run-timeout-s 90"),
+        ({"allow_script_tests": True}, 409, "start the service with --allow-script-tests"),
         ({"speedup_clip": 1.0}, 400, "`settings.speedup_clip` must be > 1, got 1.0"),
         ({"workers": 4}, 400, "`settings.workers` says where the caller scores and changes no reward"),
         ({"speedup_clp": 2}, 400, "unknown key `speedup_clp`; did you mean `speedup_clip`?"),
@@ -179,7 +180,7 @@ def test_a_service_reports_the_limits_its_sandbox_runs_with(box) -> None:
 
 
 def test_every_execution_key_is_honoured_or_fixed() -> None:
-    from rewards.service.schema import FIXED_BY_SANDBOX, HONOURED_UP_TO
+    from rewards.service.schema import FIXED_BY_SANDBOX, HONOURED_UP_TO, OPT_IN_BY_SERVICE
     from rewards.settings import EXECUTION_KEYS
 
-    assert sorted([*FIXED_BY_SANDBOX, *HONOURED_UP_TO]) == sorted(EXECUTION_KEYS)
+    assert sorted([*FIXED_BY_SANDBOX, *HONOURED_UP_TO, *OPT_IN_BY_SERVICE]) == sorted(EXECUTION_KEYS)

@@ -60,8 +60,13 @@ def test_job_for_picks_the_strongest_test_kind() -> None:
         job_for(Task(id="x", prompt="", function_tests=(FunctionTest((1,), 1),)), GOOD)
 
 
+def test_script_only_tasks_are_refused_unless_opted_in(box) -> None:
+    with pytest.raises(TaskError, match=r"assertion script.*allow_script_tests"):
+        RewardScorer(box, RewardSettings()).score([SCRIPTED], ["def inc(x): return x + 1"], extract=False)
+
+
 def test_scores_function_program_and_script_tasks(box) -> None:
-    scorer = RewardScorer(box, RewardSettings(correctness="fraction"))
+    scorer = RewardScorer(box, RewardSettings(correctness="fraction", allow_script_tests=True))
     tasks = [SQUARE, SQUARE, ECHO, ECHO, SCRIPTED, SQUARE]
     codes = [
         GOOD,

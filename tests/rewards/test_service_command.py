@@ -31,7 +31,11 @@ def test_both_commands_list_the_same_flags_one_per_field() -> None:
             is_flag = f.name in {g.name for g in flags[owner]}
             assert is_flag != (f"{owner}.{f.name}" in NOT_FLAGS), f"{owner}.{f.name}: a flag, or say why not"
     expected = {flag_name(f) for fields in flags.values() for f in fields}
-    assert served == expected | {"--help", "--no-dataset-paths"}
+    negations = {
+        "--no-" + flag_name(f)[2:] for fields in flags.values() for f in fields if f.type in (bool, "bool")
+    }
+    assert "--no-dataset-paths" in negations and "--no-allow-script-tests" in negations
+    assert served == expected | negations | {"--help"}
     assert {"--cost-measure", "--efficiency-weight", "--max-run-timeout-s", "--timeout-s"} <= served
 
 
