@@ -17,7 +17,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rewards.cache import ExecutionCache, ResultFuture, code_digest, task_fingerprint
+from rewards.cache import DEFAULT_MAX_BYTES, ExecutionCache, ResultFuture, code_digest, task_fingerprint
 from rewards.extraction import extract_code, with_prompt_imports
 from rewards.settings import SHAPING_KEYS, RewardSettings
 from rewards.shaping import FormatSignals, Reward, shape_rewards
@@ -86,6 +86,7 @@ class RewardScorer:
     sandbox: runs the code (its config should come from ``settings.sandbox_config()`` so that it
         counts what ``settings.cost_measure`` needs).
     cache_size: distinct (task, normalised code) results kept; 0 runs every pair.
+    cache_max_bytes: most bytes of results the caches keep (see rewards.cache.footprint).
     reference_cache_size: reference measurements kept (one per task).
     completion_prefix: text the prompt already opened the answer with (e.g. a code fence) that the
         model's completion continues; handed to code extraction.
@@ -97,14 +98,15 @@ class RewardScorer:
         settings: RewardSettings | None = None,
         *,
         cache_size: int = 4096,
+        cache_max_bytes: int = DEFAULT_MAX_BYTES,
         reference_cache_size: int = 65536,
         completion_prefix: str = "",
     ) -> None:
         self.sandbox = sandbox
         self.settings = settings or RewardSettings()
         self.completion_prefix = completion_prefix
-        self.cache = ExecutionCache(cache_size)
-        self.references = ExecutionCache(reference_cache_size)
+        self.cache = ExecutionCache(cache_size, cache_max_bytes)
+        self.references = ExecutionCache(reference_cache_size, cache_max_bytes)
         self._fingerprints: OrderedDict[int, tuple[Task, str]] = OrderedDict()
         self._fingerprint_lock = threading.Lock()
         self._check_measure()

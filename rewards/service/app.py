@@ -99,8 +99,13 @@ class RewardService:
                 f"({limit}); give them the same value"
             )
         self.sandbox = sandbox if sandbox is not None else Sandbox(self.config.sandbox_config())
-        self.scorer = RewardScorer(self.sandbox, self.config.reward, cache_size=self.config.cache_size)
-        self.evaluator = Evaluator(self.scorer)
+        self.scorer = RewardScorer(
+            self.sandbox,
+            self.config.reward,
+            cache_size=self.config.cache_size,
+            cache_max_bytes=self.config.cache_max_bytes,
+        )
+        self.evaluator = Evaluator(self.scorer, outputs_cache_bytes=self.config.cache_max_bytes)
         self.admission = Admission(self.config.queue_capacity)
         self.metrics = Metrics()
         self.task_source = task_source or registered_datasets(
@@ -231,7 +236,28 @@ class RewardService:
             self.metrics.count_rejection("unauthorised")
             raise RequestError("the bearer token is wrong; use the token the service was started with", 401)
 
-    async def _json_body(self, request: web.Request) -> Any:
+    async def _parsed(self, request: web.Request, parse: Callable[[Any], Any]) -> Any:
+        """The request's JSON body through ``parse`` (a schema function), with limits.
+
+        A large body is decoded in a worker thread, so the event loop keeps answering (health checks,
+        other requests) meanwhile. A body nested too deeply for the decoder is the client's error (400).
+        """
+        body = await self._json_body(request)
+
+        def decode() -> Any:
+            try:
+                return parse(decode_json(body))
+            except RecursionError:
+                raise RequestError(
+                    "the request body is nested too deeply to decode; send values at most a few "
+                    "hundred levels deep"
+                ) from None
+
+        if len(body) <= _PARSE_INLINE_BYTES:
+            return decode()
+        return await asyncio.to_thread(decode)
+
+    async def _json_body(self, request: web.Request) -> bytes:
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             self.metrics.count_rejection("too_large")
@@ -241,7 +267,7 @@ class RewardService:
         except web.HTTPRequestEntityTooLarge:
             self.metrics.count_rejection("too_large")
             raise RequestError(_too_large(None, limit), status=413) from None
-        return decode_json(body)
+        return body
 
     def _admit(self, n: int) -> None:
         if not self.admission.try_acquire(n):
@@ -277,10 +303,11 @@ class RewardService:
         )
 
     async def _evaluate(self, request: web.Request) -> web.Response:
-        parsed = parse_evaluate(
-            await self._json_body(request),
-            max_submissions=self.config.max_submissions,
-            max_repeats=self.config.max_repeats,
+        parsed = await self._parsed(
+            request,
+            lambda data: parse_evaluate(
+                data, max_submissions=self.config.max_submissions, max_repeats=self.config.max_repeats
+            ),
         )
         settings = self._settings(
             parsed.settings if parsed.repeats is None else {**parsed.settings, "repeats": parsed.repeats}
@@ -299,7 +326,9 @@ class RewardService:
         return json_response({"results": results, "settings": settings.scoring_dict()})
 
     async def _score(self, request: web.Request) -> web.Response:
-        parsed = parse_score(await self._json_body(request), max_items=self.config.max_submissions)
+        parsed = await self._parsed(
+            request, lambda data: parse_score(data, max_items=self.config.max_submissions)
+        )
         settings = self._settings(parsed.settings)
         table = await self._dataset(parsed.dataset, parsed.split)
         unknown = [item.task_id for item in parsed.items if item.task_id not in table]
@@ -361,7 +390,9 @@ class RewardService:
             raise RequestError(f"dataset {name!r} (split {split!r}) could not be loaded: {exc}") from None
 
     async def _run_code(self, request: web.Request) -> web.Response:
-        parsed = parse_run_code(await self._json_body(request), max_timeout_s=self.config.max_run_timeout_s)
+        parsed = await self._parsed(
+            request, lambda data: parse_run_code(data, max_timeout_s=self.config.max_run_timeout_s)
+        )
         job = program_job(parsed, self.sandbox.config.timeout_s)
         self._admit(1)
         try:
@@ -400,6 +431,10 @@ class RewardService:
                 "effirl_queue_capacity": ("Most submissions the queue holds.", self.admission.capacity),
                 "effirl_sandbox_workers": ("Sandbox worker processes.", info["workers"]),
                 "effirl_cache_entries": ("Results held in the execution cache.", len(self.scorer.cache)),
+                "effirl_cache_bytes": (
+                    "Bytes held by the result caches (runs, reference runs, reference outputs).",
+                    self.scorer.cache.bytes + self.scorer.references.bytes + self.evaluator.outputs.bytes,
+                ),
             },
             counters={
                 "effirl_executions_total": ("Sandbox executions (repeats count).", info["executions"]),
@@ -413,6 +448,8 @@ class RewardService:
 
 
 _PROMETHEUS = {"X-Content-Type-Options": "nosniff"}
+# Bodies up to this size are decoded on the event loop (a thread hop costs more than decoding them).
+_PARSE_INLINE_BYTES = 64 * 1024
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -64,6 +64,12 @@ class ServiceConfig:
         "timeout_s of a request's settings.",
     )
     cache_size: int = setting(16384, "Distinct (task, code) results kept in memory; 0 runs every submission.")
+    cache_max_bytes: int = setting(
+        256 * MiB,
+        "Most memory each result cache may hold (the runs, the reference runs, the references' outputs); "
+        "least recently used results go first. Cached results keep only the first 512 characters of "
+        "what a program printed.",
+    )
     dataset_paths: bool = setting(
         False,
         "Let /v1/score load task files and folders named by path; off, it serves registered dataset "
@@ -88,6 +94,8 @@ class ServiceConfig:
         for name in ("request_timeout_s", "max_run_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"service {name} must be > 0, got {getattr(self, name)}")
+        if self.cache_max_bytes < 0:
+            raise ValueError(f"cache_max_bytes must be >= 0, got {self.cache_max_bytes}")
         if self.cache_size < 0:
             raise ValueError(f"cache_size must be >= 0 (0 disables the cache), got {self.cache_size}")
         if self.reward.repeats > self.max_repeats:

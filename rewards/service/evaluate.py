@@ -15,7 +15,7 @@ import time
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from rewards.cache import ExecutionCache, ResultFuture, code_digest
+from rewards.cache import DEFAULT_MAX_BYTES, ExecutionCache, ResultFuture, code_digest
 from rewards.scorer import Planned, RewardScorer, reference_cost
 from rewards.service.schema import MISSING, Submission
 from rewards.settings import RewardSettings
@@ -65,9 +65,15 @@ def settled(future: ResultFuture | None, fallback: ExecutionResult | None) -> Ex
 class Evaluator:
     """Runs ``/v1/evaluate`` submissions: tasks built from the request, expected values from references."""
 
-    def __init__(self, scorer: RewardScorer, *, outputs_cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        scorer: RewardScorer,
+        *,
+        outputs_cache_size: int = 4096,
+        outputs_cache_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.scorer = scorer
-        self.outputs = ExecutionCache(outputs_cache_size)
+        self.outputs = ExecutionCache(outputs_cache_size, outputs_cache_bytes)
 
     def reference_outputs(self, submission: Submission, settings: RewardSettings) -> ResultFuture:
         """The run of the submission's reference that returns its outputs on the test inputs (cached)."""
@@ -99,9 +105,13 @@ class Evaluator:
         timeout_s: float,
     ) -> tuple[list[dict[str, Any]], list[ResultFuture | None]]:
         """One rendered result per submission, and the futures each one's slot waits on."""
-        outputs = [
-            self.reference_outputs(s, settings) if s.needs_reference_outputs else None for s in submissions
-        ]
+        # Digests of every submission's code are computed before anything runs: off the event loop.
+        outputs = await asyncio.to_thread(
+            lambda: [
+                self.reference_outputs(s, settings) if s.needs_reference_outputs else None
+                for s in submissions
+            ]
+        )
         await wait_until([f for f in outputs if f is not None], deadline)
         tasks: list[Task | None] = []
         early: list[ExecutionResult | None] = []
@@ -117,7 +127,8 @@ class Evaluator:
             tasks.append(task)
             early.append(None)
         runnable = [i for i, task in enumerate(tasks) if task is not None]
-        plan = self.scorer.plan(
+        plan = await asyncio.to_thread(
+            self.scorer.plan,
             [tasks[i] for i in runnable],
             [submissions[i].code for i in runnable],
             extract=False,
@@ -250,7 +261,8 @@ async def score_items(
     deadline: float,
     timeout_s: float,
 ) -> tuple[list[dict[str, Any]], list[ResultFuture]]:
-    plan = scorer.plan(tasks, completions, extract=extract, settings=settings)
+    # Extracting and fingerprinting code (linear, but pure Python) runs off the event loop.
+    plan = await asyncio.to_thread(scorer.plan, tasks, completions, extract=extract, settings=settings)
     results, references = await collect(plan, deadline, timeout_s)
     rewards = shape_rewards(
         results,
