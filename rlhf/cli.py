@@ -259,13 +259,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", required=True, help="folder for results.json, report.md, plots"
     )
     measure.add_argument(
-        "--compare", metavar="RESULT_DIR", help="an earlier `effirl eval` --out to compare with"
+        "--compare",
+        metavar="RESULT_DIR",
+        help="an earlier `effirl eval` --out to compare with: the solutions of tasks both solve are "
+        "measured again side by side, interleaved on one sandbox worker",
     )
     measure.add_argument(
         "--tolerance",
         type=float,
         default=0.05,
         help="relative speed difference that still counts as equal in --compare (default: 0.05)",
+    )
+    measure.add_argument(
+        "--compare-rounds",
+        type=int,
+        default=10,
+        help="interleaved runs of each side in --compare with a noisy cost (cpu, instructions); a "
+        "difference also needs a sign test at 5%% over them (default: 10)",
     )
     evaluate.set_defaults(run=_run_eval)
 
@@ -425,6 +435,7 @@ EVAL_OPTIONS = (
     "device",
     "compare",
     "tolerance",
+    "compare_rounds",
 )
 
 
