@@ -17,7 +17,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rewards.cache import ExecutionCache, ResultFuture, code_digest, task_fingerprint
+from rewards.cache import DEFAULT_MAX_BYTES, ExecutionCache, ResultFuture, code_digest, task_fingerprint
 from rewards.extraction import extract_code, with_prompt_imports
 from rewards.settings import SHAPING_KEYS, RewardSettings
 from rewards.shaping import FormatSignals, Reward, shape_rewards
@@ -33,10 +33,19 @@ class TaskError(ValueError):
     """A task that cannot be scored as given (no tests, no entry point for function tests)."""
 
 
-def job_for(task: Task, code: str, *, timeout_s: float | None = None, repeats: int | None = None) -> Job:
+def job_for(
+    task: Task,
+    code: str,
+    *,
+    timeout_s: float | None = None,
+    repeats: int | None = None,
+    allow_script: bool = True,
+) -> Job:
     """The sandbox job that checks ``code`` against ``task``'s tests.
 
-    Function tests win over program tests, which win over a test script (the weakest trust level).
+    Function tests win over program tests, which win over a test script (the weakest trust level: the
+    verdict comes from inside the candidate's process). With ``allow_script=False`` a task that has
+    only a script is refused with :class:`TaskError`, as reward scoring does unless opted in.
     """
     if task.function_tests:
         if not task.entry_point:
@@ -45,6 +54,13 @@ def job_for(task: Task, code: str, *, timeout_s: float | None = None, repeats: i
     if task.program_tests:
         return ProgramJob(code, tuple(task.program_tests), timeout_s, repeats)
     if task.test_script:
+        if not allow_script:
+            raise TaskError(
+                f"task {task.id!r} has only an assertion script, whose verdict comes from inside the "
+                "candidate's process (a candidate can forge a pass), so it is not scored for rewards; "
+                "give it function or program tests, or set reward.allow_script_tests=true "
+                "(--allow-script-tests for a service) for code you trust"
+            )
         return ScriptJob(code, task.test_script, task.entry_point, timeout_s)
     raise TaskError(
         f"task {task.id!r} has no function_tests, program_tests or test_script; "
@@ -70,6 +86,7 @@ class RewardScorer:
     sandbox: runs the code (its config should come from ``settings.sandbox_config()`` so that it
         counts what ``settings.cost_measure`` needs).
     cache_size: distinct (task, normalised code) results kept; 0 runs every pair.
+    cache_max_bytes: most bytes of results the caches keep (see rewards.cache.footprint).
     reference_cache_size: reference measurements kept (one per task).
     completion_prefix: text the prompt already opened the answer with (e.g. a code fence) that the
         model's completion continues; handed to code extraction.
@@ -81,14 +98,15 @@ class RewardScorer:
         settings: RewardSettings | None = None,
         *,
         cache_size: int = 4096,
+        cache_max_bytes: int = DEFAULT_MAX_BYTES,
         reference_cache_size: int = 65536,
         completion_prefix: str = "",
     ) -> None:
         self.sandbox = sandbox
         self.settings = settings or RewardSettings()
         self.completion_prefix = completion_prefix
-        self.cache = ExecutionCache(cache_size)
-        self.references = ExecutionCache(reference_cache_size)
+        self.cache = ExecutionCache(cache_size, cache_max_bytes)
+        self.references = ExecutionCache(reference_cache_size, cache_max_bytes)
         self._fingerprints: OrderedDict[int, tuple[Task, str]] = OrderedDict()
         self._fingerprint_lock = threading.Lock()
         self._check_measure()
@@ -107,6 +125,14 @@ class RewardScorer:
             raise ValueError(
                 "reward cost_measure 'instructions' needs a sandbox that counts them; build it with "
                 "SandboxConfig(count_instructions=True) (RewardSettings.sandbox_config() does)"
+            )
+        if measure != "python_events" and config.count_python_events:
+            # The tracer runs inside the candidate: it inflates CPU time several-fold, and a candidate
+            # that switches it off (sys.settrace(None)) would look that much faster.
+            raise ValueError(
+                f"reward cost_measure {measure!r} on a sandbox that counts Python events: the tracer "
+                "inflates the cost and the candidate can switch it off; build the sandbox with "
+                "RewardSettings.sandbox_config() (count_python_events only for python_events)"
             )
 
     def fingerprint(self, task: Task) -> str:
@@ -191,12 +217,18 @@ class RewardScorer:
                 )
                 code, signals = with_prompt_imports(extracted.code, task.prompt), extracted
             fingerprint = self.fingerprint(task)
-            job = job_for(task, code, timeout_s=settings.timeout_s, repeats=settings.repeats)
+            job = job_for(
+                task,
+                code,
+                timeout_s=settings.timeout_s,
+                repeats=settings.repeats,
+                allow_script=settings.allow_script_tests,
+            )
             future, cached = self.cache.get_or_submit(
-                (fingerprint, code_digest(code), settings.repeats), lambda job=job: self.sandbox.submit(job)
+                run_key(fingerprint, code, settings), lambda job=job: self.sandbox.submit(job)
             )
             reference = (
-                self.reference_result(task, fingerprint, settings.repeats)
+                self.reference_result(task, fingerprint, settings=settings)
                 if settings.uses_reference
                 else None
             )
@@ -204,29 +236,48 @@ class RewardScorer:
         return planned
 
     def reference_result(
-        self, task: Task, fingerprint: str | None = None, repeats: int | None = None
+        self,
+        task: Task,
+        fingerprint: str | None = None,
+        repeats: int | None = None,
+        *,
+        settings: RewardSettings | None = None,
     ) -> ResultFuture | None:
         """The (cached) run of ``task``'s first reference against its tests; None without one.
 
-        The reference is measured with the same ``repeats`` as the candidates it is compared with:
-        the minimum or median of more runs would be biased low against them.
+        The reference runs with the execution settings of the candidates it is compared with (the
+        scorer's, or ``settings``): the minimum or median of more runs would be biased low against
+        them, and a different time limit would judge it differently.
         """
         if not task.reference:
             return None
-        repeats = repeats or self.settings.repeats
-        job = job_for(task, task.reference, timeout_s=self.settings.timeout_s, repeats=repeats)
-        key = (fingerprint or self.fingerprint(task), code_digest(task.reference), repeats)
+        settings = self._execution(settings, repeats)
+        job = job_for(task, task.reference, timeout_s=settings.timeout_s, repeats=settings.repeats)
+        key = run_key(fingerprint or self.fingerprint(task), task.reference, settings)
         future, _ = self.references.get_or_submit(key, lambda: self.sandbox.submit(job))
         return future
 
-    def seed_reference(self, task: Task, result: ExecutionResult, repeats: int | None = None) -> None:
+    def seed_reference(
+        self,
+        task: Task,
+        result: ExecutionResult,
+        repeats: int | None = None,
+        *,
+        settings: RewardSettings | None = None,
+    ) -> None:
         """Record an already-measured reference run (e.g. the one that produced expected outputs)."""
         if not task.reference:
             raise ValueError(f"task {task.id!r} has no reference to record a measurement for")
         done: ResultFuture = concurrent.futures.Future()
         done.set_result(result)
-        key = (self.fingerprint(task), code_digest(task.reference), repeats or self.settings.repeats)
+        key = run_key(self.fingerprint(task), task.reference, self._execution(settings, repeats))
         self.references.get_or_submit(key, lambda: done)
+
+    def _execution(self, settings: RewardSettings | None, repeats: int | None) -> RewardSettings:
+        settings = settings or self.settings
+        return (
+            settings if repeats is None or repeats == settings.repeats else settings.replace(repeats=repeats)
+        )
 
     def _shape(
         self,
@@ -259,6 +310,15 @@ class RewardScorer:
     @property
     def stats(self) -> dict[str, int]:
         return {**dataclasses.asdict(self.cache.stats), "cached_entries": len(self.cache)}
+
+
+def run_key(fingerprint: str, code: str, settings: RewardSettings) -> tuple[Any, ...]:
+    """Cache key of running ``code`` against a task: equal keys give the same verdict.
+
+    The execution settings a call may vary (repeats, time limit) are part of it; the others (cost
+    counters, memory limit) are fixed by the sandbox the cache belongs to.
+    """
+    return (fingerprint, code_digest(code), settings.repeats, settings.timeout_s)
 
 
 def reference_cost(result: ExecutionResult) -> Cost | None:

@@ -36,5 +36,16 @@ class Task:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def trust_level(self) -> str:
+        """How a verdict on this task is reached, strongest first: ``function`` (return values compared
+        on the host), ``program`` (stdout compared on the host), ``script`` (an assertion script run in
+        the candidate's own process, which the candidate can subvert) or ``none`` (no tests)."""
+        if self.function_tests:
+            return "function"
+        if self.program_tests:
+            return "program"
+        return "script" if self.test_script else "none"
+
+    @property
     def reference(self) -> str | None:
         return self.references[0] if self.references else None

@@ -5,12 +5,14 @@
     effirl eval --benchmark B --out DIR [--model M] [--adapter|--checkpoint|--run ...]
                                                        pass@k, eff@k and speedups; reports and plots
     effirl export CHECKPOINT --out DIR [--merge]       write an adapter or a merged model
-    effirl reward serve [--host] [--port] ...          the HTTP reward service
+    effirl reward serve [--host] [--port] ...          the HTTP reward service (its flags: --help)
     effirl config show [RECIPE] [key=value ...]        print the resolved config
     effirl config docs [--out FILE]                    print the configuration reference
 
 Commands other than ``config`` live in their own modules and are imported only when run (see
 ``ENTRY_POINTS``), so ``effirl config`` stays fast and works without the training stack.
+``effirl reward serve`` hands its arguments to the reward service's own command line
+(``rewards.service.command``, also ``python -m rewards.service``), which defines its flags.
 Exit codes: 0 success, 1 failure, 2 a usage or configuration error (reported on one line).
 """
 
@@ -20,7 +22,6 @@ import argparse
 import importlib
 import importlib.metadata
 import importlib.util
-import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -62,11 +63,11 @@ ENTRY_POINTS: dict[str, EntryPoint] = {
         "-> int | None",
     ),
     "reward serve": EntryPoint(
-        "rewards.service",
-        "serve",
-        "serve(*, host: str, port: int, workers: int | None, token: str | None) -> int | None",
+        "rewards.service.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
     ),
 }
+# Commands whose arguments are parsed by their own module's parser (one definition of the flags).
+DELEGATED = ("reward serve",)
 
 
 class CommandUnavailable(RuntimeError):
@@ -98,6 +99,11 @@ def resolve_entry_point(command: str) -> Callable[..., Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for command in DELEGATED:
+        words = command.split()
+        if argv[: len(words)] == words:
+            return _run_delegated(command, argv[len(words) :])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
@@ -257,13 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", required=True, help="folder for results.json, report.md, plots"
     )
     measure.add_argument(
-        "--compare", metavar="RESULT_DIR", help="an earlier `effirl eval` --out to compare with"
+        "--compare",
+        metavar="RESULT_DIR",
+        help="an earlier `effirl eval` --out to compare with: the solutions of tasks both solve are "
+        "measured again side by side, interleaved on one sandbox worker",
     )
     measure.add_argument(
         "--tolerance",
         type=float,
         default=0.05,
         help="relative speed difference that still counts as equal in --compare (default: 0.05)",
+    )
+    measure.add_argument(
+        "--compare-rounds",
+        type=int,
+        default=10,
+        help="interleaved runs of each side in --compare with a noisy cost (cpu, instructions); a "
+        "difference also needs a sign test at 5%% over them (default: 10)",
     )
     evaluate.set_defaults(run=_run_eval)
 
@@ -300,26 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "reward", "the reward service", "Serve rewards over HTTP for other processes or machines."
     )
     reward_commands = reward.add_subparsers(title="commands", metavar="COMMAND")
-    serve = _command(
+    _command(
         reward_commands,
         "serve",
         "serve rewards over HTTP",
         "Score completions over HTTP with local sandbox workers; training runs use it through "
-        "reward.service_url. Bind to a non-local host only behind --token.",
-        "effirl reward serve --port 8080 --workers 8\n"
-        "  EFFIRL_REWARD_TOKEN=secret effirl reward serve --host 0.0.0.0",
+        "reward.service_url. Every ServiceConfig and RewardSettings field is a flag: run "
+        "`effirl reward serve --help` (the same command as `python -m rewards.service`).",
+        "effirl reward serve --port 8080 --workers 8",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
-    serve.add_argument(
-        "--workers", type=int, default=None, help="sandbox worker processes (default: one per CPU core)"
-    )
-    serve.add_argument(
-        "--token",
-        default=os.environ.get("EFFIRL_REWARD_TOKEN"),
-        help="require this bearer token on every request (default: $EFFIRL_REWARD_TOKEN, else none)",
-    )
-    serve.set_defaults(run=_run_reward_serve)
 
     sandbox = _command(
         commands, "sandbox", "inspect the code sandbox", "Inspect the sandbox on this machine."
@@ -434,6 +439,7 @@ EVAL_OPTIONS = (
     "device",
     "compare",
     "tolerance",
+    "compare_rounds",
 )
 
 
@@ -451,11 +457,18 @@ def _run_export(args: argparse.Namespace) -> int:
     )
 
 
-def _run_reward_serve(args: argparse.Namespace) -> int:
-    if args.workers is not None and args.workers < 1:
-        args.command_parser.error(f"--workers must be at least 1, got {args.workers}")
-    serve = resolve_entry_point("reward serve")
-    return _exit_code(serve(host=args.host, port=args.port, workers=args.workers, token=args.token))
+def _run_delegated(command: str, argv: list[str]) -> int:
+    """Run a command whose own module parses ``argv`` (see DELEGATED)."""
+    try:
+        run = resolve_entry_point(command)
+    except CommandUnavailable as exc:
+        print(f"effirl: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        return _exit_code(run(argv, prog=f"effirl {command}"))
+    except KeyboardInterrupt:
+        print("effirl: interrupted", file=sys.stderr)
+        return 130
 
 
 def _run_sandbox_check(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.datasets import check_training_tasks, evaluation_split, load_tasks
+from rewards.settings import UNTRUSTED_COST_WARNING
 from rewards.tasks import Task
 from rlhf.checkpoint import (
     CheckpointError,
@@ -87,6 +88,8 @@ def train(config: ExperimentConfig) -> int:
     )
     placement = make_placement(config)
     rewards = RewardStage(config)
+    if not rewards.settings.cost_trusted:
+        _say(f"effirl: WARNING: reward.{UNTRUSTED_COST_WARNING}")
     for tasks, (source, split) in zip((train_tasks, eval_tasks), task_sources(config)):
         rewards.register_tasks(tasks, source, split)
     log = RunLog(

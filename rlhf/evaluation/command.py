@@ -16,7 +16,7 @@ from typing import Any
 
 from rewards.tasks import Task
 from rlhf.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from rlhf.evaluation.compare import compare_results, comparison_markdown
+from rlhf.evaluation.compare import co_solved_pairs, compare_results, comparison_markdown
 from rlhf.evaluation.generation import (
     EvaluatedPolicy,
     EvaluationInputError,
@@ -26,6 +26,7 @@ from rlhf.evaluation.generation import (
     read_adapter_config,
     run_config,
 )
+from rlhf.evaluation.interleaved import DEFAULT_ROUNDS, measure_pairs
 from rlhf.evaluation.metrics import DEFAULT_TOLERANCE
 from rlhf.evaluation.records import RESULTS_FILE, EvaluationResult, task_labels
 from rlhf.evaluation.report import write_report, write_run_report
@@ -73,6 +74,7 @@ def run_evaluation(
     device: str = "auto",
     compare: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    compare_rounds: int = DEFAULT_ROUNDS,
 ) -> int:
     """Evaluate a model, adapter, checkpoint or run on ``benchmark``; write results to ``out``.
 
@@ -87,6 +89,7 @@ def run_evaluation(
         batch_size,
         repeats,
         tolerance,
+        compare_rounds,
         adapter,
         checkpoint,
         run,
@@ -138,11 +141,16 @@ def run_evaluation(
             result = evaluate_target(policy, target, tasks, generation, scorer, meta)
             folder = out_dir / target.folder
             result.save(folder)
-            comparison = (
-                compare_results(result, other, tolerance)
-                if other is not None and target is targets[-1]
-                else None
-            )
+            comparison = None
+            if other is not None and target is targets[-1]:
+                measurements = measure_pairs(
+                    co_solved_pairs(result, other, {task.id: task for task in tasks}),
+                    cost=cost,
+                    rounds=compare_rounds,
+                    tolerance=tolerance,
+                    timeout_s=timeout_s,
+                )
+                comparison = compare_results(result, other, tolerance, measurements)
             write_report(folder, result, comparison=comparison, other=other if comparison else None)
             if comparison is not None:
                 _write_json(folder / "compare.json", comparison.to_dict())
@@ -205,6 +213,7 @@ def _check_options(
     batch_size: int | None,
     repeats: int,
     tolerance: float,
+    compare_rounds: int,
     adapter: str | None,
     checkpoint: str | None,
     run: str | None,
@@ -238,6 +247,8 @@ def _check_options(
         raise EvaluationInputError(f"unknown --cost {cost!r}; use one of {', '.join(COST_MODES)}")
     if tolerance < 0:
         raise EvaluationInputError(f"--tolerance must be >= 0, got {tolerance}")
+    if compare_rounds < 1:
+        raise EvaluationInputError(f"--compare-rounds must be at least 1, got {compare_rounds}")
 
 
 def _load_comparison(compare: str | None) -> EvaluationResult | None:

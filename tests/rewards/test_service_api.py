@@ -180,9 +180,9 @@ def test_score_errors_name_the_fix(service) -> None:
     status, _, body = post(service.url + "/v1/score", {"dataset": "nope", "items": [item]})
     assert status == 400 and "unknown dataset 'nope'" in body["error"]
     item = {"task_id": "toy/sort", "completion": "x"}
-    body = {"dataset": "toy", "items": [item], "settings": {"timeout_s": 1}}
+    body = {"dataset": "toy", "items": [item], "settings": {"cost_measure": "python_events"}}
     status, _, body = post(service.url + "/v1/score", body)
-    assert status == 400 and "timeout_s decide how code runs" in body["error"]
+    assert status == 409 and "start the service with --cost-measure python_events" in body["error"]
 
 
 # -------------------------------------------------------------------------------------- bad input
@@ -278,6 +278,12 @@ def test_run_code_speaks_sandbox_fusion(service) -> None:
     assert run["stdout"].rstrip("\n") == "42"
 
 
+# A program that writes the harness's own "done" record on the result channel, then fails.
+FORGED_DONE_THEN_RAISE = (
+    'import os\nos.write(3, b\'{"t":"done","events":null}\\n\')\nraise RuntimeError(\'after done\')'
+)
+
+
 @pytest.mark.parametrize(
     ("code", "api_status", "run_status", "return_code", "stderr_fragment"),
     [
@@ -285,7 +291,11 @@ def test_run_code_speaks_sandbox_fusion(service) -> None:
         ("raise ValueError('boom')", "Failed", "Finished", 1, "ValueError: boom"),
         ("def f(:\n", "Failed", "Finished", 1, "SyntaxError"),
         ("while True:\n    pass", "Failed", "TimeLimitExceeded", None, ""),
-        ("import os\nos.kill(os.getpid(), 9)", "Failed", "Finished", -9, "SIGKILL"),
+        # The exit status comes from the kernel, never from what the program printed or raised.
+        ("raise ValueError('exit status 0')", "Failed", "Finished", 1, "ValueError"),
+        ("import os\nprint('x', flush=True)\nos._exit(5)", "Failed", "Finished", 5, "exit status 5"),
+        ("import ctypes\nctypes.string_at(0)", "Failed", "Finished", -11, "SIGSEGV"),
+        (FORGED_DONE_THEN_RAISE, "Failed", "Finished", 1, "RuntimeError"),
     ],
 )
 def test_run_code_failures_map_to_sandbox_fusion_states(
