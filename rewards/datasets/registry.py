@@ -124,6 +124,19 @@ def load_synthetic_optimise(
     return optimisation_tasks(split or "train", n=limit, seed=seed, families=families)
 
 
+def load_synthetic_mixed(
+    *, split: str | None = None, limit: int | None = None, seed: int = 0, families: list[str] | None = None
+) -> list[Task]:
+    """``synthetic`` and ``synthetic_optimise`` in turn: write it from scratch, then speed up the slow
+    code of another task, and so on. Each task keeps its source's id and metadata."""
+    scratch = load_synthetic(split=split, seed=seed, families=families)
+    optimise = load_synthetic_optimise(split=split, seed=seed + 1, families=families)
+    mixed = [task for pair in zip(scratch, optimise) for task in pair]
+    longer = scratch if len(scratch) > len(optimise) else optimise
+    mixed += longer[min(len(scratch), len(optimise)) :]
+    return mixed if limit is None else mixed[:limit]
+
+
 register_dataset("humanevalplus", load_humanevalplus)
 register_dataset("mbppplus", load_mbppplus)
 register_dataset("humaneval", load_humaneval)
@@ -136,6 +149,12 @@ register_dataset(
 register_dataset(
     "synthetic_optimise",
     load_synthetic_optimise,
+    evaluation_split="heldout",
+    heldout_splits=SYNTHETIC_HELDOUT_SPLITS,
+)
+register_dataset(
+    "synthetic_mixed",
+    load_synthetic_mixed,
     evaluation_split="heldout",
     heldout_splits=SYNTHETIC_HELDOUT_SPLITS,
 )
