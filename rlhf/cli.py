@@ -275,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="relative speed difference that still counts as equal in --compare (default: 0.05)",
     )
     measure.add_argument(
+        "--rescore",
+        metavar="RESULT_DIR",
+        help="score the completions of an earlier `effirl eval` --out again instead of generating (no "
+        "model is loaded): generate where the GPU is, measure costs where the machine is quiet",
+    )
+    measure.add_argument(
         "--compare-rounds",
         type=int,
         default=10,
@@ -440,6 +446,7 @@ EVAL_OPTIONS = (
     "compare",
     "tolerance",
     "compare_rounds",
+    "rescore",
 )
 
 

@@ -75,6 +75,7 @@ def run_evaluation(
     compare: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     compare_rounds: int = DEFAULT_ROUNDS,
+    rescore: str | None = None,
 ) -> int:
     """Evaluate a model, adapter, checkpoint or run on ``benchmark``; write results to ``out``.
 
@@ -96,6 +97,7 @@ def run_evaluation(
         all_checkpoints,
     )
     other = _load_comparison(compare)
+    earlier = _load_rescored(rescore, model, adapter, checkpoint, run)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise EvaluationInputError(f"--out {out_dir} exists and is not a directory")
@@ -105,11 +107,21 @@ def run_evaluation(
         reason = callgrind_unavailable_reason()
         if reason is not None:
             raise EvaluationInputError(f"--cost callgrind is not available here: {reason}")
-    model, run_dir, adapter_config, targets = _resolve_targets(
-        model, adapter, checkpoint, run, all_checkpoints
-    )
+    if earlier is not None:
+        model, run_dir, adapter_config = str(earlier.meta.get("model")), None, None
+        targets = [
+            Target(
+                str(earlier.meta.get("label") or "rescored"),
+                earlier.meta.get("step"),
+                None,
+                earlier.meta.get("checkpoint"),
+            )
+        ]
+    else:
+        model, run_dir, adapter_config, targets = _resolve_targets(
+            model, adapter, checkpoint, run, all_checkpoints
+        )
     tasks = _load_benchmark(benchmark, split, limit)
-    config = run_config(run_dir, model, device)
     generation = GenerationOptions(
         n_samples, temperature, top_p, max_new_tokens, batch_size, prompt_style, seed, engine
     )
@@ -134,11 +146,22 @@ def run_evaluation(
         "adapter": adapter,
         "run": run,
     }
-    policy = load_policy(config, adapter_config)
+    if earlier is not None:
+        _check_rescored(earlier, meta)
+        meta.update(
+            {"adapter": earlier.meta.get("adapter"), "run": earlier.meta.get("run"), "rescored": rescore}
+        )
+        policy = None
+    else:
+        policy = load_policy(run_config(run_dir, model, device), adapter_config)
     results: list[tuple[Target, EvaluationResult]] = []
     with SolutionScorer(scoring) as scorer:
         for target in targets:
-            result = evaluate_target(policy, target, tasks, generation, scorer, meta)
+            if policy is None:
+                completions = _earlier_completions(earlier, tasks)  # type: ignore[arg-type]
+                result = score_target(target, tasks, completions, scorer, meta)
+            else:
+                result = evaluate_target(policy, target, tasks, generation, scorer, meta)
             folder = out_dir / target.folder
             result.save(folder)
             comparison = None
@@ -180,7 +203,17 @@ def evaluate_target(
         if target.adapter is None:
             raise RuntimeError("a target without an adapter on a policy loaded with one")
         policy.set_adapter(target.adapter)
-    completions = generate_completions(policy, tasks, generation)
+    return score_target(target, tasks, generate_completions(policy, tasks, generation), scorer, meta)
+
+
+def score_target(
+    target: Target,
+    tasks: Sequence[Task],
+    completions: Sequence[Sequence[str]],
+    scorer: SolutionScorer,
+    meta: dict[str, Any],
+) -> EvaluationResult:
+    """Score ``completions[i]`` (the samples of ``tasks[i]``) for one target."""
     flat_tasks = [task for task, group in zip(tasks, completions) for _ in group]
     flat_texts = [text for group in completions for text in group]
     indices = [i for group in completions for i in range(len(group))]
@@ -249,6 +282,51 @@ def _check_options(
         raise EvaluationInputError(f"--tolerance must be >= 0, got {tolerance}")
     if compare_rounds < 1:
         raise EvaluationInputError(f"--compare-rounds must be at least 1, got {compare_rounds}")
+
+
+def _load_rescored(
+    rescore: str | None, model: str | None, adapter: str | None, checkpoint: str | None, run: str | None
+) -> EvaluationResult | None:
+    if rescore is None:
+        return None
+    if adapter or checkpoint or run or model:
+        raise EvaluationInputError(
+            "--rescore takes the completions of an earlier evaluation and loads no model; leave out "
+            "--model, --adapter, --checkpoint and --run"
+        )
+    try:
+        return EvaluationResult.load(rescore)
+    except (OSError, ValueError, KeyError) as exc:
+        raise EvaluationInputError(f"--rescore {rescore}: {exc}") from None
+
+
+# What must match between an evaluation and the one whose completions it scores again.
+RESCORE_SAME = ("benchmark", "split", "limit", "prompt_style", "n_samples")
+
+
+def _check_rescored(earlier: EvaluationResult, meta: dict[str, Any]) -> None:
+    for key in RESCORE_SAME:
+        if earlier.meta.get(key) != meta.get(key):
+            raise EvaluationInputError(
+                f"--rescore: the earlier evaluation used {key} {earlier.meta.get(key)!r}, this one "
+                f"{meta.get(key)!r}; pass the same --{key.replace('_', '-')} (a split or limit picks "
+                "other tasks, a prompt style other completions)"
+            )
+    for key in ("temperature", "top_p", "max_new_tokens", "engine", "seed"):
+        meta[key] = earlier.meta.get(key)  # how the completions were made, not how they are scored
+
+
+def _earlier_completions(earlier: EvaluationResult, tasks: Sequence[Task]) -> list[list[str]]:
+    by_task: dict[str, list[tuple[int, str]]] = {}
+    for sample in earlier.samples:
+        by_task.setdefault(sample.task_id, []).append((sample.index, sample.completion))
+    missing = [task.id for task in tasks if task.id not in by_task]
+    if missing:
+        raise EvaluationInputError(
+            f"--rescore: the earlier evaluation has no completions for {len(missing)} task(s) of this "
+            f"benchmark, e.g. {missing[0]!r}"
+        )
+    return [[text for _, text in sorted(by_task[task.id])] for task in tasks]
 
 
 def _load_comparison(compare: str | None) -> EvaluationResult | None:
