@@ -281,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
         "model is loaded): generate where the GPU is, measure costs where the machine is quiet",
     )
     measure.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="write the completions without running them (score them later with --rescore)",
+    )
+    measure.add_argument(
         "--compare-rounds",
         type=int,
         default=10,
@@ -447,6 +452,7 @@ EVAL_OPTIONS = (
     "tolerance",
     "compare_rounds",
     "rescore",
+    "generate_only",
 )
 
 

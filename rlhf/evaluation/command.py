@@ -7,6 +7,7 @@ so a typo costs seconds, not a generation pass.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import sys
@@ -28,7 +29,7 @@ from rlhf.evaluation.generation import (
 )
 from rlhf.evaluation.interleaved import DEFAULT_ROUNDS, measure_pairs
 from rlhf.evaluation.metrics import DEFAULT_TOLERANCE
-from rlhf.evaluation.records import RESULTS_FILE, EvaluationResult, task_labels
+from rlhf.evaluation.records import RESULTS_FILE, EvaluationResult, SampleRecord, task_labels
 from rlhf.evaluation.report import write_report, write_run_report
 from rlhf.evaluation.scoring import COST_MODES, ScoringOptions, SolutionScorer
 from rlhf.rollout import PROMPT_STYLES
@@ -76,6 +77,7 @@ def run_evaluation(
     tolerance: float = DEFAULT_TOLERANCE,
     compare_rounds: int = DEFAULT_ROUNDS,
     rescore: str | None = None,
+    generate_only: bool = False,
 ) -> int:
     """Evaluate a model, adapter, checkpoint or run on ``benchmark``; write results to ``out``.
 
@@ -154,12 +156,21 @@ def run_evaluation(
         policy = None
     else:
         policy = load_policy(run_config(run_dir, model, device), adapter_config)
+    if generate_only and (earlier is not None or other is not None):
+        raise EvaluationInputError(
+            "--generate-only writes completions only: leave out --rescore and --compare"
+        )
     results: list[tuple[Target, EvaluationResult]] = []
-    with SolutionScorer(scoring) as scorer:
+    with contextlib.nullcontext() if generate_only else SolutionScorer(scoring) as scorer:
         for target in targets:
             if policy is None:
                 completions = _earlier_completions(earlier, tasks)  # type: ignore[arg-type]
                 result = score_target(target, tasks, completions, scorer, meta)
+            elif generate_only:
+                result = unscored_target(policy, target, tasks, generation, meta)
+                result.save(out_dir / target.folder)
+                _say(f"effirl: {target.label}: completions written (not scored; score with --rescore)")
+                continue
             else:
                 result = evaluate_target(policy, target, tasks, generation, scorer, meta)
             folder = out_dir / target.folder
@@ -206,6 +217,23 @@ def evaluate_target(
     return score_target(target, tasks, generate_completions(policy, tasks, generation), scorer, meta)
 
 
+def unscored_target(
+    policy: EvaluatedPolicy,
+    target: Target,
+    tasks: Sequence[Task],
+    generation: GenerationOptions,
+    meta: dict[str, Any],
+) -> EvaluationResult:
+    """The completions of one target, recorded as not scored (for ``--rescore`` elsewhere)."""
+    completions = generate_completions(policy, tasks, generation)
+    records = [
+        SampleRecord(task.id, index, text, "", "not_scored", False, False, 0, 0)
+        for task, group in zip(tasks, completions)
+        for index, text in enumerate(group)
+    ]
+    return EvaluationResult.build(_target_meta(meta, target), records, labels=task_labels(tasks))
+
+
 def score_target(
     target: Target,
     tasks: Sequence[Task],
@@ -218,14 +246,17 @@ def score_target(
     flat_texts = [text for group in completions for text in group]
     indices = [i for group in completions for i in range(len(group))]
     records = scorer.score(flat_tasks, flat_texts, indices)
-    target_meta = dict(
+    return EvaluationResult.build(_target_meta(meta, target), records, labels=task_labels(tasks))
+
+
+def _target_meta(meta: dict[str, Any], target: Target) -> dict[str, Any]:
+    return dict(
         meta,
         label=target.label,
         step=target.step,
         checkpoint=target.checkpoint,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
-    return EvaluationResult.build(target_meta, records, labels=task_labels(tasks))
 
 
 def headline(result: EvaluationResult) -> str:

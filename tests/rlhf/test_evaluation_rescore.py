@@ -61,3 +61,14 @@ def test_rescoring_other_tasks_is_refused(tmp_path) -> None:
             rescore=str(tmp_path / "gpu"),
             model="tiny:llama",
         )
+
+
+def test_generate_only_then_rescore(tmp_path) -> None:
+    options = {"benchmark": "synthetic", "limit": 2, "max_new_tokens": 8}
+    run_evaluation(model="tiny:llama", out=str(tmp_path / "gpu"), generate_only=True, **options)
+    written = EvaluationResult.load(tmp_path / "gpu")
+    assert {s.status for s in written.samples} == {"not_scored"} and len(written.samples) == 2
+    run_evaluation(out=str(tmp_path / "cpu"), rescore=str(tmp_path / "gpu"), **options)
+    scored = EvaluationResult.load(tmp_path / "cpu")
+    assert [s.completion for s in scored.samples] == [s.completion for s in written.samples]
+    assert "not_scored" not in {s.status for s in scored.samples}
