@@ -41,6 +41,7 @@ from sandbox.audit import (
     contained,
     inconclusive,
     not_contained,
+    plural,
     run_attacks,
     select,
 )
@@ -94,7 +95,7 @@ def audit_service(
         results = run_attacks(runnable, execute, context, parallel=parallel, skip=skip, progress=progress)
     settings = health.get("settings") or {}
     header = [
-        f"isolation in use: {health.get('isolation')} ({health.get('workers')} workers), "
+        f"isolation in use: {health.get('isolation')} ({plural(int(health.get('workers') or 0), 'worker')}), "
         f"auth {'on' if health.get('auth') else 'off'}, "
         f"cost measure {settings.get('cost_measure', 'not reported')}"
         + ("" if health.get("cost_trusted") in (None, True) else " (NOT trusted)")

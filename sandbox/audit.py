@@ -405,6 +405,10 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, desc="audit", unit="attack", leave=False, disable=None)
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def select(attacks: Iterable[Attack], classes: Sequence[str] | None) -> list[Attack]:
     """The attacks of ``classes`` (all when None); an unknown class is a ValueError naming the known."""
     if classes:
@@ -426,7 +430,9 @@ def render(report: Report) -> str:
         for row in rows:
             lines.append(f"    {row.outcome.value:<17} {row.name:<{width}}  {row.reason}")
     counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(report.counts().items(), key=_order))
-    verdict = "everything contained" if report.exit_code == 0 else "NOT everything contained"
+    verdict = (
+        "audit passed (nothing NOT CONTAINED or inconclusive)" if report.exit_code == 0 else "audit FAILED"
+    )
     lines += ["", f"{verdict}: {counts} ({report.seconds:.1f} s)"]
     return "\n".join(lines)
 

@@ -90,7 +90,8 @@ def shared_uids(context: Context) -> Finding:
     shared = sorted(ours & theirs)
     if shared:
         return not_contained(f"candidates of two sandboxes share uid {shared[0]} on the host")
-    return contained(f"uids {min(ours)}.. and {min(theirs)}..: no uid shared, none is 0")
+    root = "; uid 0 among them" if 0 in ours | theirs else ""
+    return contained(f"uids {min(ours)}.. and {min(theirs)}..: no uid shared{root}")
 
 
 # ------------------------------------------------------------------------------ classic escapes

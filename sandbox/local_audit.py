@@ -26,6 +26,7 @@ from sandbox.audit import (
     Report,
     Step,
     one_line,
+    plural,
     run_attacks,
     select,
 )
@@ -112,10 +113,8 @@ def audit_local(
         level = box.config.isolation
         scope_used = box.config.namespace_scope if level == "namespaces" else None
         in_use = f"{level} ({scope_used} scope)" if scope_used else level
-        header.insert(
-            0,
-            f"isolation in use: {in_use}, {box.config.workers} workers, worker uid {box.info['worker_uid']}",
-        )
+        workers = plural(box.config.workers, "worker")
+        header.insert(0, f"isolation in use: {in_use}, {workers}, worker uid {box.info['worker_uid']}")
         context = Context(
             remote=False,
             isolation=level,

@@ -6,6 +6,7 @@ import pytest
 
 from rewards.audit import AuditUsageError, audit_service, observe_evaluation, observe_run_code, script_marked
 from rewards.service import RewardService, ServiceConfig
+from rewards.settings import RewardSettings
 from sandbox.audit import Outcome, Report
 from tests.sandbox.test_audit import OPEN_FINDINGS
 
@@ -57,6 +58,14 @@ def test_an_unreachable_url_or_a_wrong_token_is_a_one_line_error(box) -> None:
         report = audit_service(guarded.url, token=TOKEN, classes=["json_depth", "exit_status"])
     assert report.exit_code == 0 and "auth on" in report.header[0]
     assert {r.outcome for r in report.results} == {Outcome.CONTAINED}
+
+
+def test_a_service_that_rewards_python_events_says_so(box) -> None:
+    settings = RewardSettings(cost_measure="python_events")
+    with RewardService(ServiceConfig(port=0, workers=1, reward=settings)) as counting:
+        report = audit_service(counting.url, classes=["python_events"])
+    [result] = report.results
+    assert result.outcome is Outcome.UNTRUSTED_MEASURE and "(NOT trusted)" in report.header[0]
 
 
 def test_json_answers_map_onto_the_plain_verdict_fields() -> None:

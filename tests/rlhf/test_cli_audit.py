@@ -20,7 +20,11 @@ def test_contained_classes_exit_0_with_a_table_and_json(tmp_path: Path, capsys) 
     text = capsys.readouterr().out
     assert "isolation in use: namespaces (worker scope)" in text and "probe_isolation" in text
     assert " 7. program exit status from text" in text and "contained         os_exit" in text
-    assert text.rstrip().splitlines()[-1].startswith("everything contained: 5 contained")
+    assert (
+        text.rstrip()
+        .splitlines()[-1]
+        .startswith("audit passed (nothing NOT CONTAINED or inconclusive): 5 contained")
+    )
     data = json.loads(out.read_text())
     assert data["exit_code"] == 0 and {f["class"] for f in data["findings"]} == {"exit_status", "memory"}
 

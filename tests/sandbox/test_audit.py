@@ -22,6 +22,7 @@ from sandbox.audit import (
     run_attacks,
     select,
 )
+from sandbox.config import SandboxConfig
 from sandbox.local_audit import audit_local
 
 # Attacks that work today, each with its reproducer in tests/sandbox/test_audit_findings.py.
@@ -63,6 +64,15 @@ def test_the_local_audit_finds_every_known_attack_contained(report: Report) -> N
 @pytest.mark.parametrize("name", sorted(OPEN_FINDINGS))
 def test_open_findings_are_contained(report: Report, name: str) -> None:
     assert outcome(report, name).outcome is Outcome.CONTAINED, outcome(report, name).reason
+
+
+def test_a_python_events_cost_is_an_untrusted_measure() -> None:
+    counting = audit_local(
+        config=SandboxConfig(workers=1, count_python_events=True), classes=["python_events"]
+    )
+    [result] = counting.results
+    assert result.outcome is Outcome.UNTRUSTED_MEASURE and "counted inside the candidate" in result.reason
+    assert counting.exit_code == 0  # an opt-in that says so, not a failure
 
 
 def test_the_report_renders_as_a_table_and_as_json(report: Report) -> None:
