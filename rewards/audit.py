@@ -79,8 +79,8 @@ def audit_service(
             scope=None,
             workers=max(1, int(health.get("workers") or 1)),
             nonce=secrets.token_hex(8),
-            host_address=_address(client),
-            host_port=client._parsed.port or (443 if client._parsed.scheme == "https" else 80),
+            host_address=_address(url),
+            host_port=_port(url),
             extra={"client": client, "url": url, "token": token},
         )
         tags = itertools.count()
@@ -119,12 +119,17 @@ def _health(client: RewardClient, url: str) -> dict[str, Any]:
     return health
 
 
-def _address(client: RewardClient) -> str | None:
+def _address(url: str) -> str | None:
     """The service's address as numbers, as a candidate on its host would dial it."""
     try:
-        return socket.getaddrinfo(client._parsed.hostname, None, socket.AF_INET)[0][4][0]
-    except (OSError, IndexError):
+        return socket.getaddrinfo(urllib.parse.urlsplit(url).hostname, None, socket.AF_INET)[0][4][0]
+    except (OSError, IndexError, UnicodeError):
         return None
+
+
+def _port(url: str) -> int:
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.port or (443 if parsed.scheme == "https" else 80)
 
 
 # ------------------------------------------------------------------------------- steps over HTTP

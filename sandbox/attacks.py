@@ -171,7 +171,7 @@ def _judge_script(observations: Sequence[Observation], context: Context) -> Find
 
 # ------------------------------------------------------------------ 3. repeats told apart from inside
 
-FLAKY_SUBMISSIONS = 8
+FLAKY_SUBMISSIONS = 12  # a contained sandbox leaves all 12 failing at run 1 once in 4,096 audits
 FLAKY_REPEATS = 20
 
 
@@ -255,6 +255,10 @@ def _next_ino():
         os.unlink(path)
 
 def _run(nonce):
+    try:  # kernels that hand out inode numbers in per-CPU batches: stay on one CPU
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    except (AttributeError, OSError):
+        pass
     target = 1000 + nonce % (_MOD - 2000)
     seen = _next_ino() % _MOD == target  # what an earlier run left
     first, second = _next_ino(), _next_ino()

@@ -215,11 +215,13 @@ class Context:
 class Attack:
     """One adversarial program and the predicate that judges it.
 
-    where: ``both``, ``local`` (needs the host's view, e.g. uids) or ``service`` (needs a reward
-    service; its runner supplies ``custom``). exclusive: run alone, not beside other attacks
-    (timing, or jobs that must reach every worker). local_because: why a ``local`` attack cannot be
-    run against a service. refusal_ok: a service refusing one of its
-    requests (4xx) is an answer the predicate judges; otherwise it makes the attack inconclusive.
+    steps: the jobs to submit, built per audit (nonces, secrets); judge: the predicate on what came
+        back. custom: instead of both, a function that runs the attack itself.
+    where: ``both``, ``local`` (needs the host's view, e.g. uids; ``local_because`` says why) or
+        ``service`` (an attack on the reward service; its runner supplies ``custom``).
+    exclusive: run alone, not beside other attacks (timing, or jobs that must reach every worker).
+    refusal_ok: a service refusing one of its requests (4xx) is an answer the predicate judges;
+        otherwise a refusal makes the attack inconclusive.
     """
 
     cls: str

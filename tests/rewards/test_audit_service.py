@@ -60,7 +60,7 @@ def test_an_unreachable_url_or_a_wrong_token_is_a_one_line_error(box) -> None:
     assert {r.outcome for r in report.results} == {Outcome.CONTAINED}
 
 
-def test_a_service_that_rewards_python_events_says_so(box) -> None:
+def test_a_service_that_rewards_python_events_says_so() -> None:
     settings = RewardSettings(cost_measure="python_events")
     with RewardService(ServiceConfig(port=0, workers=1, reward=settings)) as counting:
         report = audit_service(counting.url, classes=["python_events"])

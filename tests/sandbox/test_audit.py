@@ -68,7 +68,7 @@ def test_open_findings_are_contained(report: Report, name: str) -> None:
 
 def test_a_python_events_cost_is_an_untrusted_measure() -> None:
     counting = audit_local(
-        config=SandboxConfig(workers=1, count_python_events=True), classes=["python_events"]
+        config=SandboxConfig(workers=1, count_python_events=True), classes=["python_events"], probe=False
     )
     [result] = counting.results
     assert result.outcome is Outcome.UNTRUSTED_MEASURE and "counted inside the candidate" in result.reason
