@@ -32,7 +32,7 @@ from sandbox.audit import (
     record_writer,
     repeat_failed,
 )
-from sandbox.local_audit import host_uids, job_of
+from sandbox.local_audit import candidate_uids, job_of
 
 # ---------------------------------------------------------------------- 7. a program's exit status
 
@@ -84,9 +84,9 @@ def shared_uids(context: Context) -> Finding:
         for sandbox in (box, other):
             sandbox.run(job_of(HEALTHY))
         time.sleep(0.2)  # each fork server prepares its next run after answering
-        ours, theirs = host_uids(box), host_uids(other)
+        ours, theirs = candidate_uids(box), candidate_uids(other)
     if not ours or not theirs:
-        return inconclusive("could not see the sandboxes' processes in the host's /proc")
+        return inconclusive("could not see the sandboxes' candidates in the host's /proc")
     shared = sorted(ours & theirs)
     if shared:
         return not_contained(f"candidates of two sandboxes share uid {shared[0]} on the host")

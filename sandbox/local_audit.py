@@ -224,10 +224,11 @@ class _HostSecret:
             pass
 
 
-def host_uids(box: Any) -> set[int]:
-    """Uids of every live process below ``box``'s fork servers, read from the host's /proc."""
+def candidate_uids(box: Any) -> set[int]:
+    """Host uids of the candidates of ``box``: the live processes below its fork servers that have no
+    children (each worker's sealed candidate waiting for its next job), read from the host's /proc."""
     roots = [w.process.pid for w in box._workers if w.process is not None]
-    parents: dict[int, list[tuple[int, int]]] = {}
+    children: dict[int, list[tuple[int, int]]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -238,10 +239,11 @@ def host_uids(box: Any) -> set[int]:
             continue
         if fields.get("State", "").strip().startswith("Z"):
             continue
-        parents.setdefault(int(fields["PPid"]), []).append((int(name), int(fields["Uid"].split()[0])))
+        children.setdefault(int(fields["PPid"]), []).append((int(name), int(fields["Uid"].split()[0])))
     uids, stack = set(), list(roots)
     while stack:
-        for pid, uid in parents.get(stack.pop(), []):
-            uids.add(uid)
+        for pid, uid in children.get(stack.pop(), []):
+            if pid not in children:
+                uids.add(uid)
             stack.append(pid)
     return uids
