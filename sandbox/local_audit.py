@@ -98,7 +98,7 @@ def audit_local(
         timeout_s=10.0,
     )
     started = time.monotonic()
-    header = []
+    header: list[str] = []
     if probe:
         from sandbox.probe import probe_isolation
 
@@ -113,8 +113,8 @@ def audit_local(
         level = box.config.isolation
         scope_used = box.config.namespace_scope if level == "namespaces" else None
         in_use = f"{level} ({scope_used} scope)" if scope_used else level
-        workers = plural(box.config.workers, "worker")
-        header.insert(0, f"isolation in use: {in_use}, {workers}, worker uid {box.info['worker_uid']}")
+        pool = plural(box.config.workers, "worker")
+        header.insert(0, f"isolation in use: {in_use}, {pool}, worker uid {box.info['worker_uid']}")
         context = Context(
             remote=False,
             isolation=level,
