@@ -350,6 +350,32 @@ def build_parser() -> argparse.ArgumentParser:
         "effirl sandbox check",
     )
     check.set_defaults(run=_run_sandbox_check)
+    audit = _command(
+        sandbox_commands,
+        "audit",
+        "run the known attacks and say which are contained",
+        "Run the adversarial programs of every attack class (forged passes, costs and verdict kinds, "
+        "malformed records, escapes, ...) against a sandbox on this machine, or with --url against a "
+        "reward service, and report per attack: contained, NOT CONTAINED, weak by design, untrusted "
+        "measure, inconclusive or not applicable. Exit status 0 when nothing is NOT CONTAINED or "
+        "inconclusive, 1 otherwise, 2 for a usage error.",
+        "effirl sandbox audit\n"
+        "  effirl sandbox audit --isolation namespaces --scope run --only memory --only repeats\n"
+        "  effirl sandbox audit --url http://HOST:8080 --token $EFFIRL_REWARD_TOKEN --json audit.json",
+    )
+    audit.add_argument("--url", help="audit the reward service at this URL instead of a local sandbox")
+    audit.add_argument("--token", help="the service's bearer token (default: $EFFIRL_REWARD_TOKEN)")
+    audit.add_argument(
+        "--isolation",
+        choices=("namespaces", "bwrap", "process"),
+        help="local isolation level to audit (default: namespaces; 'process' is the weak opt-in level)",
+    )
+    audit.add_argument("--scope", choices=("worker", "run"), help="namespace scope (default: worker)")
+    audit.add_argument("--json", metavar="FILE", help="also write the findings as JSON to FILE")
+    audit.add_argument(
+        "--only", metavar="CLASS", action="append", help="run only this attack class (repeatable)"
+    )
+    audit.set_defaults(run=_run_sandbox_audit)
 
     config = _command(
         commands, "config", "show resolved configs and the config reference", "Inspect configurations."
@@ -493,6 +519,40 @@ def _run_sandbox_check(args: argparse.Namespace) -> int:
         mark = "ok  " if report.available else "NO  "
         print(f"{mark}{report.name.ljust(width)}  {report.detail}")
     return EXIT_OK if reports[0].available else EXIT_FAILURE
+
+
+def _run_sandbox_audit(args: argparse.Namespace) -> int:
+    import os
+
+    from sandbox.audit import render, write_json
+
+    if args.url and (args.isolation or args.scope):
+        args.command_parser.error("--isolation and --scope choose a local sandbox; leave them out with --url")
+    if args.scope and (args.isolation or "namespaces") != "namespaces":
+        args.command_parser.error("--scope applies to --isolation namespaces only")
+    try:
+        if args.url:
+            from rewards.audit import audit_service
+
+            token = args.token if args.token is not None else os.environ.get("EFFIRL_REWARD_TOKEN")
+            report = audit_service(args.url, token=token, classes=args.only, progress=True)
+        else:
+            from sandbox.local_audit import audit_local
+            from sandbox.worker import SandboxUnavailable
+
+            try:
+                report = audit_local(
+                    args.isolation or "namespaces", args.scope or "worker", classes=args.only, progress=True
+                )
+            except SandboxUnavailable as exc:
+                raise ValueError(f"{exc} (`effirl sandbox check` shows what this machine allows)") from None
+    except ValueError as exc:  # an unknown class, an unreachable service, a refused token
+        print(f"effirl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    print(render(report))
+    if args.json:
+        write_json(report, args.json)
+    return report.exit_code
 
 
 def _run_config_show(args: argparse.Namespace) -> int:
