@@ -50,9 +50,9 @@ class Settings:
 def serve_one(settings: Settings, job_fd: int, report_fd: int, proc_fd: int | None) -> None:
     """Body of a monitor process: the run's namespaces, one Box, one job; ends in os._exit.
 
-    Writes the report as one frame on ``report_fd``, then tears the run down and writes one more
-    byte: ``c`` if the run left the shared working directory clean, ``d`` if it could not be wiped.
-    ``proc_fd`` is a /proc showing the worker's processes (None: the /proc mounted here).
+    Writes the report as one frame on ``report_fd``, then tears the run down; the report pipe closes
+    when that is done. ``proc_fd`` is a /proc showing the worker's processes (None: the /proc mounted
+    here).
     """
     box = None
     try:
@@ -61,7 +61,11 @@ def serve_one(settings: Settings, job_fd: int, report_fd: int, proc_fd: int | No
             namespaces.set_dumpable()  # the template is not dumpable; writing our uid map needs it
             namespaces.enter_run_box(settings.work_dir_bytes)
         elif settings.level == "namespaces":
-            namespaces.unshare(namespaces.CLONE_NEWPID)  # the candidate becomes pid 1 of its own
+            # The candidate becomes pid 1 of its own pid namespace and gets a /tmp of its own: a fresh
+            # tmpfs in a mount namespace that dies with the run, so no trace of a run (not even how
+            # far /tmp's inode counter got) reaches the next one.
+            namespaces.unshare(namespaces.CLONE_NEWPID | namespaces.CLONE_NEWNS)
+            namespaces.mount_run_tmp(settings.work_dir_bytes)
         if proc_fd is None:
             proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         box = Box(settings, proc_fd)
@@ -71,15 +75,12 @@ def serve_one(settings: Settings, job_fd: int, report_fd: int, proc_fd: int | No
         report = box.run(job)
     except BaseException as exc:
         report = {"outcome": "sandbox_error", "msg": f"monitor failed: {_describe(exc)}"}
-    clean = False
     try:
         write_frame(report_fd, json.dumps(report, separators=(",", ":")).encode())
-        clean = box.close() if box is not None else True
+        if box is not None:
+            box.close()
     finally:
-        try:
-            os.write(report_fd, b"c" if clean else b"d")
-        finally:
-            os._exit(0)
+        os._exit(0)
 
 
 class Box:
@@ -124,8 +125,8 @@ class Box:
         _, status, usage = os.wait4(self.pid, 0)
         return status, usage
 
-    def close(self) -> bool:
-        """Stop everything of this execution and wipe its working directory; True if left clean."""
+    def close(self) -> None:
+        """Stop everything of this execution; a working directory of its own is removed."""
         if not self.reaped:
             try:
                 self.reap()
@@ -136,17 +137,13 @@ class Box:
                 os.close(fd)
             except OSError:
                 pass
-        if self.settings.level == "bwrap":  # bubblewrap's /tmp vanishes with its namespaces
-            return True
+        # Under namespaces and bubblewrap /tmp is a tmpfs of the run's own mount namespace.
         if self.work_dir != "/tmp":
             _wipe(self.work_dir)
-            return True
-        _wipe(self.work_dir, keep_root=True)
-        return not os.listdir(self.work_dir)
 
 
-def _wipe(path: str, *, keep_root: bool = False) -> None:
-    """Remove everything under ``path``, whatever permissions the candidate left on it."""
+def _wipe(path: str) -> None:
+    """Remove ``path`` and everything under it, whatever permissions the candidate left on it."""
     import shutil
     import stat
 
@@ -166,24 +163,7 @@ def _wipe(path: str, *, keep_root: bool = False) -> None:
         except OSError:
             pass
 
-    handler = {"onexc" if sys.version_info >= (3, 12) else "onerror": unlock}
-    if not keep_root:
-        shutil.rmtree(path, **handler)
-        return
-    try:
-        entries = os.listdir(path)
-    except OSError:
-        return
-    for name in entries:
-        entry = os.path.join(path, name)
-        try:
-            if stat.S_ISDIR(os.lstat(entry).st_mode):
-                os.chmod(entry, 0o700)
-                shutil.rmtree(entry, **handler)
-            else:
-                os.unlink(entry)
-        except OSError:
-            pass
+    shutil.rmtree(path, **{"onexc" if sys.version_info >= (3, 12) else "onerror": unlock})
 
 
 def _describe(exc: BaseException) -> str:
@@ -288,6 +268,7 @@ class _Run:
         self.started = False
         self.done = False
         self.released = False
+        self.values = 0
         self.violation: str | None = None
 
     def take(self, buffer: bytearray) -> None:
@@ -302,6 +283,10 @@ class _Run:
                 # A program's end is its exit, read from the kernel: records after a done record (the
                 # harness's own after a forged one) change nothing.
                 continue
+            self.values += records.value_count(line)
+            if self.values > records.MAX_VALUES_PER_RUN:
+                self.violation = f"more than {records.MAX_VALUES_PER_RUN:,} values on the result channel"
+                return
             try:
                 record = records.parse(line, started=self.started, mode=self.mode)
             except records.Violation as exc:

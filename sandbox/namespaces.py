@@ -343,6 +343,11 @@ def mount_hidden_worker_proc() -> int:
     return proc_fd
 
 
+def mount_run_tmp(work_dir_bytes: int) -> None:
+    """A fresh, size-capped tmpfs at /tmp for one run (call in the run's own mount namespace)."""
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, _tmpfs_options(work_dir_bytes))
+
+
 def enter_run_box(work_dir_bytes: int) -> None:
     """Fresh namespaces for one run plus its private, size-capped working directory at /tmp.
 
@@ -351,7 +356,7 @@ def enter_run_box(work_dir_bytes: int) -> None:
     """
     enter_user_namespace()
     unshare(RUN_NAMESPACES & ~CLONE_NEWUSER)
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, _tmpfs_options(work_dir_bytes))
+    mount_run_tmp(work_dir_bytes)
 
 
 def mount_run_proc() -> bool:

@@ -26,6 +26,11 @@ from sandbox.codec import MAX_DEPTH
 # A tagged value nests two JSON levels per Python level ({"__tuple__": [...]}), plus the record itself.
 MAX_JSON_DEPTH = 2 * (MAX_DEPTH + 1) + 4
 MAX_MESSAGE_CHARS = 2000
+# Values one run may put on its result channel (counted before decoding, from the separators). A wide
+# record such as 32 MiB of `[{},{},...]` took the monitor seconds and gigabytes to decode, past the
+# host's deadline, and so became `sandbox_error`; now it is the candidate's failure at once. A list of
+# a few hundred thousand numbers stays well inside.
+MAX_VALUES_PER_RUN = 1_000_000
 EXCEPTION_KINDS = frozenset({"exception", "memory", "unserialisable", "too_large"})
 FATAL_KINDS_BEFORE_START = frozenset({"syntax"})
 FATAL_KINDS_AFTER_START = frozenset({"missing_entry_point", "exception", "memory"})
@@ -34,6 +39,11 @@ SCRIPT_KINDS = frozenset({"assertion", "memory", "exception"})
 
 class Violation(ValueError):
     """A record the harness would never write at this point of the run."""
+
+
+def value_count(line: bytes) -> int:
+    """An upper bound of the JSON values on ``line``, found without decoding it (C-speed counts)."""
+    return line.count(b",") + line.count(b"[") + line.count(b"{") + 1
 
 
 def parse(line: bytes, *, started: bool, mode: str) -> dict[str, Any]:
@@ -127,7 +137,7 @@ def _out(record: dict[str, Any]) -> dict[str, Any]:
     _fields(record, {"t", "i", "v"})
     if "v" not in record:
         raise Violation("an 'out' record has no value")
-    if json_depth(record["v"]) > MAX_JSON_DEPTH:
+    if isinstance(record["v"], (list, dict)) and json_depth(record["v"]) > MAX_JSON_DEPTH:
         raise Violation(f"an output is nested deeper than {MAX_DEPTH} levels")
     return {"t": "out", "i": _index(record), "v": record["v"]}
 

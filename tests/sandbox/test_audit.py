@@ -26,11 +26,6 @@ from sandbox.config import SandboxConfig
 from sandbox.local_audit import audit_local
 
 # Attacks that work today, each with its reproducer in tests/sandbox/test_audit_findings.py.
-OPEN_FINDINGS = {
-    "tmpfs_inode_channel": "test_a_repeat_cannot_reuse_run_1s_answer_through_tmp_inode_numbers",
-    "page_cache_channel": "test_another_sandbox_cannot_take_an_answer_from_the_page_cache",
-    "wide_record": "test_a_wide_record_is_the_candidates_failure_not_the_sandboxs",
-}
 SERVICE_SIDE = {"cache_growth", "event_loop", "json_depth"}
 
 
@@ -48,22 +43,12 @@ def test_the_local_audit_finds_every_known_attack_contained(report: Report) -> N
     assert "namespaces (worker scope)" in report.header[0]
     assert {r.cls for r in report.results} == set(CLASS_KEYS)
     for result in report.results:
-        if result.name in OPEN_FINDINGS:
-            continue
         expected = Outcome.CONTAINED
         if result.cls == "script":
             expected = Outcome.WEAK_BY_DESIGN
         elif result.cls in SERVICE_SIDE or (result.cls == "uids" and os.geteuid() != 0):
             expected = Outcome.NOT_APPLICABLE
         assert result.outcome is expected, (result.name, result.outcome, result.reason)
-
-
-@pytest.mark.xfail(
-    strict=True, reason="open findings: see OPEN_FINDINGS and tests/sandbox/test_audit_findings.py"
-)
-@pytest.mark.parametrize("name", sorted(OPEN_FINDINGS))
-def test_open_findings_are_contained(report: Report, name: str) -> None:
-    assert outcome(report, name).outcome is Outcome.CONTAINED, outcome(report, name).reason
 
 
 def test_a_python_events_cost_is_an_untrusted_measure() -> None:
