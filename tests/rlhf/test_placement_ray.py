@@ -156,7 +156,7 @@ def test_data_parallel_learners_update_exactly_like_one_learner(tmp_path):
 
     tasks = load_tasks("synthetic", limit=2)
     batch = None
-    adapters, initial, moved_logprobs = {}, {}, {}
+    adapters, initial, moved_logprobs, grad_norms = {}, {}, {}, {}
     for replicas in (1, 2):
         config = config_for(
             tmp_path / str(replicas),
@@ -178,7 +178,7 @@ def test_data_parallel_learners_update_exactly_like_one_learner(tmp_path):
             initial[replicas] = ray.get(placement.learner.call.remote("adapter_state"))
             probe = placement.generate(tasks[:1])
             rollout_before = placement.rollout_logprobs(probe)[0]
-            placement.train(batch)
+            grad_norms[replicas] = placement.train(batch)["grad_norm"]
             adapters[replicas] = [ray.get(w.call.remote("adapter_state")) for w in placement.learners]
             placement.sync()
             rollout_side = placement.rollout_logprobs(probe)[0]
@@ -187,11 +187,16 @@ def test_data_parallel_learners_update_exactly_like_one_learner(tmp_path):
         finally:
             rewards.close()
             placement.close()
+    # Adam's first step is about lr * sign(gradient), blind to the gradient's scale: the norm of the
+    # all-reduced gradient checks the scale (a shard weighted by its own token count would change it).
+    assert grad_norms[2] == pytest.approx(grad_norms[1], rel=1e-5)
     (single,), (first, second) = adapters[1], adapters[2]
     for key in single:
         assert torch.equal(initial[1][key], initial[2][key]), "the runs must start from one adapter"
         assert torch.equal(first[key], second[key]), "replicas diverged"
-        assert float((first[key] - single[key]).abs().max()) <= 1e-6, key
+        # The same step of +-lr = 0.01 per entry, up to rounding that Adam magnifies for entries whose
+        # gradient is near zero (seen: 1.4e-6).
+        assert float((first[key] - single[key]).abs().max()) <= 1e-5, key
     # Equal adapters prove nothing if neither moved: the update must be far larger than the tolerance,
     # and it must have reached the rollout side.
     assert max(float((single[k] - initial[1][k]).abs().max()) for k in single) > 1e-3
