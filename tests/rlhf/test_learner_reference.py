@@ -27,7 +27,15 @@ from rlhf.learner import Learner, LearnerOptions
 from rlhf.models import adapters_disabled, apply_lora, tiny_model_and_tokenizer
 from rlhf.types import Rollouts, Scored, TrainBatch
 
-torch.set_num_threads(1)  # tiny tensors: a second thread only spins on a loaded machine
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second thread buys nothing and only spins on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 TEMPERATURE = 0.7
 MAX_NEW_TOKENS = 7

@@ -91,9 +91,17 @@ def run(algorithm: str, seed: int, tmp_path: Path, steps: int = 20) -> tuple[flo
     return before, letter_first_frequency(placement)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """A tiny model: a second thread buys nothing and only spins on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
 def test_the_rewarded_behaviour_rises_far_beyond_the_seed_spread(algorithm: str, tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     results = [run(algorithm, seed, tmp_path) for seed in SEEDS]
     before = [b for b, _ in results]
     gains = [a - b for b, a in results]
