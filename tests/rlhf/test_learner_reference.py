@@ -199,7 +199,9 @@ def reference_step(
     algorithm: AlgorithmConfig,
     train: TrainConfig,
     kl_in_loss: bool,
-) -> list[dict[str, float]]:
+) -> tuple[list[dict[str, float]], dict[str, list[float]]]:
+    """Every optimiser step of the learner, written out; returns the clip fractions and the gradient
+    norms (before clipping) of each step."""
     policy = policy_parameters(model)
     critic = critic_parameters(model) if batch.old_values is not None else []
     lr = train.lr * (1 / train.warmup_steps if train.warmup_steps else 1.0)  # step 0 of the warm-up
@@ -208,20 +210,20 @@ def reference_step(
         optimizers.append(torch.optim.AdamW(critic, lr=algorithm.critic_lr))
     rows = len(batch)
     bounds = [round(i * rows / train.mini_batches) for i in range(train.mini_batches + 1)]
-    clip_fractions = []
+    clip_fractions, norms = [], {"policy": [], "critic": []}
     for _ in range(algorithm.ppo_epochs):
         for start, end in itertools.pairwise(bounds):
             for optimizer in optimizers:
                 optimizer.zero_grad()
             loss, fractions = reference_loss(model, batch, list(range(start, end)), algorithm, kl_in_loss)
             loss.backward()
-            for parameters in (policy, critic):
+            for name, parameters in (("policy", policy), ("critic", critic)):
                 if parameters:
-                    torch.nn.utils.clip_grad_norm_(parameters, train.max_grad_norm)
+                    norms[name].append(float(torch.nn.utils.clip_grad_norm_(parameters, train.max_grad_norm)))
             for optimizer in optimizers:
                 optimizer.step()
             clip_fractions.append(fractions)
-    return clip_fractions
+    return clip_fractions, norms
 
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -276,12 +278,16 @@ def test_off_policy_update_equals_the_plain_torch_reference(case: str) -> None:
     )
     assert learner.share_prompts  # on a CPU: the shared-prompt path is the one under test
     metrics = learner.step(batch)
-    fractions = reference_step(reference_model, batch, algorithm, train, kl_in_loss)
+    fractions, norms = reference_step(reference_model, batch, algorithm, train, kl_in_loss)
 
     assert metrics["optimizer_steps"] == 4.0 and metrics["skipped_nonfinite_updates"] == 0.0
     # The test means something only if the ratios left 1 on both sides of the clip.
     assert any(f["low"] > 0 for f in fractions) and any(f["high"] > 0 for f in fractions), fractions
     assert metrics["loss/clip_frac"] > 0
+    # Adam and the gradient clip are blind to a constant factor in the loss; the norms are not.
+    assert metrics["grad_norm"] == pytest.approx(sum(norms["policy"]) / 4, rel=1e-5)
+    if with_critic:
+        assert metrics["value/grad_norm"] == pytest.approx(sum(norms["critic"]) / 4, rel=1e-5)
     learned, expected = _trainable(learner_model), _trainable(reference_model)
     assert learned.keys() == expected.keys()
     moved = max(float((expected[k] - start[k]).abs().max()) for k in start)
