@@ -17,6 +17,7 @@ from rlhf.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     restore_rng,
+    rollouts_from_state,
     save_checkpoint,
 )
 from rlhf.config import ConfigError, ExperimentConfig, config_to_dict, dump_config
@@ -111,7 +112,11 @@ def train(config: ExperimentConfig) -> int:
                 critic=checkpoint.critic,
             )
             sampler.load_state_dict(checkpoint.state.data_position)
+            if checkpoint.pending_rollouts is not None:
+                controller.restore_pending(rollouts_from_state(checkpoint.pending_rollouts, train_tasks))
+            controller.steps_done = start_step  # the KL metric's cadence continues too
             if checkpoint.rng is not None:
+                placement.load_rng_states(checkpoint.rng.get("workers", []))
                 restore_rng(checkpoint.rng)
             _say(f"effirl: resumed from {checkpoint.path} at step {start_step}")
         if checkpoint is None and config.warm_start.sft_steps:
@@ -192,6 +197,7 @@ def _evaluate(
 def _save(
     config: ExperimentConfig, placement: Any, controller: Controller, step: int, metrics: dict, *, final: bool
 ) -> Path:
+    pending = controller.pending_rollouts()  # waited for first: the actors' generators move on with it
     training = placement.training_state()
     optimizer = training.get("optimizer")
     if "critic_optimizer" in training:
@@ -211,6 +217,8 @@ def _save(
         optimizer=optimizer,
         scheduler=training.get("scheduler"),
         critic=training.get("critic"),
+        worker_rng=placement.rng_states(),
+        pending_rollouts=pending,
         keep=config.keep_checkpoints,
         protect=(config.train.steps,),
     )

@@ -66,7 +66,7 @@ def test_config_show_as_a_real_process() -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=240,  # only a guard against a hang: a loaded machine imports torch slowly
     )
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout)["rollout"]["n_samples"] == 3
@@ -94,7 +94,7 @@ def test_config_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=240,  # only a guard against a hang: a loaded machine imports torch slowly
     )
     assert result.returncode == 2
     assert result.stderr == f"effirl: error: `train.steps` expects int, got 'many' (str) (from {recipe})\n"
