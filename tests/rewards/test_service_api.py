@@ -457,14 +457,32 @@ def test_client_submission_helper_encodes_values(service) -> None:
             client.evaluate([{**sub, "id": 3}])
 
 
-def test_remote_scorer_matches_local_scoring(service) -> None:
+def test_remote_scorer_matches_local_scoring(service, box) -> None:
     from rewards.client import RemoteScorer
+    from rewards.scorer import RewardScorer
 
-    codes = ["def sort_list(xs):\n    return sorted(xs)\n", "def sort_list(xs):\n    return xs[::-1]\n"]
+    codes = [
+        "def sort_list(xs):\n    return sorted(xs)\n",
+        "def sort_list(xs):\n    return xs[::-1]\n",
+        "def sort_list(xs):\n    return sorted(xs\n",
+        "def other(xs):\n    return xs\n",
+    ]
+    # Costs differ from run to run, so the shaping here leaves them out; everything else must agree.
+    settings = RewardSettings(timeout_s=1.0, efficiency_weight=0.0, format_weight=0.0, correctness="fraction")
+    groups = [("g", 1)] * len(codes)
+    local = RewardScorer(box, settings).score([SORT_TASK] * len(codes), codes, groups, extract=False)
     with RewardClient(service.url) as client:
-        remote = RemoteScorer(client, "toy").score([SORT_TASK] * 2, codes, [("g", 1)] * 2, extract=False)
-    assert [r.evidence.status for r in remote] == ["passed", "failed"]
-    assert remote[0].correctness == 1.0 and remote[0].evidence.reference_cost is not None
+        remote = RemoteScorer(client, "toy", settings=settings).score(
+            [SORT_TASK] * len(codes), codes, groups, extract=False
+        )
+    assert [r.evidence.status for r in remote] == ["passed", "failed", "syntax_error", "runtime_error"]
+    for here, there in zip(local, remote):
+        assert (here.value, here.correctness, here.penalty) == (there.value, there.correctness, there.penalty)
+        assert (here.evidence.status, here.evidence.error_kind) == (
+            there.evidence.status,
+            there.evidence.error_kind,
+        )
+        assert (here.evidence.passed, here.evidence.total) == (there.evidence.passed, there.evidence.total)
 
 
 def test_score_a_registered_dataset(box) -> None:
