@@ -71,9 +71,12 @@ ENTRY_POINTS: dict[str, EntryPoint] = {
     "reward serve": EntryPoint(
         "rewards.service.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
     ),
+    "data": EntryPoint(
+        "rewards.datasets.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
+    ),
 }
 # Commands whose arguments are parsed by their own module's parser (one definition of the flags).
-DELEGATED = ("reward serve",)
+DELEGATED = ("reward serve", "data")
 
 
 class CommandUnavailable(RuntimeError):
@@ -348,6 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
         "reward.service_url. Every ServiceConfig and RewardSettings field is a flag: run "
         "`effirl reward serve --help` (the same command as `python -m rewards.service`).",
         "effirl reward serve --port 8080 --workers 8",
+    )
+
+    _command(
+        commands,
+        "data",
+        "download datasets, check how effirl reads them",
+        "Fetch the EvalPlus release files into $EFFIRL_DATA_DIR (with their checksums), load a dataset "
+        "through a layout or a column mapping and report its tasks, list the layouts: run "
+        "`effirl data --help`.",
+        "effirl data download humanevalplus\n  effirl data show evalplus/mbppplus --limit 5",
     )
 
     sandbox = _command(

@@ -82,15 +82,8 @@ def start_run_folder(
     starts from another folder's checkpoint.
     """
     folder = Path(output_dir)
-    found = run_entries(folder)
+    found = refuse_used_folder(folder, overwrite=overwrite)
     moved_to = None
-    if found and not overwrite:
-        raise ConfigError(
-            f"output_dir {folder} already holds a run ({', '.join(found)}); continue it with "
-            f"`--resume`, start over with `--overwrite` (moves the earlier run to "
-            f"{_aside_name(folder, '<time>')}), or choose another output_dir=...",
-            key="output_dir",
-        )
     if found:
         moved_to = move_run_aside(folder, found)
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,6 +95,20 @@ def start_run_folder(
         record["earlier_run_moved_to"] = str(moved_to)
     _write_json(folder / RUN_FILE, record)
     return RunFolder(folder, run_id, moved_to)
+
+
+def refuse_used_folder(output_dir: str | os.PathLike[str], *, overwrite: bool) -> list[str]:
+    """The run entries ``output_dir`` holds; a ConfigError when it holds some and not ``overwrite``."""
+    folder = Path(output_dir)
+    found = run_entries(folder)
+    if found and not overwrite:
+        raise ConfigError(
+            f"output_dir {folder} already holds a run ({', '.join(found)}); continue it with "
+            f"`--resume`, start over with `--overwrite` (moves the earlier run to "
+            f"{_aside_name(folder, '<time>')}), or choose another output_dir=...",
+            key="output_dir",
+        )
+    return found
 
 
 def continue_run_folder(output_dir: str | os.PathLike[str]) -> RunFolder:

@@ -27,7 +27,13 @@ from rlhf.controller import Controller
 from rlhf.placement import make_placement
 from rlhf.policy import policy_tokenizer
 from rlhf.reward_stage import RewardStage
-from rlhf.run_folder import RunFolder, continue_run_folder, read_run_id, start_run_folder
+from rlhf.run_folder import (
+    RunFolder,
+    continue_run_folder,
+    read_run_id,
+    refuse_used_folder,
+    start_run_folder,
+)
 from rlhf.run_log import RunLog
 from rlhf.task_sampler import TaskSampler
 from rlhf.warm_start import run_warm_start
@@ -119,11 +125,19 @@ def resolve_resume(config: ExperimentConfig) -> Path | None:
     return path
 
 
+def _continues_own_run(config: ExperimentConfig, checkpoint: Checkpoint | None) -> bool:
+    """Whether the run resumes from a checkpoint in its own output_dir (so continues that run)."""
+    return (
+        checkpoint is not None
+        and checkpoint.path.resolve().parent.parent == Path(config.output_dir).resolve()
+    )
+
+
 def prepare_output_dir(config: ExperimentConfig, checkpoint: Checkpoint | None) -> RunFolder:
     """The run folder, ready for this run: continued when resuming from one of its own checkpoints,
     else a new run (a folder holding an earlier run needs ``overwrite``; see rlhf/run_folder.py)."""
     output_dir = Path(config.output_dir)
-    if checkpoint is not None and checkpoint.path.resolve().parent.parent == output_dir.resolve():
+    if _continues_own_run(config, checkpoint):
         return continue_run_folder(output_dir)
     resumed_from = None
     if checkpoint is not None:
@@ -144,34 +158,36 @@ def train(config: ExperimentConfig) -> int:
     start_step = checkpoint.state.step if checkpoint else 0
     check_model_source(config)
     train_tasks, eval_tasks = load_run_tasks(config)
-    # Only now, with the inputs checked, is the folder touched.
-    folder = prepare_output_dir(config, checkpoint)
-    (output_dir / "config.yaml").write_text(dump_config(dataclasses.replace(config, overwrite=False)))
-    _say(
-        f"effirl: {len(train_tasks)} training tasks, {len(eval_tasks)} evaluation tasks -> {output_dir} "
-        f"(run {folder.run_id})"
-    )
+    if not _continues_own_run(config, checkpoint):
+        refuse_used_folder(output_dir, overwrite=config.overwrite)
+    _say(f"effirl: {len(train_tasks)} training tasks, {len(eval_tasks)} evaluation tasks -> {output_dir}")
 
     sampler = TaskSampler(
         train_tasks, config.data.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle
     )
-    placement = make_placement(config)
-    rewards = RewardStage(config)
-    if not rewards.settings.cost_trusted:
-        _say(f"effirl: WARNING: reward.{UNTRUSTED_COST_WARNING}")
-    for tasks, (source, split) in zip((train_tasks, eval_tasks), task_sources(config)):
-        rewards.register_tasks(tasks, source, split)
-    log = RunLog(
-        output_dir,
-        tensorboard=config.log_tensorboard,
-        wandb=config.log_wandb,
-        wandb_project=config.wandb_project,
-        run_name=config.run_name,
-        config=config_to_dict(config),
-        resume_step=start_step if checkpoint else None,
-    )
-    controller = Controller(config, placement, rewards, sampler)
+    placement = _make_placement(config)
+    rewards = None
+    log = None
     try:
+        rewards = RewardStage(config)
+        if not rewards.settings.cost_trusted:
+            _say(f"effirl: WARNING: reward.{UNTRUSTED_COST_WARNING}")
+        for tasks, (source, split) in zip((train_tasks, eval_tasks), task_sources(config)):
+            rewards.register_tasks(tasks, source, split)
+        # The folder is touched only now that the model and the tasks are loaded.
+        folder = prepare_output_dir(config, checkpoint)
+        (output_dir / "config.yaml").write_text(dump_config(dataclasses.replace(config, overwrite=False)))
+        _say(f"effirl: run {folder.run_id} in {output_dir}")
+        log = RunLog(
+            output_dir,
+            tensorboard=config.log_tensorboard,
+            wandb=config.log_wandb,
+            wandb_project=config.wandb_project,
+            run_name=config.run_name,
+            config=config_to_dict(config),
+            resume_step=start_step if checkpoint else None,
+        )
+        controller = Controller(config, placement, rewards, sampler)
         if checkpoint is not None:
             placement.load_training_state(
                 adapter=checkpoint.adapter,
@@ -196,10 +212,32 @@ def train(config: ExperimentConfig) -> int:
         if baseline and final_eval:
             _report(baseline, final_eval)
     finally:
-        log.close()
-        rewards.close()
+        if log is not None:
+            log.close()
+        if rewards is not None:
+            rewards.close()
         placement.close()
     return 0
+
+
+def _make_placement(config: ExperimentConfig) -> Any:
+    """The placement; a base model that cannot be loaded (a Hub id that does not exist, no network
+    and no cached copy) is a ConfigError."""
+    try:
+        return make_placement(config)
+    except OSError as exc:
+        frame = exc.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        module = frame.tb_frame.f_globals.get("__name__", "") if frame is not None else ""
+        if not module.startswith(("transformers", "huggingface_hub")):
+            raise
+        name = config.model.name_or_path
+        raise ConfigError(
+            f"`model.name_or_path` {name}: cannot load it ({one_line(exc)}); check the name, or put the "
+            "model in a local folder and give its path",
+            key="model.name_or_path",
+        ) from exc
 
 
 def _warm_start(config: ExperimentConfig, placement: Any, train_tasks: list[Task]) -> None:
