@@ -117,8 +117,7 @@ def _show(args: argparse.Namespace) -> int:
         print(f"first: {task.id}, entry point {task.entry_point}, {tests}, {len(task.references)} references")
         if task.program_tests:
             print(f"  {len(task.program_tests)} program tests")
-        if task.prompt.strip():
-            print("  prompt: " + task.prompt.strip().splitlines()[0][:100])
+        print("  prompt: " + " ".join(task.prompt.split())[:100])
     return 0
 
 

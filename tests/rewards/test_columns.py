@@ -377,3 +377,21 @@ def test_evalplus_test_scripts_are_read_without_running_them() -> None:
     assert parsed.results[0] == math.inf and math.isnan(parsed.results[1]) and parsed.results[2] == -1 + 2j
     with pytest.raises(ValueError, match="is not a literal"):
         parse_evalplus_test("inputs = [[__import__('os').getcwd()]]\n")
+
+
+def test_data_show_reports_the_tasks_and_their_trust_levels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rewards.datasets.command import main
+    from rewards.user_error import UserError
+
+    rows = write_rows(tmp_path / "mercury.jsonl", MERCURY_ROWS)
+    assert main(["show", str(rows), "--columns", "mercury"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"1 tasks from {rows}: 1 function\n")
+    assert "first: mercury/two-sum, entry point twoSum, 3 function tests (None base), 2 references" in out
+    scripts = write_rows(tmp_path / "scripts.jsonl", [{"q": "Write f.", "t": "assert f(1) == 1"}])
+    assert main(["show", str(scripts), "--columns", "prompt=q,test_script=t"]) == 0
+    assert "1 script" in capsys.readouterr().out
+    with pytest.raises(UserError, match="unknown role 'promt'"):
+        main(["show", str(rows), "--columns", "promt=q"])
