@@ -58,18 +58,19 @@ def load_run_tasks(config: ExperimentConfig) -> tuple[list[Task], list[Task]]:
     data = config.data
     (train_source, train_split), (eval_source, eval_split) = task_sources(config)
     refuse_heldout_tasks((), train_source, train_split)
-    train_tasks = _load_tasks("data.dataset", train_source, train_split, data.limit, data.columns)
+    train_tasks = load_source_tasks("data.dataset", train_source, train_split, data.limit, data.columns)
     refuse_heldout_tasks(train_tasks)
     eval_key, eval_columns = (
         ("data.eval_dataset", data.eval_columns) if data.eval_dataset else ("data.dataset", data.columns)
     )
-    eval_tasks = _load_tasks(eval_key, eval_source, eval_split, data.eval_limit, eval_columns)
+    eval_tasks = load_source_tasks(eval_key, eval_source, eval_split, data.eval_limit, eval_columns)
     return train_tasks, eval_tasks
 
 
-def _load_tasks(
+def load_source_tasks(
     key: str, source: str, split: str | None, limit: int | None, columns: str | None
 ) -> list[Task]:
+    """The tasks of one dataset of the config (``key`` names it); a ConfigError when they cannot load."""
     options = {} if columns is None else {"columns": columns}
     try:
         return load_tasks(source, split=split, limit=limit, **options)
