@@ -1,11 +1,13 @@
 """The ``effirl`` command line.
 
-    effirl train RECIPE [key=value ...] [--resume]     RL-train a LoRA adapter
+    effirl train RECIPE [key=value ...] [--resume|--overwrite]  RL-train a LoRA adapter
     effirl sft RECIPE [key=value ...]                  supervised warm-up on reference solutions
     effirl eval --benchmark B --out DIR [--model M] [--adapter|--checkpoint|--run ...]
                                                        pass@k, eff@k and speedups; reports and plots
     effirl export CHECKPOINT --out DIR [--merge]       write an adapter or a merged model
     effirl reward serve [--host] [--port] ...          the HTTP reward service (its flags: --help)
+    effirl data download humanevalplus|mbppplus        fetch EvalPlus release files (data: --help)
+    effirl data show SOURCE [--columns ...]            load a dataset and report its tasks
     effirl config show [RECIPE] [key=value ...]        print the resolved config
     effirl config docs [--out FILE]                    print the configuration reference
 
@@ -13,7 +15,9 @@ Commands other than ``config`` live in their own modules and are imported only w
 ``ENTRY_POINTS``), so ``effirl config`` stays fast and works without the training stack.
 ``effirl reward serve`` hands its arguments to the reward service's own command line
 (``rewards.service.command``, also ``python -m rewards.service``), which defines its flags.
-Exit codes: 0 success, 1 failure, 2 a usage or configuration error (reported on one line).
+Exit codes: 0 success, 1 failure, 2 a usage or configuration error: a user's error
+(``rewards.user_error.UserError``) is reported on one line naming the problem and the fix;
+``--debug`` (or ``EFFIRL_DEBUG=1``) prints its traceback too.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf.config import ConfigError, ExperimentConfig, dump_config, load_config
+from rewards.user_error import UserError, debug_requested, report_user_error
+from rlhf.config import ExperimentConfig, dump_config, load_config
 from rlhf.config.docs import render_config_docs
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+DEBUG_FLAG = "--debug"
 
 
 @dataclass(frozen=True)
@@ -65,9 +71,12 @@ ENTRY_POINTS: dict[str, EntryPoint] = {
     "reward serve": EntryPoint(
         "rewards.service.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
     ),
+    "data": EntryPoint(
+        "rewards.datasets.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
+    ),
 }
 # Commands whose arguments are parsed by their own module's parser (one definition of the flags).
-DELEGATED = ("reward serve",)
+DELEGATED = ("reward serve", "data")
 
 
 class CommandUnavailable(RuntimeError):
@@ -98,12 +107,18 @@ def resolve_entry_point(command: str) -> Callable[..., Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    A user's error (:class:`UserError`, which ConfigError is) is one line on stderr and exit status
+    2; ``--debug`` anywhere in ``argv`` (or ``EFFIRL_DEBUG=1``) prints its traceback first.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or debug_requested()
+    argv = [a for a in argv if a != DEBUG_FLAG]
     for command in DELEGATED:
         words = command.split()
         if argv[: len(words)] == words:
-            return _run_delegated(command, argv[len(words) :])
+            return _run_delegated(command, argv[len(words) :], debug=debug)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
@@ -118,9 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return args.run(args)
-    except ConfigError as exc:
-        print(f"effirl: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except UserError as exc:
+        return report_user_error(exc, "effirl", debug=debug)
     except CommandUnavailable as exc:
         print(f"effirl: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -139,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"effirl {_version()}")
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help="show the traceback of an error too (anywhere on the line; or set EFFIRL_DEBUG=1)",
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     train = _command(
@@ -148,14 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
         "Train the policy's LoRA adapter with the algorithm, data and rewards of RECIPE.",
         "effirl train recipes/quickstart.yaml\n"
         "  effirl train recipes/grpo_humanevalplus.yaml train.steps=200 rollout.n_samples=8\n"
-        "  effirl train recipes/quickstart.yaml --resume",
+        "  effirl train recipes/quickstart.yaml --resume      # continue the run in its output_dir\n"
+        "  effirl train recipes/quickstart.yaml --overwrite   # start over; the old run is moved aside",
     )
     _recipe_arguments(train, required=True)
     train.add_argument(
         "--resume",
         action="store_true",
         help="resume from the newest checkpoint in the run's output_dir (same as resume=auto; "
-        "resume=PATH picks a checkpoint)",
+        "resume=PATH picks a checkpoint); an error when it has none",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an output_dir that holds an earlier run, after moving the earlier "
+        "run aside to <output_dir>.old-<time> (same as overwrite=true); without it or --resume such "
+        "a folder is refused",
     )
     train.set_defaults(run=_run_train)
 
@@ -337,6 +364,16 @@ def build_parser() -> argparse.ArgumentParser:
         "effirl reward serve --port 8080 --workers 8",
     )
 
+    _command(
+        commands,
+        "data",
+        "download datasets, check how effirl reads them",
+        "Fetch the EvalPlus release files into $EFFIRL_DATA_DIR (with their checksums), load a dataset "
+        "through a layout or a column mapping and report its tasks, list the layouts: run "
+        "`effirl data --help`.",
+        "effirl data download humanevalplus\n  effirl data show evalplus/mbppplus --limit 5",
+    )
+
     sandbox = _command(
         commands, "sandbox", "inspect the code sandbox", "Inspect the sandbox on this machine."
     )
@@ -444,7 +481,8 @@ def _exit_code(result: Any) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    config = _config_of(args, ["resume=auto"] if args.resume else [])
+    flags = (["resume=auto"] if args.resume else []) + (["overwrite=true"] if args.overwrite else [])
+    config = _config_of(args, flags)
     return _exit_code(resolve_entry_point("train")(config))
 
 
@@ -496,7 +534,7 @@ def _run_export(args: argparse.Namespace) -> int:
     )
 
 
-def _run_delegated(command: str, argv: list[str]) -> int:
+def _run_delegated(command: str, argv: list[str], *, debug: bool = False) -> int:
     """Run a command whose own module parses ``argv`` (see DELEGATED)."""
     try:
         run = resolve_entry_point(command)
@@ -505,6 +543,8 @@ def _run_delegated(command: str, argv: list[str]) -> int:
         return EXIT_FAILURE
     try:
         return _exit_code(run(argv, prog=f"effirl {command}"))
+    except UserError as exc:
+        return report_user_error(exc, f"effirl {command}", debug=debug)
     except KeyboardInterrupt:
         print("effirl: interrupted", file=sys.stderr)
         return 130

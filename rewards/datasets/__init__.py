@@ -9,6 +9,7 @@ HumanEval+ and MBPP+ ship inputs without outputs: their expected outputs come fr
 reference solution in the sandbox once, cached under ``$EFFIRL_CACHE`` (see expected_outputs.py).
 """
 
+from rewards.datasets.columns import LAYOUTS, load_mapped_tasks
 from rewards.datasets.expected_outputs import (
     ExpectedOutputCache,
     ReferenceCall,
@@ -18,6 +19,7 @@ from rewards.datasets.expected_outputs import (
 )
 from rewards.datasets.humaneval import load_humaneval
 from rewards.datasets.humanevalplus import load_humanevalplus
+from rewards.datasets.layouts import parse_evalplus_test  # registers the published layouts
 from rewards.datasets.mbppplus import load_mbppplus
 from rewards.datasets.registry import (
     check_training_tasks,
@@ -38,6 +40,7 @@ from rewards.datasets.task_files import (
 )
 
 __all__ = [
+    "LAYOUTS",
     "ExpectedOutputCache",
     "ReferenceCall",
     "ReferenceFailed",
@@ -50,11 +53,13 @@ __all__ = [
     "heldout_splits",
     "load_humaneval",
     "load_humanevalplus",
+    "load_mapped_tasks",
     "load_mbppplus",
     "load_synthetic",
     "load_task_dataset",
     "load_task_file",
     "load_tasks",
+    "parse_evalplus_test",
     "register_dataset",
     "save_tasks",
     "task_from_record",
