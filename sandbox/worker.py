@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _PATH = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
 _BOOT = _PATH + "from sandbox.zygote import main; main()"
-_BOOT_BOXED = _PATH + "from sandbox.monitor import boxed_main; boxed_main()"
+_BOOT_BOXED = _PATH + "from sandbox.candidate import boxed_main; boxed_main()"
 _START_TIMEOUT_S = 60.0
 # Not -I: it implies -E, which ignores PYTHONHASHSEED and so gives every worker its own str hashes
 # (and set order). The environment is set explicitly instead; -s and -P keep the rest of -I.
