@@ -164,7 +164,8 @@ def test_candidate_is_pid_1_of_its_own_namespace_and_sees_no_processes(box):
         box,
         """
         import os
-        out = {"pid": os.getpid(), "ppid": os.getppid(), "proc": [p for p in os.listdir("/proc") if p.isdigit()]}
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        out = {"pid": os.getpid(), "ppid": os.getppid(), "proc": pids}
         try:
             os.kill(args[0], 0)
             out["host_pid"] = "visible"
