@@ -30,6 +30,7 @@ from sandbox.candidate import Settings
 from sandbox.frames import write_frame
 
 _STDIO_CHUNK = 65536
+BLOBS = "blobs"  # a report's raw return values (see sandbox.frames.encode_report)
 
 
 class Box:
@@ -138,6 +139,7 @@ class _Run:
         self.done = False
         self.released = False
         self.values = 0
+        self.blobs: list[bytes] = []  # raw return values, decoded by the host (records.output_line)
         self.violation: str | None = None
 
     def take(self, buffer: bytearray) -> None:
@@ -151,6 +153,11 @@ class _Run:
             if self.done:
                 # A program's end is its exit, read from the kernel: records after a done record (the
                 # harness's own after a forged one) change nothing.
+                continue
+            output = records.output_line(line) if self.started and self.mode == "function" else None
+            if output is not None:
+                self.records.append({"t": "out", "i": output[0], "b": len(self.blobs)})
+                self.blobs.append(output[1])
                 continue
             self.values += records.value_count(line)
             if self.values > records.MAX_VALUES_PER_RUN:
@@ -301,6 +308,7 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "outcome": outcome,
         "records": run.records,
+        BLOBS: run.blobs,
         "stdout": buffers[box.out_r].decode("utf-8", "replace"),
         "stderr": buffers[box.err_r].decode("utf-8", "replace"),
         "stdout_overflow": box.out_r in overflow,

@@ -18,6 +18,7 @@ from typing import Any
 
 from sandbox.config import SandboxConfig
 from sandbox.frames import HEADER as _HEADER
+from sandbox.frames import decode_report
 from sandbox.namespaces import ETC_PATHS, SYSTEM_PATHS, python_paths
 from sandbox.zygote import CANDIDATE_ENV
 
@@ -162,7 +163,7 @@ class Worker:
         assert self.process is not None and self.process.stdout is not None
         fd = self.process.stdout.fileno()
         (size,) = _HEADER.unpack(self._read_exact(fd, _HEADER.size, deadline))
-        return json.loads(self._read_exact(fd, size, deadline))
+        return decode_report(self._read_exact(fd, size, deadline))
 
     def _read_exact(self, fd: int, size: int, deadline: float) -> bytes:
         chunks, remaining = [], size

@@ -30,7 +30,7 @@ import traceback
 from typing import Any
 
 from sandbox import candidate, harness, monitor, namespaces, seccomp
-from sandbox.frames import read_frame, write_frame
+from sandbox.frames import encode_report, read_frame, write_frame
 
 CANDIDATE_ENV = {
     "PATH": "/usr/bin:/bin",
@@ -211,7 +211,7 @@ class Server:
                 report = box.run(job)
             except Exception as exc:
                 report = {"outcome": "sandbox_error", "msg": f"monitor failed: {exc!r}"}
-            write_frame(1, json.dumps(report, separators=(",", ":")).encode())
+            write_frame(1, encode_report(report))
             box.close()  # after answering: tearing the run down is off the critical path
             box = self.spare()
 

@@ -222,6 +222,9 @@ RECORDS_AFTER_START = {
 }
 
 
+OUTPUT_SHAPED = {"bare_nan", "huge_decimal", "deep_nesting", "too_deep_value", "extra_field"}
+
+
 @pytest.mark.parametrize("where", ["module", "function"])
 @pytest.mark.parametrize("record", sorted(RECORDS_AFTER_START))
 def test_records_written_by_candidate_code_are_its_own_failure(box, record, where):
@@ -231,9 +234,15 @@ def test_records_written_by_candidate_code_are_its_own_failure(box, record, wher
         code = write + "while True:\n    pass\n"  # would time out; no function is defined either
     else:
         code = function("add", write + "while True:\n    pass", "a, b")
-    result = box.run_function_tests(code, "add", ADD_TESTS, timeout_s=5)
-    assert result.status is Status.RUNTIME_ERROR, (record, result.status, result.error)
-    assert result.error_kind == "protocol_violation", (record, result.error)
+    result = box.run_function_tests(code, "add", ADD_TESTS, timeout_s=2)
+    if record in OUTPUT_SHAPED:
+        # In the harness's own output format: the value goes to the host undecoded, fails to decode
+        # there (a wrong answer), and the code then loops until its time is up.
+        assert result.status is Status.TIMEOUT, (record, result.status, result.error)
+        assert "malformed output" in str(result.tests[0].error), (record, result.tests)
+    else:
+        assert result.status is Status.RUNTIME_ERROR, (record, result.status, result.error)
+        assert result.error_kind == "protocol_violation", (record, result.error)
     assert box.run_function_tests(ADD, "add", ADD_TESTS).ok
 
 
