@@ -129,3 +129,80 @@ def test_program_perf_tests(events_box) -> None:
     )
     assert good.evidence.status == "passed" and good.evidence.total == 2
     assert bad.evidence.status == "failed" and "perf test" in (bad.evidence.error or "")
+
+
+# ------------------------------------------------------------------ the service, its client and TRL
+
+
+def test_evaluate_schema_carries_perf_tests() -> None:
+    from rewards.client import submission
+    from rewards.service.schema import MISSING, RequestError, parse_evaluate
+
+    item = submission(
+        "a",
+        LOOP,
+        "total",
+        [((3,), 3)],
+        perf_tests=[((3000,), 4498500)],
+        perf_inputs=[(10,)],
+        reference=FORMULA,
+    )
+    assert item["perf_tests"] == [{"input": [3000], "expected": 4498500}, {"input": [10]}]
+    (parsed,) = parse_evaluate({"submissions": [item]}, max_submissions=10, max_repeats=5).submissions
+    assert parsed.inputs == [[3]] and parsed.expected == [3]
+    assert parsed.perf_inputs == [[3000], [10]] and parsed.perf_expected == [4498500, MISSING]
+    assert parsed.needs_reference_outputs
+    without = {**item, "perf_tests": [{"input": [5]}]}
+    del without["reference"]
+    with pytest.raises(RequestError, match=r"submissions\[0\]\.perf_tests\[0\]\.expected` is missing"):
+        parse_evaluate({"submissions": [without]}, max_submissions=10, max_repeats=5)
+    old = {k: v for k, v in item.items() if k != "perf_tests"}
+    (plain,) = parse_evaluate({"submissions": [old]}, max_submissions=10, max_repeats=5).submissions
+    assert plain.perf_inputs == [] and plain.perf_expected == []
+
+
+def test_service_measures_cost_on_perf_tests(events_box) -> None:
+    from rewards.client import RewardClient, submission
+    from rewards.service import RewardService, ServiceConfig
+
+    config = ServiceConfig(port=0, reward=RewardSettings(cost_measure="python_events"))
+    subs = [
+        submission(
+            name,
+            code,
+            "total",
+            [((n,), n * (n - 1) // 2) for n in range(4)],
+            perf_inputs=[(3000,)],
+            reference=FORMULA,
+        )
+        for name, code in (("loop", LOOP), ("wrong", CHEAP_BUT_WRONG), ("formula", FORMULA))
+    ]
+    with RewardService(config, sandbox=events_box) as service, RewardClient(service.url) as client:
+        loop, wrong, formula = client.evaluate(subs)
+    assert loop["status"] == "passed" and loop["total"] == 5
+    measured = events_box.run(FunctionJob(LOOP, "total", (FunctionTest((3000,)),))).cost.python_events
+    assert loop["details"]["measured"]["python_events"] == measured
+    assert loop["speedup"] < 0.05 and formula["speedup"] == pytest.approx(1.0)
+    assert wrong["status"] == "failed" and wrong["details"]["failed_tests"] == [
+        {"index": 4, "error": "wrong output"}
+    ]
+
+
+def test_trl_rows_carry_perf_tests(events_box) -> None:
+    from rewards.trl import TrlReward, task_from_columns
+
+    row = {
+        "entry_point": "total",
+        "tests": [{"input": [n], "expected": n * (n - 1) // 2} for n in range(4)],
+        "perf_tests": '[{"input": [3000], "expected": 4498500}]',
+    }
+    task = task_from_columns(row)
+    assert task.perf_tests == (FunctionTest((3000,), 4498500),)
+    assert task_from_columns({k: v for k, v in row.items() if k != "perf_tests"}).perf_tests == ()
+    reward = TrlReward(RewardScorer(events_box, RewardSettings(cost_measure="python_events")))
+    values = reward(
+        prompts=["p", "p"],
+        completions=[LOOP, CHEAP_BUT_WRONG],
+        **{key: [value, value] for key, value in row.items()},
+    )
+    assert values == [1.0, 0.0]
