@@ -130,6 +130,8 @@ def run_evaluation(
         "seed": seed,
         "adapter": adapter,
         "run": run,
+        # Costs (speedups, NET, eff@k) of these tasks come from their perf tests alone.
+        "tasks_with_perf_tests": sum(1 for task in tasks if task.perf_tests),
     }
     policy = load_policy(config, adapter_config)
     results: list[tuple[Target, EvaluationResult]] = []

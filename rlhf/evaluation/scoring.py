@@ -3,8 +3,10 @@
 Each completion becomes ``response_prefix(task, style) + completion`` (the part of the answer the
 prompt already wrote, e.g. an opening code fence), code is extracted and run against all of the
 task's tests by :class:`rewards.scorer.RewardScorer`, and each task's reference solution is
-measured once, by the same sandbox, with the same repeats. With ``cost="callgrind"`` the passing
-samples and the references are measured again, exactly, by :mod:`sandbox.callgrind`.
+measured once, by the same sandbox, with the same repeats. Tasks with perf tests are measured on
+those alone, after the correctness tests pass, so speedups, NET and eff@k compare costs there. With
+``cost="callgrind"`` the passing samples and the references are measured again, exactly, by
+:mod:`sandbox.callgrind` (on the perf tests where a task has them).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rewards.scorer import RewardScorer, job_for, reference_cost
+from rewards.scorer import RewardScorer, cost_job_for, reference_cost
 from rewards.settings import RewardSettings
 from rewards.shaping import cost_value, shape_rewards
 from rewards.tasks import Task
@@ -163,7 +165,7 @@ class SolutionScorer:
 
         def measure(task: Task, code: str) -> float | None:
             try:
-                return float(count_instructions(job_for(task, code), config=config))
+                return float(count_instructions(cost_job_for(task, code), config=config))
             except CallgrindFailed:
                 return None
 
