@@ -25,7 +25,7 @@ from typing import Any
 from rewards.cache import ExecutionCache, ResultFuture, code_digest, task_fingerprint
 from rewards.extraction import extract_code, with_prompt_imports
 from rewards.settings import SHAPING_KEYS, RewardSettings
-from rewards.shaping import FormatSignals, Reward, shape_rewards
+from rewards.shaping import PERF_TIMEOUT, FormatSignals, Reward, shape_rewards
 from rewards.tasks import Task
 from sandbox.jobs import FunctionJob, Job, ProgramJob, ScriptJob
 from sandbox.types import Cost, ExecutionResult, FunctionTest, Status
@@ -82,12 +82,17 @@ def submit_run(
 
     Without perf tests this is the task's job (:func:`job_for`) with ``repeats``. With them, the
     correctness tests run once; a sample that fails them gets that verdict (its perf tests never run).
-    One that passes runs the perf tests ``repeats`` times: their verdict decides (a wrong output or a
-    timeout there fails the sample) and their cost is the sample's cost. ``passed``/``total`` and
-    ``tests`` then cover both runs, correctness tests first.
+    One that passes runs the perf tests ``repeats`` times: their verdict decides (a wrong output there
+    fails the sample) and their cost is the sample's cost. A run past the time limit there is
+    right-censored, as ENAMEL treats it: the sample passes (its correctness was judged on the
+    correctness tests) with ``error_kind`` :data:`PERF_TIMEOUT` and a CPU cost of the limit, so it
+    ranks as slow as can be measured. ``passed``/``total`` and ``tests`` cover both runs, correctness
+    tests first.
     """
     perf = perf_job_for(task, code, timeout_s=timeout_s, repeats=repeats)
     check = job_for(task, code, timeout_s=timeout_s, repeats=1 if perf is not None else repeats)
+    config = getattr(sandbox, "config", None)
+    limit_s = timeout_s if timeout_s is not None else getattr(config, "timeout_s", None)
     first = sandbox.submit(check)
     if perf is None:
         return first
@@ -103,7 +108,7 @@ def submit_run(
         except BaseException as exc:  # the sandbox closed or failed: the combined run fails alike
             _settle(combined, exc)
             return
-        second.add_done_callback(lambda ran: _finish_perf(combined, result, ran))
+        second.add_done_callback(lambda ran: _finish_perf(combined, result, ran, limit_s))
 
     first.add_done_callback(after_check)
     return combined
@@ -120,11 +125,29 @@ def _settle(future: ResultFuture, outcome: ExecutionResult | BaseException) -> N
         pass
 
 
-def _finish_perf(combined: ResultFuture, check: ExecutionResult, ran: ResultFuture) -> None:
+def _finish_perf(
+    combined: ResultFuture, check: ExecutionResult, ran: ResultFuture, limit_s: float | None
+) -> None:
     try:
         perf = ran.result()
     except BaseException as exc:
         _settle(combined, exc)
+        return
+    if perf.status is Status.TIMEOUT and limit_s is not None:
+        # Right-censored: correct on the correctness tests, slower than the limit on the perf tests.
+        limit_ns = int(limit_s * 1e9)
+        _settle(
+            combined,
+            ExecutionResult(
+                status=Status.PASSED,
+                passed=check.passed + perf.passed,
+                total=check.total + perf.total,
+                tests=[*check.tests, *perf.tests],
+                cost=Cost(cpu_ns=limit_ns, wall_ns=limit_ns, peak_memory_bytes=0),
+                error=f"ran past the time limit ({limit_s:g} s) on the perf tests; cost taken as the limit",
+                error_kind=PERF_TIMEOUT,
+            ),
+        )
         return
     _settle(
         combined,

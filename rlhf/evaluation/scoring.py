@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from rewards.scorer import RewardScorer, cost_job_for, reference_cost
 from rewards.settings import RewardSettings
-from rewards.shaping import cost_value, shape_rewards
+from rewards.shaping import PERF_TIMEOUT, cost_value, shape_rewards
 from rewards.tasks import Task
 from rlhf.evaluation.records import SampleRecord
 from rlhf.rollout import response_prefix
@@ -172,7 +172,7 @@ class SolutionScorer:
         jobs: dict[tuple[str, str], tuple[Task, str]] = {}
         for task, record in zip(tasks, records):
             record.cost = record.reference_cost = None
-            if record.passed:
+            if record.passed and record.error_kind != PERF_TIMEOUT:  # past the limit: not worth 50x
                 jobs[(task.id, record.code)] = (task, record.code)
                 if task.id not in self._callgrind_references and task.reference:
                     jobs[(task.id, "\0reference")] = (task, task.reference)
@@ -187,7 +187,7 @@ class SolutionScorer:
             if key[1] == "\0reference":
                 self._callgrind_references[key[0]] = count
         for record in records:
-            if record.passed:
+            if record.passed and record.error_kind != PERF_TIMEOUT:
                 record.cost = counts.get((record.task_id, record.code))
                 record.reference_cost = self._callgrind_references.get(record.task_id)
 

@@ -206,3 +206,19 @@ def test_trl_rows_carry_perf_tests(events_box) -> None:
         **{key: [value, value] for key, value in row.items()},
     )
     assert values == [1.0, 0.0]
+
+
+def test_a_timeout_on_perf_tests_is_right_censored(events_box) -> None:
+    # Correct everywhere, but far too slow for the limit on the perf input.
+    crawl = (
+        "def total(n):\n    s = 0\n    for i in range(n):\n"
+        "        for _ in range(n * 50):\n            pass\n        s += i\n    return s\n"
+    )
+    settings = RewardSettings(cost_measure="python_events", efficiency_weight=0.5, timeout_s=0.5)
+    scorer = RewardScorer(events_box, settings, cache_size=0)
+    (reward,) = scorer.score([TOTAL], [crawl], extract=False)
+    assert reward.evidence.status == "passed" and reward.evidence.error_kind == "perf_timeout"
+    assert reward.correctness == 1.0 and reward.efficiency == -1.0 and reward.penalty == 0.0
+    assert reward.value == pytest.approx(0.5)
+    result = submit_run(events_box, TOTAL, crawl, timeout_s=0.5).result()
+    assert result.cost.cpu_ns == 500_000_000 and result.cost.python_events is None
