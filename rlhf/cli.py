@@ -6,6 +6,7 @@
                                                        pass@k, eff@k and speedups; reports and plots
     effirl export CHECKPOINT --out DIR [--merge]       write an adapter or a merged model
     effirl reward serve [--host] [--port] ...          the HTTP reward service
+    effirl data perf-inputs DATASET [--tasks ...]      build and print a dataset's perf inputs
     effirl config show [RECIPE] [key=value ...]        print the resolved config
     effirl config docs [--out FILE]                    print the configuration reference
 
@@ -60,6 +61,12 @@ ENTRY_POINTS: dict[str, EntryPoint] = {
         "export_checkpoint",
         "export_checkpoint(checkpoint: str, *, out: str, merge: bool, dtype: str, base: str | None) "
         "-> int | None",
+    ),
+    "data perf-inputs": EntryPoint(
+        "rewards.datasets.perf_command",
+        "perf_inputs_command",
+        "perf_inputs_command(dataset: str, *, tasks: list[str] | None, limit: int | None, search: bool, "
+        "write_recipes: str | None, floor_ms: float | None, workers: int | None) -> int",
     ),
     "reward serve": EntryPoint(
         "rewards.service",
@@ -317,6 +324,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_run_reward_serve)
 
+    data = _command(commands, "data", "inspect datasets", "Build and inspect what datasets carry.")
+    data_commands = data.add_subparsers(title="commands", metavar="COMMAND")
+    perf = _command(
+        data_commands,
+        "perf-inputs",
+        "build and print a dataset's perf inputs",
+        "Build the performance-exercising inputs of a dataset's tasks (from effirl's recipes for "
+        "HumanEval+ and MBPP+, else by profiling the reference and growing its inputs), cache them "
+        "like expected outputs, and print per task the reference's cost on them and each input's size.",
+        "effirl data perf-inputs humanevalplus\n"
+        "  effirl data perf-inputs mbppplus --tasks Mbpp/2 Mbpp/3\n"
+        "  effirl data perf-inputs humanevalplus --search --write-recipes recipes.json",
+    )
+    perf.add_argument("dataset", metavar="DATASET", help="humanevalplus, mbppplus, or a task file")
+    perf.add_argument("--tasks", nargs="+", metavar="ID", help="only these task ids")
+    perf.add_argument("--limit", type=int, metavar="N", help="only the first N tasks")
+    perf.add_argument(
+        "--search", action="store_true", help="search for the inputs again instead of using effirl's recipes"
+    )
+    perf.add_argument("--write-recipes", metavar="FILE", help="write the recipes of the result to FILE")
+    perf.add_argument(
+        "--floor-ms", type=float, metavar="MS", help="reference CPU ms to reach when searching (default: 20)"
+    )
+    perf.add_argument("--workers", type=int, help="sandbox worker processes (default: one per CPU core)")
+    perf.set_defaults(run=_run_data_perf_inputs)
+
     sandbox = _command(
         commands, "sandbox", "inspect the code sandbox", "Inspect the sandbox on this machine."
     )
@@ -452,6 +485,27 @@ def _run_reward_serve(args: argparse.Namespace) -> int:
         args.command_parser.error(f"--workers must be at least 1, got {args.workers}")
     serve = resolve_entry_point("reward serve")
     return _exit_code(serve(host=args.host, port=args.port, workers=args.workers, token=args.token))
+
+
+def _run_data_perf_inputs(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 0:
+        args.command_parser.error(f"--limit must be >= 0, got {args.limit}")
+    if args.workers is not None and args.workers < 1:
+        args.command_parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.floor_ms is not None and args.floor_ms <= 0:
+        args.command_parser.error(f"--floor-ms must be > 0, got {args.floor_ms}")
+    command = resolve_entry_point("data perf-inputs")
+    return _exit_code(
+        command(
+            args.dataset,
+            tasks=args.tasks,
+            limit=args.limit,
+            search=args.search,
+            write_recipes=args.write_recipes,
+            floor_ms=args.floor_ms,
+            workers=args.workers,
+        )
+    )
 
 
 def _run_sandbox_check(args: argparse.Namespace) -> int:

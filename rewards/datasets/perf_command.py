@@ -1,0 +1,104 @@
+"""``effirl data perf-inputs``: build (or search for) a dataset's perf inputs and print them per task.
+
+    effirl data perf-inputs humanevalplus                      # from effirl's recipes, cached
+    effirl data perf-inputs mbppplus --tasks Mbpp/2 Mbpp/3     # a few tasks
+    effirl data perf-inputs humanevalplus --search --write-recipes new.json   # search again
+
+Prints, per task: whether the reference reached the floor, its cost over the perf inputs (CPU ms,
+min of 3 sandbox runs), and each input's size, how it was made and what it alone cost.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from rewards.datasets.input_growth import describe
+from rewards.datasets.perf_inputs import (
+    PerfInputs,
+    PerfSettings,
+    derive_perf_inputs,
+    load_recipes,
+    perf_problem,
+    recipes_path,
+    save_recipes,
+)
+
+RELEASES = ("humanevalplus", "mbppplus")
+
+
+def perf_inputs_command(
+    dataset: str,
+    *,
+    tasks: Sequence[str] | None = None,
+    limit: int | None = None,
+    search: bool = False,
+    write_recipes: str | None = None,
+    floor_ms: float | None = None,
+    workers: int | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Build and print ``dataset``'s perf inputs; returns the exit status (2: bad arguments).
+
+    search: search for the inputs again instead of building them from effirl's recipes.
+    write_recipes: write the recipes of the result to this file (what ``perf_recipes/`` holds).
+    """
+    from rewards.datasets import load_tasks
+    from sandbox import Sandbox, SandboxConfig
+
+    out = out or sys.stdout
+    options: dict[str, Any] = {"perf_tests": False} if dataset in RELEASES else {}
+    try:
+        loaded = load_tasks(dataset, limit=None if tasks else limit, **options)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"effirl: error: {exc}", file=sys.stderr)
+        return 2
+    if tasks:
+        by_id = {t.id: t for t in loaded}
+        unknown = [t for t in tasks if t not in by_id]
+        if unknown:
+            print(f"effirl: error: {dataset} has no task(s) {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        loaded = [by_id[t] for t in tasks]
+    usable = [t for t in loaded if t.reference and t.entry_point and t.function_tests]
+    settings = PerfSettings() if floor_ms is None else PerfSettings(floor_ms=floor_ms)
+    recipes = {} if search or dataset not in RELEASES else load_recipes(recipes_path(dataset))
+    config = SandboxConfig(timeout_s=120.0, **({} if workers is None else {"workers": workers}))
+    from rewards.datasets.perf_cache import PerfInputCache
+
+    with Sandbox(config) as box:
+        results = derive_perf_inputs(
+            [perf_problem(t) for t in usable],
+            sandbox=box,
+            settings=settings,
+            recipes=recipes,
+            cache=PerfInputCache(),
+            progress=True,
+        )
+    print_table(results, settings, out)
+    if write_recipes:
+        path = save_recipes(write_recipes, results, settings)
+        print(f"recipes of {len(results)} tasks written to {path}", file=out)
+    skipped = len(loaded) - len(usable)
+    if skipped:
+        print(f"{skipped} task(s) lack a reference, entry point or function tests: no perf inputs", file=out)
+    return 0
+
+
+def print_table(results: Sequence[PerfInputs], settings: PerfSettings, out: TextIO) -> None:
+    """One block per task, then a summary naming the tasks below the floor."""
+    width = max((len(r.name) for r in results), default=4)
+    for r in results:
+        cost = "   n/a" if r.reference_cost_ns is None else f"{r.reference_cost_ns / 1e6:6.1f}"
+        mark = "ok " if r.reached_floor else "low"
+        print(f"{r.name.ljust(width)}  {mark}  reference {cost} ms  {r.note}".rstrip(), file=out)
+        for args, entry, cost_ns in zip(r.inputs, r.recipe, r.costs_ns):
+            how = f"{entry.growth} x{entry.factor}" if entry.growth else "plus input"
+            print(f"{'':{width}}    {cost_ns / 1e6:7.2f} ms  {describe(args)}  ({how})", file=out)
+    low = [r.name for r in results if not r.reached_floor]
+    print(
+        f"{len(results) - len(low)} of {len(results)} tasks reach the floor of {settings.floor_ms:g} ms"
+        + (f"; below it: {', '.join(low)}" if low else ""),
+        file=out,
+    )
