@@ -168,3 +168,19 @@ def test_damaged_cache_entries_are_recomputed(box, tmp_path, small_settings) -> 
     assert cache.get(problem, json.dumps({"search": {}})) is None
     (again,) = derive_perf_inputs([problem], sandbox=box, settings=small_settings, cache=cache)
     assert not again.cached and again.inputs == first.inputs
+
+
+def test_cli_prints_perf_inputs_per_task(tmp_path, monkeypatch, capsys) -> None:
+    from rewards.datasets import save_tasks
+    from rlhf.cli import main
+
+    monkeypatch.setenv("EFFIRL_CACHE", str(tmp_path / "cache"))
+    path = save_tasks([LINEAR, FIXED], tmp_path / "tasks.jsonl")
+    assert main(["data", "perf-inputs", str(path), "--floor-ms", "3", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "toy/linear  ok   reference" in out and "(plus input)" in out and " ms  list[" in out
+    assert "1 of 2 tasks reach the floor of 3 ms; below it: toy/fixed" in out
+    assert list((tmp_path / "cache" / "perf_inputs").rglob("*.json"))  # cached where EFFIRL_CACHE says
+    assert main(["data", "perf-inputs", str(tmp_path / "absent.jsonl")]) == 2
+    assert main(["data", "perf-inputs", str(path), "--tasks", "toy/nope"]) == 2
+    assert capsys.readouterr().err.count("effirl: error:") == 2
