@@ -10,6 +10,7 @@ min of 3 sandbox runs), and each input's size, how it was made and what it alone
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -67,15 +68,19 @@ def perf_inputs_command(
     config = SandboxConfig(timeout_s=120.0, **({} if workers is None else {"workers": workers}))
     from rewards.datasets.perf_cache import PerfInputCache
 
+    results: list[PerfInputs] = []
     with Sandbox(config) as box:
-        results = derive_perf_inputs(
-            [perf_problem(t) for t in usable],
-            sandbox=box,
-            settings=settings,
-            recipes=recipes,
-            cache=PerfInputCache(),
-            progress=True,
-        )
+        # A few tasks at a time, keeping only what is printed: all inputs at once take gigabytes.
+        for start in range(0, len(usable), 32):
+            found = derive_perf_inputs(
+                [perf_problem(t) for t in usable[start : start + 32]],
+                sandbox=box,
+                settings=settings,
+                recipes=recipes,
+                cache=PerfInputCache(),
+                progress=True,
+            )
+            results += [_summary(r) for r in found]
     print_table(results, settings, out)
     if write_recipes:
         path = save_recipes(write_recipes, results, settings)
@@ -86,8 +91,15 @@ def perf_inputs_command(
     return 0
 
 
+def _summary(found: PerfInputs) -> PerfInputs:
+    """``found`` with each input replaced by its size description and the outputs dropped."""
+    sizes: list[tuple[Any, ...]] = [(describe(args),) for args in found.inputs]
+    return dataclasses.replace(found, inputs=sizes, outputs=[None] * len(sizes))
+
+
 def print_table(results: Sequence[PerfInputs], settings: PerfSettings, out: TextIO) -> None:
-    """One block per task, then a summary naming the tasks below the floor."""
+    """One block per task (inputs as size descriptions, see ``_summary``), then a summary naming the
+    tasks below the floor."""
     width = max((len(r.name) for r in results), default=4)
     for r in results:
         cost = "   n/a" if r.reference_cost_ns is None else f"{r.reference_cost_ns / 1e6:6.1f}"
@@ -95,7 +107,7 @@ def print_table(results: Sequence[PerfInputs], settings: PerfSettings, out: Text
         print(f"{r.name.ljust(width)}  {mark}  reference {cost} ms  {r.note}".rstrip(), file=out)
         for args, entry, cost_ns in zip(r.inputs, r.recipe, r.costs_ns):
             how = f"{entry.growth} x{entry.factor}" if entry.growth else "plus input"
-            print(f"{'':{width}}    {cost_ns / 1e6:7.2f} ms  {describe(args)}  ({how})", file=out)
+            print(f"{'':{width}}    {cost_ns / 1e6:7.2f} ms  {args[0]}  ({how})", file=out)
     low = [r.name for r in results if not r.reached_floor]
     print(
         f"{len(results) - len(low)} of {len(results)} tasks reach the floor of {settings.floor_ms:g} ms"

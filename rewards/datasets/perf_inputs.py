@@ -74,6 +74,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 RECIPES_DIR = Path(__file__).with_name("perf_recipes")
 RECIPES_FORMAT = "effirl-perf-recipes/1"
+CHUNK = 16  # tasks searched and checked together
 
 
 @dataclass
@@ -175,8 +176,28 @@ def _compute(
 ) -> None:
     from tqdm.auto import tqdm
 
-    searched = [i for i in missing if plans[i] is None]
     bar = tqdm(total=len(missing), desc="perf inputs", unit="task", disable=not progress, leave=False)
+    # A chunk at a time: grown inputs take far more memory as Python objects than as JSON, so only
+    # one chunk's candidates are alive at once, while a chunk still keeps every worker busy.
+    for start in range(0, len(missing), CHUNK):
+        _compute_chunk(
+            box, problems, plans, missing[start : start + CHUNK], results, settings, cache, on_result, bar
+        )
+    bar.close()
+
+
+def _compute_chunk(
+    box: Any,
+    problems: Sequence[PerfProblem],
+    plans: list[list[RecipeEntry] | None],
+    missing: Sequence[int],
+    results: list[PerfInputs | None],
+    settings: PerfSettings,
+    cache: PerfInputCache | None,
+    on_result: Callable[[PerfInputs], None] | None,
+    bar: Any,
+) -> None:
+    searched = [i for i in missing if plans[i] is None]
     searches = {i: Search(problems[i], settings) for i in searched}
     if searches:
         _search(box, searches, bar)
@@ -207,7 +228,6 @@ def _compute(
         if on_result is not None:
             on_result(result)
         bar.update(1)
-    bar.close()
 
 
 def _search(box: Any, searches: dict[int, Search], bar: Any) -> None:
