@@ -244,9 +244,9 @@ def _search(box: Any, searches: dict[int, Search], bar: Any) -> None:
     active = [s for s in searches.values() if not s.finished]
     while active:
         bar.set_description(f"perf inputs (growing {len(active)}, round {max(s.rounds for s in active) + 1})")
-        work = [(s, job, members) for s in active for job, members in s.round_jobs()]
-        for (search, job, members), result in zip(work, box.run_many([job for _, job, _ in work])):
-            search.update(members, job, result)
+        work = [(s, job, members, keys) for s in active for job, members, keys in s.round_jobs()]
+        for (search, _, members, keys), result in zip(work, box.run_many([w[1] for w in work])):
+            search.update(members, keys, result)
         active = [s for s in active if not s.finished]
     bar.set_description("perf inputs")
 

@@ -45,7 +45,7 @@ class PerfSettings:
     count: inputs kept per task (each grown from a different seed where possible).
     seeds: most expensive plus inputs grown.
     max_input_cost_s: CPU time one reference call may take; a larger input is not kept.
-    max_input_bytes: largest input (tagged JSON) kept.
+    max_input_bytes: largest input kept, measured by the length of its repr (about its JSON size).
     max_rounds: doublings (or faster steps) tried per growth.
     """
 
@@ -92,6 +92,13 @@ class RecipeEntry:
 
 def input_digest(args: Sequence[Any]) -> str:
     return hashlib.blake2b(codec.dumps(list(args)).encode(), digest_size=8).hexdigest()
+
+
+def sketch(args: Sequence[Any]) -> tuple[int, str]:
+    """About how large ``args`` is encoded (its repr's length; ``codec`` would take far longer on
+    the inputs a search makes) and a key that tells two candidates apart within one process."""
+    text = repr(args)
+    return len(text), hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def build_input(problem: PerfProblem, shapes: Sequence[Shape], entry: RecipeEntry) -> tuple[Any, ...]:
@@ -225,6 +232,7 @@ class _Chain:
     step: int = 2
     stalls: int = 0
     last: str = ""
+    size: int = 0
     done: bool = False
     grew: bool = False
 
@@ -269,13 +277,14 @@ class Search:
             ranked = above[::-1]
         seen: set[str] = set()
         for cost, index in ranked:
-            text = codec.dumps(list(self.problem.seed_inputs[index]))
+            size, text = sketch(self.problem.seed_inputs[index])
             if text in seen:
                 continue
             seen.add(text)
             self.seeds.append(index)
             self.chains += [
-                _Chain(index, g, cost, last=text, done=cost >= self.target) for g in self.growths(index)
+                _Chain(index, g, cost, last=text, size=size, done=cost >= self.target)
+                for g in self.growths(index)
             ]
             if len(seen) >= self.settings.seeds:
                 break
@@ -307,11 +316,12 @@ class Search:
             return True
         return sum(cost for _, cost in self.selection()) >= self.settings.floor_ms * 1e6
 
-    def round_jobs(self) -> list[tuple[FunctionJob, list[tuple[_Chain, int, str]]]]:
-        """One profile job per seed, for the next factor of each of its live chains."""
+    def round_jobs(self) -> list[tuple[FunctionJob, list[tuple[_Chain, int, str]], list[str]]]:
+        """One profile job per seed, for the next factor of each of its live chains: the job, the
+        (chain, factor, candidate key) it answers, and the key of each of its tests."""
         self.rounds += 1
         by_seed: dict[int, list[tuple[_Chain, int, str, tuple[Any, ...]]]] = {}
-        seed_bytes = {c.seed: len(c.last) for c in self.chains if c.factor == 1}
+        seed_bytes = {c.seed: c.size for c in self.chains if c.factor == 1}
         for chain in self.chains:
             if chain.done:
                 continue
@@ -324,8 +334,8 @@ class Search:
                 continue
             entry = RecipeEntry(chain.seed, chain.growth.name, factor, "")
             candidate = build_input(self.problem, self.shapes, entry)
-            text = codec.dumps(list(candidate))
-            if text == chain.last or len(text) > self.settings.max_input_bytes:
+            size, text = sketch(candidate)
+            if text == chain.last or size > self.settings.max_input_bytes:
                 chain.done = True
                 continue
             by_seed.setdefault(chain.seed, []).append((chain, factor, text, candidate))
@@ -335,14 +345,13 @@ class Search:
             for _, _, text, candidate in items:
                 unique.setdefault(text, candidate)
             job = profile_job(self.code, list(unique.values()), self.settings)
-            jobs.append((job, [(chain, factor, text) for chain, factor, text, _ in items]))
+            jobs.append((job, [(chain, factor, text) for chain, factor, text, _ in items], list(unique)))
         return jobs
 
     def update(
-        self, members: list[tuple[_Chain, int, str]], job: FunctionJob, result: ExecutionResult
+        self, members: list[tuple[_Chain, int, str]], keys: list[str], result: ExecutionResult
     ) -> None:
-        texts = [codec.dumps(list(t.args)) for t in job.tests]
-        costs = dict(zip(texts, profiled_costs(result, len(texts))))
+        costs = dict(zip(keys, profiled_costs(result, len(keys))))
         target = self.target
         for chain, factor, text in members:
             cost = costs.get(text)
