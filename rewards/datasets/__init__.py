@@ -7,6 +7,8 @@
 
 HumanEval+ and MBPP+ ship inputs without outputs: their expected outputs come from running the
 reference solution in the sandbox once, cached under ``$EFFIRL_CACHE`` (see expected_outputs.py).
+Their perf tests (performance-exercising inputs grown from the plus inputs) are cached alike
+(perf_inputs.py).
 """
 
 from rewards.datasets.expected_outputs import (
@@ -19,6 +21,7 @@ from rewards.datasets.expected_outputs import (
 from rewards.datasets.humaneval import load_humaneval
 from rewards.datasets.humanevalplus import load_humanevalplus
 from rewards.datasets.mbppplus import load_mbppplus
+from rewards.datasets.perf_inputs import PerfSettings, add_perf_tests, derive_perf_inputs
 from rewards.datasets.registry import (
     dataset_names,
     evaluation_split,
@@ -37,12 +40,15 @@ from rewards.datasets.task_files import (
 
 __all__ = [
     "ExpectedOutputCache",
+    "PerfSettings",
     "ReferenceCall",
     "ReferenceFailed",
     "ReferenceOutputs",
     "TaskFormatError",
+    "add_perf_tests",
     "compute_expected_outputs",
     "dataset_names",
+    "derive_perf_inputs",
     "evaluation_split",
     "load_humaneval",
     "load_humanevalplus",
