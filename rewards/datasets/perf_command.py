@@ -66,10 +66,12 @@ def perf_inputs_command(
     settings = PerfSettings() if floor_ms is None else PerfSettings(floor_ms=floor_ms)
     recipes = {} if search or dataset not in RELEASES else load_recipes(recipes_path(dataset))
     config = SandboxConfig(timeout_s=120.0, **({} if workers is None else {"workers": workers}))
+    from tqdm.auto import tqdm
+
     from rewards.datasets.perf_cache import PerfInputCache
 
     results: list[PerfInputs] = []
-    with Sandbox(config) as box:
+    with Sandbox(config) as box, tqdm(total=len(usable), desc=dataset, unit="task") as bar:
         # A few tasks at a time, keeping only what is printed: all inputs at once take gigabytes.
         for start in range(0, len(usable), 32):
             found = derive_perf_inputs(
@@ -81,6 +83,7 @@ def perf_inputs_command(
                 progress=True,
             )
             results += [_summary(r) for r in found]
+            bar.update(len(found))
     print_table(results, settings, out)
     if write_recipes:
         path = save_recipes(write_recipes, results, settings)
