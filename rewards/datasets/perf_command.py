@@ -109,7 +109,8 @@ def print_table(results: Sequence[PerfInputs], settings: PerfSettings, out: Text
         mark = "ok " if r.reached_floor else "low"
         print(f"{r.name.ljust(width)}  {mark}  reference {cost} ms  {r.note}".rstrip(), file=out)
         for args, entry, cost_ns in zip(r.inputs, r.recipe, r.costs_ns):
-            how = f"{entry.growth} x{entry.factor}" if entry.growth else "plus input"
+            factor = f"{entry.factor}" if entry.factor < 10**7 else f"~{float(entry.factor):.0e}"
+            how = f"{entry.growth} x{factor}" if entry.growth else "plus input"
             print(f"{'':{width}}    {cost_ns / 1e6:7.2f} ms  {args[0]}  ({how})", file=out)
     low = [r.name for r in results if not r.reached_floor]
     print(

@@ -233,6 +233,7 @@ class _Chain:
     stalls: int = 0
     last: str = ""
     size: int = 0
+    next_size: int = 0
     done: bool = False
     grew: bool = False
 
@@ -335,10 +336,14 @@ class Search:
             entry = RecipeEntry(chain.seed, chain.growth.name, factor, "")
             candidate = build_input(self.problem, self.shapes, entry)
             size, text = sketch(candidate)
-            if text == chain.last or size > self.settings.max_input_bytes:
+            # No longer growing (a container at its length cap, whose sampled values still change)
+            # or too large: this chain is done.
+            stuck = size <= chain.size and not chain.growth.scale_ints
+            if text == chain.last or stuck or size > self.settings.max_input_bytes:
                 chain.done = True
                 continue
             by_seed.setdefault(chain.seed, []).append((chain, factor, text, candidate))
+            chain.next_size = size
         jobs = []
         for items in by_seed.values():
             unique: dict[str, tuple[Any, ...]] = {}
@@ -363,6 +368,7 @@ class Search:
             if ratio < 1.2:
                 chain.step = min(chain.step * chain.step, 1 << 16)
             chain.factor, chain.cost, chain.last, chain.grew = factor, cost, text, True
+            chain.size = chain.next_size
             if cost >= target or chain.stalls >= 4:
                 chain.done = True
 
