@@ -12,7 +12,8 @@ alternating order. Reported, for both kinds of test side by side:
   rank right;
 - cost CV: the coefficient of variation of each solution's cost over the trials (median and worst
   over the tasks, and the share of tasks at or below 2%), for all solutions and for those whose
-  cost reaches the perf-input floor.
+  cost reaches the perf-input floor; and the CV of the slow/fast ratio of the measurements taken
+  back to back, in which a change of the machine's load between trials cancels.
 
 Perf tests come from effirl's recipes (``effirl data perf-inputs``), built and cached on first use.
 Writes JSON with ``--json`` and a row in docs/benchmarks.md with ``--markdown``; nothing otherwise.
@@ -67,6 +68,8 @@ class Row:
             "ratio": statistics.median(slow) / max(statistics.median(fast), 1e-9),
             "cv_fast": cv(fast),
             "cv_slow": cv(slow),
+            # slow/fast of the measurements taken back to back: load drift between trials cancels
+            "cv_ratio": cv([s / max(f, 1e-9) for f, s in zip(fast, slow)]),
             "ranked_right": right,
             "trials": len(fast),
             "median_ranked_right": statistics.median(fast) < statistics.median(slow),
@@ -170,7 +173,10 @@ def totals(rows: list[Row], kind: str, floor_ms: float) -> dict[str, Any]:
     cvs = [s[f"cv_{side}"] for s in summaries for side in ("fast", "slow")]
     above = [s[f"cv_{side}"] for s in summaries for side in ("fast", "slow") if s[f"{side}_ms"] >= floor_ms]
     trials = sum(s["trials"] for s in summaries)
+    ratio_cvs = [s["cv_ratio"] for s in summaries]
     return {
+        "ratio_cv_median": statistics.median(ratio_cvs) if ratio_cvs else 0.0,
+        "ratio_cv_within_target": sum(c <= CV_TARGET for c in ratio_cvs) / max(len(ratio_cvs), 1),
         "tasks": len(measured),
         "rank_accuracy": sum(s["ranked_right"] for s in summaries) / trials if trials else 0.0,
         "median_rank_accuracy": sum(s["median_ranked_right"] for s in summaries) / max(len(summaries), 1),
@@ -222,7 +228,9 @@ def summary_text(result: dict[str, dict[str, Any]]) -> str:
             f"{kind} tests: {t['tasks']} tasks, ranked right in {100 * t['rank_accuracy']:.1f}% of "
             f"measurements ({100 * t['median_rank_accuracy']:.1f}% of tasks by median); cost CV median "
             f"{100 * t['cv_median']:.1f}%, worst {100 * t['cv_max']:.1f}%, "
-            f"{100 * t['cv_within_target']:.0f}% of costs at or below 2%{above}"
+            f"{100 * t['cv_within_target']:.0f}% of costs at or below 2%{above}; CV of the paired slow/fast "
+            f"ratio median {100 * t['ratio_cv_median']:.1f}%, {100 * t['ratio_cv_within_target']:.0f}% of "
+            "tasks at or below 2%"
         )
     return "\n".join(lines)
 
