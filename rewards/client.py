@@ -7,6 +7,11 @@ idempotent (a verdict depends only on the request), so a retried request never d
     with RewardClient("http://127.0.0.1:8080") as client:
         [result] = client.evaluate([submission("a", "def f(x): return x", "f", [([1], 1)])])
         result["status"], result["reward"]
+
+``settings`` (a :class:`RewardSettings`, or a mapping of some of its keys) travel with a request: a
+RewardSettings is sent complete (its ``scoring_dict()``), so the service scores exactly as the caller
+would in-process or refuses with the key it cannot honour; the answer's echo of the settings used is
+checked against what was sent.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from rewards.settings import RewardSettings
 from rewards.shaping import Reward
 from sandbox import codec
 
@@ -141,12 +147,16 @@ class RewardClient:
 
     # ---------------------------------------------------------------------------------------- API
 
-    def evaluate(self, submissions: Sequence[dict[str, Any]], *, repeats: int | None = None) -> list[dict]:
+    def evaluate(
+        self,
+        submissions: Sequence[dict[str, Any]],
+        *,
+        repeats: int | None = None,
+        settings: RewardSettings | Mapping[str, Any] | None = None,
+    ) -> list[dict]:
         """Results of ``/v1/evaluate``, one per submission, in order (see :func:`submission`)."""
-        body: dict[str, Any] = {"submissions": list(submissions)}
-        if repeats is not None:
-            body["repeats"] = repeats
-        return self.request("POST", "/v1/evaluate", body)["results"]
+        body = _evaluate_body(submissions, repeats, settings)
+        return _checked(body, self.request("POST", "/v1/evaluate", body))["results"]
 
     def score(
         self,
@@ -154,12 +164,13 @@ class RewardClient:
         items: Sequence[dict[str, Any]],
         *,
         split: str | None = None,
-        settings: dict[str, Any] | None = None,
+        settings: RewardSettings | Mapping[str, Any] | None = None,
         extract: bool = True,
     ) -> list[Reward]:
         """Rewards from ``/v1/score`` for ``items`` (``{"task_id", "completion", "group"}``), in order."""
         body = _score_body(dataset, items, split, settings, extract)
-        return [Reward.from_dict(r) for r in self.request("POST", "/v1/score", body)["results"]]
+        answer = _checked(body, self.request("POST", "/v1/score", body))
+        return [Reward.from_dict(r) for r in answer["results"]]
 
     def run_code(self, code: str, *, stdin: str = "", language: str = "python", **fields: Any) -> dict:
         """SandboxFusion-style ``/run_code``."""
@@ -272,12 +283,14 @@ class AsyncRewardClient:
         self.retries = 0
 
     async def evaluate(
-        self, submissions: Sequence[dict[str, Any]], *, repeats: int | None = None
+        self,
+        submissions: Sequence[dict[str, Any]],
+        *,
+        repeats: int | None = None,
+        settings: RewardSettings | Mapping[str, Any] | None = None,
     ) -> list[dict]:
-        body: dict[str, Any] = {"submissions": list(submissions)}
-        if repeats is not None:
-            body["repeats"] = repeats
-        return (await self.request("POST", "/v1/evaluate", body))["results"]
+        body = _evaluate_body(submissions, repeats, settings)
+        return _checked(body, await self.request("POST", "/v1/evaluate", body))["results"]
 
     async def score(
         self,
@@ -285,11 +298,12 @@ class AsyncRewardClient:
         items: Sequence[dict[str, Any]],
         *,
         split: str | None = None,
-        settings: dict[str, Any] | None = None,
+        settings: RewardSettings | Mapping[str, Any] | None = None,
         extract: bool = True,
     ) -> list[Reward]:
         body = _score_body(dataset, items, split, settings, extract)
-        return [Reward.from_dict(r) for r in (await self.request("POST", "/v1/score", body))["results"]]
+        answer = _checked(body, await self.request("POST", "/v1/score", body))
+        return [Reward.from_dict(r) for r in answer["results"]]
 
     async def run_code(self, code: str, *, stdin: str = "", language: str = "python", **fields: Any) -> dict:
         body = {"code": code, "stdin": stdin, "language": language, **fields}
@@ -346,26 +360,69 @@ class AsyncRewardClient:
         await self.close()
 
 
+def _settings_body(settings: RewardSettings | Mapping[str, Any] | None) -> dict[str, Any]:
+    if settings is None:
+        return {}
+    if isinstance(settings, RewardSettings):
+        return settings.scoring_dict()
+    return dict(settings)
+
+
+def _evaluate_body(
+    submissions: Sequence[dict[str, Any]],
+    repeats: int | None,
+    settings: RewardSettings | Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"submissions": list(submissions)}
+    if repeats is not None:
+        body["repeats"] = repeats
+    if settings is not None:
+        body["settings"] = _settings_body(settings)
+    return body
+
+
 def _score_body(
     dataset: str,
     items: Sequence[dict[str, Any]],
     split: str | None,
-    settings: dict[str, Any] | None,
+    settings: RewardSettings | Mapping[str, Any] | None,
     extract: bool,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"dataset": dataset, "items": list(items), "extract": extract}
     if split is not None:
         body["split"] = split
     if settings:
-        body["settings"] = settings
+        body["settings"] = _settings_body(settings)
     return body
+
+
+def _checked(body: dict[str, Any], answer: Any) -> Any:
+    """``answer``, after checking that the service scored with the settings the request sent.
+
+    A service refuses settings it cannot honour and echoes the ones it used; this catches anything
+    in between that would drop or change them (a proxy rewriting bodies), instead of training on the
+    service's own values. (Services from before the echo accepted shaping keys only and refused the
+    rest, so an answer without one substituted nothing.)
+    """
+    sent = body.get("settings") or {}
+    used = answer.get("settings") if isinstance(answer, dict) else None
+    if not sent or not isinstance(used, dict):
+        return answer
+    differ = sorted(key for key, value in sent.items() if used.get(key) != value)
+    if differ:
+        shown = ", ".join(f"{key}: sent {sent[key]!r}, used {used.get(key)!r}" for key in differ)
+        raise ServiceError(200, f"the reward service scored with other settings than sent ({shown})")
+    return answer
 
 
 class RemoteScorer:
     """The scorer API (``score(tasks, completions, group_ids)``) over a reward service's ``/v1/score``.
 
     The service loads ``dataset`` (and ``split``) itself and looks tasks up by id, so the tasks
-    passed in must come from the same dataset; only ids, completions and groups travel.
+    passed in must come from the same dataset; only ids, completions, groups and ``settings`` travel.
+    settings: what every request is scored with; a :class:`RewardSettings` travels complete, so the
+        service scores as a local :class:`RewardScorer` with the same settings would, or refuses the
+        request naming the key it cannot honour. None leaves every key to the service.
     """
 
     def __init__(
@@ -374,12 +431,12 @@ class RemoteScorer:
         dataset: str,
         *,
         split: str | None = None,
-        shaping: dict[str, Any] | None = None,
+        settings: RewardSettings | Mapping[str, Any] | None = None,
     ) -> None:
         self.client = client
         self.dataset = dataset
         self.split = split
-        self.shaping = shaping
+        self.settings = settings
 
     def score(
         self,
@@ -399,5 +456,5 @@ class RemoteScorer:
             number = numbering.setdefault(group, len(numbering))
             items.append({"task_id": task.id, "completion": completion, "group": number})
         return self.client.score(
-            self.dataset, items, split=self.split, settings=self.shaping, extract=extract
+            self.dataset, items, split=self.split, settings=self.settings, extract=extract
         )

@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import heapq
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from rewards.settings import RewardSettings
@@ -38,9 +38,14 @@ class RewardActor:
         self.scorer = RewardScorer(self.sandbox, reward_settings, cache_size=cache_size)
 
     def score(
-        self, tasks: list[Task], completions: list[str], group_ids: list[Hashable], extract: bool
+        self,
+        tasks: list[Task],
+        completions: list[str],
+        group_ids: list[Hashable],
+        extract: bool,
+        shaping: dict[str, Any] | None = None,
     ) -> list[Reward]:
-        return self.scorer.score(tasks, completions, group_ids, extract=extract)
+        return self.scorer.score(tasks, completions, group_ids, extract=extract, shaping=shaping)
 
     def info(self) -> dict[str, Any]:
         import os
@@ -110,6 +115,7 @@ class RayRewardPool:
         completions: Sequence[str],
         group_ids: Sequence[Hashable] | None,
         extract: bool,
+        shaping: Mapping[str, Any] | None,
     ) -> tuple[list[list[int]], list[Any]]:
         if len(tasks) != len(completions):
             raise ValueError(f"got {len(tasks)} tasks but {len(completions)} completions; pass one task each")
@@ -121,6 +127,7 @@ class RayRewardPool:
                 [completions[i] for i in shard],
                 [groups[i] for i in shard],
                 extract,
+                dict(shaping) if shaping else None,
             )
             for actor, shard in zip(self.actors, shards)
         ]
@@ -141,9 +148,13 @@ class RayRewardPool:
         group_ids: Sequence[Hashable] | None = None,
         *,
         extract: bool = True,
+        shaping: Mapping[str, Any] | None = None,
     ) -> list[Reward]:
-        """Rewards in order, as :meth:`RewardScorer.score` gives them; blocks until all actors answer."""
-        shards, refs = self._submit(tasks, completions, group_ids, extract)
+        """Rewards in order, as :meth:`RewardScorer.score` gives them; blocks until all actors answer.
+
+        ``shaping`` overrides shaping-only settings for this call, as in :meth:`RewardScorer.score`.
+        """
+        shards, refs = self._submit(tasks, completions, group_ids, extract, shaping)
         return self._merge(len(tasks), shards, self._ray.get(refs))
 
     async def ascore(
@@ -153,8 +164,9 @@ class RayRewardPool:
         group_ids: Sequence[Hashable] | None = None,
         *,
         extract: bool = True,
+        shaping: Mapping[str, Any] | None = None,
     ) -> list[Reward]:
-        shards, refs = self._submit(tasks, completions, group_ids, extract)
+        shards, refs = self._submit(tasks, completions, group_ids, extract, shaping)
         parts = await asyncio.gather(*refs)
         return self._merge(len(tasks), shards, list(parts))
 

@@ -22,7 +22,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rewards.cache import ExecutionCache, ResultFuture, code_digest, task_fingerprint
+from rewards.cache import DEFAULT_MAX_BYTES, ExecutionCache, ResultFuture, code_digest, task_fingerprint
 from rewards.extraction import extract_code, with_prompt_imports
 from rewards.settings import SHAPING_KEYS, RewardSettings
 from rewards.shaping import PERF_TIMEOUT, FormatSignals, Reward, shape_rewards
@@ -38,10 +38,19 @@ class TaskError(ValueError):
     """A task that cannot be scored as given (no tests, no entry point for function tests)."""
 
 
-def job_for(task: Task, code: str, *, timeout_s: float | None = None, repeats: int | None = None) -> Job:
+def job_for(
+    task: Task,
+    code: str,
+    *,
+    timeout_s: float | None = None,
+    repeats: int | None = None,
+    allow_script: bool = True,
+) -> Job:
     """The sandbox job that checks ``code`` against ``task``'s tests.
 
-    Function tests win over program tests, which win over a test script (the weakest trust level).
+    Function tests win over program tests, which win over a test script (the weakest trust level: the
+    verdict comes from inside the candidate's process). With ``allow_script=False`` a task that has
+    only a script is refused with :class:`TaskError`, as reward scoring does unless opted in.
     """
     if task.function_tests:
         if not task.entry_point:
@@ -50,6 +59,13 @@ def job_for(task: Task, code: str, *, timeout_s: float | None = None, repeats: i
     if task.program_tests:
         return ProgramJob(code, tuple(task.program_tests), timeout_s, repeats)
     if task.test_script:
+        if not allow_script:
+            raise TaskError(
+                f"task {task.id!r} has only an assertion script, whose verdict comes from inside the "
+                "candidate's process (a candidate can forge a pass), so it is not scored for rewards; "
+                "give it function or program tests, or set reward.allow_script_tests=true "
+                "(--allow-script-tests for a service) for code you trust"
+            )
         return ScriptJob(code, task.test_script, task.entry_point, timeout_s)
     raise TaskError(
         f"task {task.id!r} has no function_tests, program_tests or test_script; "
@@ -76,7 +92,13 @@ def cost_job_for(task: Task, code: str, *, timeout_s: float | None = None) -> Jo
 
 
 def submit_run(
-    sandbox: Any, task: Task, code: str, *, timeout_s: float | None = None, repeats: int | None = None
+    sandbox: Any,
+    task: Task,
+    code: str,
+    *,
+    timeout_s: float | None = None,
+    repeats: int | None = None,
+    allow_script: bool = True,
 ) -> ResultFuture:
     """Run ``code`` against ``task`` on ``sandbox``: one future for the verdict and the cost.
 
@@ -90,7 +112,9 @@ def submit_run(
     tests first.
     """
     perf = perf_job_for(task, code, timeout_s=timeout_s, repeats=repeats)
-    check = job_for(task, code, timeout_s=timeout_s, repeats=1 if perf is not None else repeats)
+    check = job_for(
+        task, code, timeout_s=timeout_s, repeats=1 if perf is not None else repeats, allow_script=allow_script
+    )
     config = getattr(sandbox, "config", None)
     limit_s = timeout_s if timeout_s is not None else getattr(config, "timeout_s", None)
     first = sandbox.submit(check)
@@ -184,6 +208,7 @@ class RewardScorer:
     sandbox: runs the code (its config should come from ``settings.sandbox_config()`` so that it
         counts what ``settings.cost_measure`` needs).
     cache_size: distinct (task, normalised code) results kept; 0 runs every pair.
+    cache_max_bytes: most bytes of results the caches keep (see rewards.cache.footprint).
     reference_cache_size: reference measurements kept (one per task).
     completion_prefix: text the prompt already opened the answer with (e.g. a code fence) that the
         model's completion continues; handed to code extraction.
@@ -195,14 +220,15 @@ class RewardScorer:
         settings: RewardSettings | None = None,
         *,
         cache_size: int = 4096,
+        cache_max_bytes: int = DEFAULT_MAX_BYTES,
         reference_cache_size: int = 65536,
         completion_prefix: str = "",
     ) -> None:
         self.sandbox = sandbox
         self.settings = settings or RewardSettings()
         self.completion_prefix = completion_prefix
-        self.cache = ExecutionCache(cache_size)
-        self.references = ExecutionCache(reference_cache_size)
+        self.cache = ExecutionCache(cache_size, cache_max_bytes)
+        self.references = ExecutionCache(reference_cache_size, cache_max_bytes)
         self._fingerprints: OrderedDict[int, tuple[Task, str]] = OrderedDict()
         self._fingerprint_lock = threading.Lock()
         self._check_measure()
@@ -221,6 +247,14 @@ class RewardScorer:
             raise ValueError(
                 "reward cost_measure 'instructions' needs a sandbox that counts them; build it with "
                 "SandboxConfig(count_instructions=True) (RewardSettings.sandbox_config() does)"
+            )
+        if measure != "python_events" and config.count_python_events:
+            # The tracer runs inside the candidate: it inflates CPU time several-fold, and a candidate
+            # that switches it off (sys.settrace(None)) would look that much faster.
+            raise ValueError(
+                f"reward cost_measure {measure!r} on a sandbox that counts Python events: the tracer "
+                "inflates the cost and the candidate can switch it off; build the sandbox with "
+                "RewardSettings.sandbox_config() (count_python_events only for python_events)"
             )
 
     def fingerprint(self, task: Task) -> str:
@@ -305,16 +339,22 @@ class RewardScorer:
                 )
                 code, signals = with_prompt_imports(extracted.code, task.prompt), extracted
             fingerprint = self.fingerprint(task)
-            job_for(task, code)  # a task that cannot be scored raises here, before anything is submitted
+            # A task that cannot be scored raises here, before anything is submitted.
+            job_for(task, code, allow_script=settings.allow_script_tests)
 
             def run(task: Task = task, code: str = code) -> ResultFuture:
                 return submit_run(
-                    self.sandbox, task, code, timeout_s=settings.timeout_s, repeats=settings.repeats
+                    self.sandbox,
+                    task,
+                    code,
+                    timeout_s=settings.timeout_s,
+                    repeats=settings.repeats,
+                    allow_script=settings.allow_script_tests,
                 )
 
-            future, cached = self.cache.get_or_submit((fingerprint, code_digest(code), settings.repeats), run)
+            future, cached = self.cache.get_or_submit(run_key(fingerprint, code, settings), run)
             reference = (
-                self.reference_result(task, fingerprint, settings.repeats)
+                self.reference_result(task, fingerprint, settings=settings)
                 if settings.uses_reference
                 else None
             )
@@ -322,28 +362,41 @@ class RewardScorer:
         return planned
 
     def reference_result(
-        self, task: Task, fingerprint: str | None = None, repeats: int | None = None
+        self,
+        task: Task,
+        fingerprint: str | None = None,
+        repeats: int | None = None,
+        *,
+        settings: RewardSettings | None = None,
     ) -> ResultFuture | None:
         """The (cached) run of ``task``'s first reference against its tests; None without one.
 
-        The reference is measured with the same ``repeats`` as the candidates it is compared with:
-        the minimum or median of more runs would be biased low against them. It runs like a
-        candidate (:func:`submit_run`), so with perf tests its cost is the cost on them.
+        The reference runs with the execution settings of the candidates it is compared with (the
+        scorer's, or ``settings``): the minimum or median of more runs would be biased low against
+        them, and a different time limit would judge it differently. It runs like a candidate
+        (:func:`submit_run`), so with perf tests its cost is the cost on them.
         """
         if not task.reference:
             return None
-        repeats = repeats or self.settings.repeats
+        settings = self._execution(settings, repeats)
         reference = task.reference
-        key = (fingerprint or self.fingerprint(task), code_digest(reference), repeats)
+        key = run_key(fingerprint or self.fingerprint(task), reference, settings)
         future, _ = self.references.get_or_submit(
             key,
             lambda: submit_run(
-                self.sandbox, task, reference, timeout_s=self.settings.timeout_s, repeats=repeats
+                self.sandbox, task, reference, timeout_s=settings.timeout_s, repeats=settings.repeats
             ),
         )
         return future
 
-    def seed_reference(self, task: Task, result: ExecutionResult, repeats: int | None = None) -> None:
+    def seed_reference(
+        self,
+        task: Task,
+        result: ExecutionResult,
+        repeats: int | None = None,
+        *,
+        settings: RewardSettings | None = None,
+    ) -> None:
         """Record an already-measured reference run (e.g. the one that produced expected outputs).
 
         Only for tasks without perf tests: with them the reference's cost must come from its perf run.
@@ -356,8 +409,14 @@ class RewardScorer:
             )
         done: ResultFuture = concurrent.futures.Future()
         done.set_result(result)
-        key = (self.fingerprint(task), code_digest(task.reference), repeats or self.settings.repeats)
+        key = run_key(self.fingerprint(task), task.reference, self._execution(settings, repeats))
         self.references.get_or_submit(key, lambda: done)
+
+    def _execution(self, settings: RewardSettings | None, repeats: int | None) -> RewardSettings:
+        settings = settings or self.settings
+        return (
+            settings if repeats is None or repeats == settings.repeats else settings.replace(repeats=repeats)
+        )
 
     def _shape(
         self,
@@ -390,6 +449,15 @@ class RewardScorer:
     @property
     def stats(self) -> dict[str, int]:
         return {**dataclasses.asdict(self.cache.stats), "cached_entries": len(self.cache)}
+
+
+def run_key(fingerprint: str, code: str, settings: RewardSettings) -> tuple[Any, ...]:
+    """Cache key of running ``code`` against a task: equal keys give the same verdict.
+
+    The execution settings a call may vary (repeats, time limit) are part of it; the others (cost
+    counters, memory limit) are fixed by the sandbox the cache belongs to.
+    """
+    return (fingerprint, code_digest(code), settings.repeats, settings.timeout_s)
 
 
 def reference_cost(result: ExecutionResult) -> Cost | None:

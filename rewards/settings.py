@@ -1,9 +1,20 @@
-"""`RewardSettings`: how completions are scored, as plain typed data.
+"""`RewardSettings`: how completions are scored, as plain typed data; the one definition of them.
 
-The field names and meanings are those of the ``reward`` config section (``reward.efficiency_mode`` is
-``RewardSettings.efficiency_mode``); the trainer converts its config with
-``RewardSettings.from_mapping(dataclasses.asdict(config.reward))``. This module stands alone so that
-scoring code, the HTTP service and Ray workers need nothing from the training stack.
+The trainer's ``reward`` config section is this class (``rlhf.config.RewardConfig`` subclasses it and
+adds only the config machinery, so the keys, defaults and help texts of docs/config.md come from the
+fields below), the reward service is started with it (``effirl reward serve`` has one flag per field),
+and a client sends it with every ``/v1/score`` request. This module stands alone so that scoring code,
+the HTTP service and Ray workers need nothing from the training stack.
+
+The keys fall into three groups:
+
+- ``SHAPING_KEYS`` only change how executed results become numbers: a scorer or service applies
+  them per call without running anything again.
+- ``EXECUTION_KEYS`` change how code runs and so what is measured: a service honours them per
+  request where it can run that way and refuses the request where it cannot, never substituting
+  its own values.
+- ``PLACEMENT_KEYS`` say where the caller scores (its own sandbox processes, a service's URL); they
+  change no reward and never travel to a service.
 """
 
 from __future__ import annotations
@@ -21,9 +32,16 @@ from sandbox.config import SandboxConfig
 CORRECTNESS_MODES = ("binary", "fraction")
 EFFICIENCY_MODES = ("reference", "group", "both", "none")
 COST_MEASURES = ("cpu", "instructions", "python_events")
+# Measures read from outside the candidate's process (the kernel's CPU clock, a perf counter the
+# monitor attaches), which the candidate cannot forge. `python_events` is counted by a tracer inside
+# the candidate's own interpreter: `sys.settrace(None)` stops it, threads escape it.
+TRUSTED_COST_MEASURES = ("cpu", "instructions")
+UNTRUSTED_COST_WARNING = (
+    "cost_measure python_events is not trusted: it is counted inside the candidate's process, which "
+    "can switch the counter off (sys.settrace(None)) or hide work in threads, so a policy can learn "
+    "to fake speedups; use cpu (or instructions) for rewards a policy optimises"
+)
 
-# Keys that only change how executed results are turned into numbers: a caller may vary them per
-# request without re-running anything. The others change how code is executed.
 SHAPING_KEYS = (
     "correctness",
     "efficiency_weight",
@@ -34,45 +52,103 @@ SHAPING_KEYS = (
     "missing_entry_point_penalty",
     "format_weight",
 )
+EXECUTION_KEYS = ("cost_measure", "repeats", "timeout_s", "memory_mb", "allow_script_tests")
+PLACEMENT_KEYS = ("workers", "service_url")
+# What decides a reward: the settings a client sends a reward service.
+SCORING_KEYS = SHAPING_KEYS + EXECUTION_KEYS
+
+
+def setting(default: Any, help: str) -> Any:
+    """A dataclass field with a help text.
+
+    The help lives in the field's metadata under ``"help"``, where the config docs generator
+    (``rlhf.config``) and the service's command line (``rewards.service.command``) read it.
+    """
+    return dataclasses.field(default=default, metadata={"help": " ".join(help.split())})
+
+
+def cost_trusted(measure: str) -> bool:
+    """Whether costs in ``measure`` come from outside the candidate (see TRUSTED_COST_MEASURES)."""
+    return measure in TRUSTED_COST_MEASURES
+
+
+class SettingError(ValueError):
+    """A reward setting with a bad value; ``key`` names it and ``problem`` says what it must be."""
+
+    def __init__(self, key: str, problem: str, value: Any) -> None:
+        super().__init__(f"reward setting `{key}` {problem}, got {value!r}")
+        self.key = key
+        self.problem = problem
 
 
 @dataclass(frozen=True)
 class RewardSettings:
-    """Reward options (see docs/rewards.md for the formulas).
+    """How completions are scored (docs/rewards.md has the formulas).
 
-    correctness: ``binary`` (1 when every test passes, else 0) or ``fraction`` (tests passed / total).
-    efficiency_weight: weight of the efficiency score; 0 trains for correctness only.
-    efficiency_mode: baseline a correct completion's cost is compared with: ``reference`` (the task's
-        reference solution), ``group`` (the median cost of the correct completions of the same prompt),
-        ``both`` (the mean of the scores that are available) or ``none``.
-    speedup_clip: speedups are log-scaled and clipped to [1/speedup_clip, speedup_clip]; must be > 1.
-    cost_measure: ``cpu`` (CPU seconds, the default), ``instructions`` (hardware counters) or
-        ``python_events`` (deterministic count of executed Python lines).
-    repeats: measurements per completion (and per reference); the median counts.
-    timeout_penalty / syntax_error_penalty / missing_entry_point_penalty: added (<= 0) on that failure.
-    format_weight: weight of the format score (a code fence was found, the entry point is defined).
-    workers: sandbox processes (None: one per CPU core).
-    timeout_s: wall-clock limit of one completion's run over all its tests.
-    memory_mb: memory limit of one sandboxed run.
-    service_url: score through a running reward service instead of local sandbox workers.
+    The reward of a completion is its correctness plus `efficiency_weight` times its efficiency score
+    (counted only when all tests pass) plus `format_weight` times its format score plus any penalty.
     """
 
-    correctness: Literal["binary", "fraction"] = "binary"
-    efficiency_weight: float = 0.5
-    efficiency_mode: Literal["reference", "group", "both", "none"] = "reference"
-    speedup_clip: float = 4.0
-    cost_measure: Literal["cpu", "instructions", "python_events"] = "cpu"
-    repeats: int = 1
-    timeout_penalty: float = -0.5
-    syntax_error_penalty: float = -1.0
-    missing_entry_point_penalty: float = -1.0
-    format_weight: float = 0.0
-    workers: int | None = None
-    timeout_s: float = 5.0
-    memory_mb: int = 1024
-    service_url: str | None = None
+    correctness: Literal["binary", "fraction"] = setting(
+        "binary", "`binary`: 1 when every test passes, else 0. `fraction`: the fraction of tests passed."
+    )
+    efficiency_weight: float = setting(
+        0.5,
+        "Weight of the efficiency score in the reward; 0 trains for correctness only. Below 1 a correct "
+        "but slow answer still earns `1 - efficiency_weight` (docs/rewards.md, the copy trap).",
+    )
+    efficiency_mode: Literal["reference", "group", "both", "none"] = setting(
+        "reference",
+        "Baseline a completion's cost is compared with: `reference` (the task's reference solution), "
+        "`group` (the median correct completion of the same prompt), `both` (their mean score), `none`.",
+    )
+    speedup_clip: float = setting(
+        4.0,
+        "Largest speedup over the baseline that earns more reward; speedups are log-scaled, so 2x over "
+        "1x earns as much as 4x over 2x. Must be > 1.",
+    )
+    cost_measure: Literal["cpu", "instructions", "python_events"] = setting(
+        "cpu",
+        "What a run costs: `cpu` (CPU seconds of the candidate's own work, read from the kernel outside "
+        "the candidate; noisy, raise `repeats`), `instructions` (hardware instructions retired, read by "
+        "the monitor; needs perf counters), `python_events` (Python line events; deterministic but NOT "
+        "TRUSTED: counted inside the candidate's process, which can switch the counter off or hide work "
+        "in threads, so a policy can fake speedups; results say `cost_trusted: false`).",
+    )
+    repeats: int = setting(1, "Measurements per completion (and per reference); the median counts.")
+    timeout_penalty: float = setting(-0.5, "Added to the reward when the completion times out (<= 0).")
+    syntax_error_penalty: float = setting(
+        -1.0, "Added to the reward when the completion does not parse (<= 0)."
+    )
+    missing_entry_point_penalty: float = setting(
+        -1.0, "Added to the reward when the completion does not define the function the tests call (<= 0)."
+    )
+    format_weight: float = setting(
+        0.0,
+        "Weight of the format score (the code came from a code fence and defines the entry point); "
+        "0 disables it.",
+    )
+    workers: int | None = setting(None, "Sandbox processes scoring in parallel; null uses one per CPU core.")
+    timeout_s: float = setting(5.0, "Wall-clock limit for running one completion against all of its tests.")
+    memory_mb: int = setting(1024, "Memory limit of one sandboxed run, in MiB.")
+    allow_script_tests: bool = setting(
+        False,
+        "Score tasks whose only tests are an assertion script (trust level `script`). Such a script "
+        "runs inside the candidate's own process, so a candidate can forge a pass; off, scoring such a "
+        "task is an error. Turn on only for code you trust (docs/sandbox.md, trust levels).",
+    )
+    service_url: str | None = setting(
+        None,
+        "Score through a running reward service (`effirl reward serve`) at this URL instead of local "
+        "sandbox workers, e.g. `http://10.0.0.5:8000`. Every request carries these settings; the "
+        "service refuses those it cannot honour.",
+    )
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`SettingError` naming the first key whose value is out of range or mistyped."""
         _one_of("correctness", self.correctness, CORRECTNESS_MODES)
         _one_of("efficiency_mode", self.efficiency_mode, EFFICIENCY_MODES)
         _one_of("cost_measure", self.cost_measure, COST_MEASURES)
@@ -87,32 +163,33 @@ class RewardSettings:
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"reward setting `{name}` must be a finite number, got {value!r}")
+                raise SettingError(name, "must be a finite number", value)
         for name in ("efficiency_weight", "format_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"reward setting `{name}` must be >= 0, got {getattr(self, name)}")
+                raise SettingError(name, "must be >= 0", getattr(self, name))
         if not self.speedup_clip > 1:
-            raise ValueError(f"reward setting `speedup_clip` must be > 1, got {self.speedup_clip}")
+            raise SettingError("speedup_clip", "must be > 1", self.speedup_clip)
         for name in ("timeout_penalty", "syntax_error_penalty", "missing_entry_point_penalty"):
             if getattr(self, name) > 0:
-                raise ValueError(
-                    f"reward setting `{name}` must be <= 0 (it is added on failure), "
-                    f"got {getattr(self, name)}"
+                raise SettingError(
+                    name, "must be <= 0 (a penalty is added to the reward)", getattr(self, name)
                 )
         for name in ("repeats", "memory_mb"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"reward setting `{name}` must be an integer >= 1, got {value!r}")
-        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
-            raise ValueError(
-                f"reward setting `workers` must be an integer >= 1 or None, got {self.workers!r}"
-            )
+                raise SettingError(name, "must be an integer >= 1", value)
+        if not isinstance(self.allow_script_tests, bool):
+            raise SettingError("allow_script_tests", "must be true or false", self.allow_script_tests)
+        if self.workers is not None and (
+            isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1
+        ):
+            raise SettingError("workers", "must be an integer >= 1 or null", self.workers)
         if self.timeout_s <= 0:
-            raise ValueError(f"reward setting `timeout_s` must be > 0, got {self.timeout_s}")
-        if self.service_url is not None and not re.match(r"https?://\S+$", self.service_url):
-            raise ValueError(
-                f"reward setting `service_url` must be an http:// or https:// URL, got {self.service_url!r}"
-            )
+            raise SettingError("timeout_s", "must be > 0", self.timeout_s)
+        if self.service_url is not None and (
+            not isinstance(self.service_url, str) or not re.match(r"https?://\S+$", self.service_url)
+        ):
+            raise SettingError("service_url", "must be an http:// or https:// URL", self.service_url)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RewardSettings:
@@ -132,6 +209,15 @@ class RewardSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def scoring_dict(self) -> dict[str, Any]:
+        """The keys that decide a reward (``SCORING_KEYS``): what a client sends a reward service."""
+        return {key: getattr(self, key) for key in SCORING_KEYS}
+
+    @property
+    def cost_trusted(self) -> bool:
+        """Whether ``cost_measure`` is read from outside the candidate (False for python_events)."""
+        return cost_trusted(self.cost_measure)
 
     @property
     def uses_reference(self) -> bool:
@@ -156,7 +242,7 @@ class RewardSettings:
 
 def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"reward setting `{name}` must be one of {', '.join(choices)}; got {value!r}")
+        raise SettingError(name, f"must be one of {', '.join(choices)}", value)
 
 
 def _did_you_mean(key: str, known: set[str]) -> str:

@@ -22,10 +22,10 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
-from rewards.settings import RewardSettings
+from rewards.settings import RewardSettings, cost_trusted
 from rewards.tasks import Task
 from sandbox.types import Cost, ExecutionResult, Status
 
@@ -58,6 +58,7 @@ class Evidence:
     speedup: ``reference_cost / cost`` (floored costs), None unless both exist and the sample passed.
     group_cost / group_speedup: the median cost of the correct samples of the group and
         ``group_cost / cost``; None with fewer than two correct samples.
+    cost_measure: the unit of the costs (``rewards.settings.COST_MEASURES``).
     error_kind / error: the sandbox's machine-readable kind and message of what went wrong.
     """
 
@@ -75,6 +76,14 @@ class Evidence:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def cost_trusted(self) -> bool:
+        """Whether the costs were read from outside the candidate (False for ``python_events``)."""
+        return cost_trusted(self.cost_measure)
+
+
+EVIDENCE_FIELDS = frozenset(f.name for f in fields(Evidence))
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,8 @@ class Reward:
             efficiency=float(parts["efficiency"]),
             format=float(parts["format"]),
             penalty=float(parts["penalty"]),
-            evidence=Evidence(**data["evidence"]),
+            # Fields a newer service adds are left out, so that older clients keep reading its answers.
+            evidence=Evidence(**{k: v for k, v in data["evidence"].items() if k in EVIDENCE_FIELDS}),
         )
 
 

@@ -52,5 +52,16 @@ class Task:
             raise ValueError(f"task {self.id!r}: function perf_tests need an entry_point to call")
 
     @property
+    def trust_level(self) -> str:
+        """How a verdict on this task is reached, strongest first: ``function`` (return values compared
+        on the host), ``program`` (stdout compared on the host), ``script`` (an assertion script run in
+        the candidate's own process, which the candidate can subvert) or ``none`` (no tests)."""
+        if self.function_tests:
+            return "function"
+        if self.program_tests:
+            return "program"
+        return "script" if self.test_script else "none"
+
+    @property
     def reference(self) -> str | None:
         return self.references[0] if self.references else None

@@ -6,7 +6,9 @@ Layout of ``<output_dir>/checkpoints/step-N/``::
     adapter/adapter_model.safetensors  (loadable with PeftModel.from_pretrained, used by export)
     critic.safetensors                 PPO only: the critic adapter and value head
     optimizer.pt, scheduler.pt         learner state
-    rng.pt                             python, numpy and torch (and CUDA) generator states
+    rng.pt                             python, numpy and torch (and CUDA) generator states, of this
+                                       process and (``workers``) of each Ray policy actor
+    pending_rollouts.pt                async rollout only: the samples generated ahead for the next step
     trainer_state.json                 step, data position, base model identity, final metrics
 
 A checkpoint is written into a temporary sibling directory and renamed into place, so a crash never
@@ -21,6 +23,7 @@ import random
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rewards.tasks import Task
+from rlhf.types import Rollouts
+
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 REQUIRED_FILES = ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "trainer_state.json")
+PENDING_FILE = "pending_rollouts.pt"
+_ROLLOUT_TENSORS = (
+    "group_ids", "prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "behaviour_logprobs",
+    "truncated",
+)  # fmt: skip
 
 
 class CheckpointError(RuntimeError):
@@ -61,6 +72,7 @@ class Checkpoint:
     scheduler: dict[str, Any] | None
     critic: dict[str, torch.Tensor] | None
     rng: dict[str, Any] | None
+    pending_rollouts: dict[str, Any] | None = None
 
 
 def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
@@ -76,11 +88,15 @@ def save_checkpoint(
     optimizer: dict[str, Any] | None = None,
     scheduler: dict[str, Any] | None = None,
     critic: dict[str, torch.Tensor] | None = None,
+    worker_rng: list[dict[str, Any]] | None = None,
+    pending_rollouts: Rollouts | None = None,
     keep: int | None = None,
     protect: tuple[int, ...] = (),
 ) -> Path:
     """Write ``checkpoints/step-<state.step>`` atomically; prune to the newest ``keep`` afterwards.
 
+    ``worker_rng``: the generator states of the placement's actors (``Placement.rng_states``).
+    ``pending_rollouts``: a rollout generated ahead for the next step (``Controller.pending_rollouts``).
     Steps in ``protect`` (e.g. the final step) are never pruned.
     """
     root = Path(output_dir) / CHECKPOINTS
@@ -99,7 +115,12 @@ def save_checkpoint(
             torch.save(optimizer, staging / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler, staging / "scheduler.pt")
-        torch.save(capture_rng(), staging / "rng.pt")
+        rng = capture_rng()
+        if worker_rng:
+            rng["workers"] = worker_rng
+        torch.save(rng, staging / "rng.pt")
+        if pending_rollouts is not None:
+            torch.save(rollouts_state(pending_rollouts), staging / PENDING_FILE)
         (staging / "trainer_state.json").write_text(json.dumps(state.__dict__, indent=2, default=str))
         _fsync_tree(staging)
         if final.exists():
@@ -142,6 +163,34 @@ def load_checkpoint(path: str | Path, *, expected_base_model: str | None = None)
         scheduler=optional("scheduler.pt"),
         critic=load_file(str(critic_file)) if critic_file.is_file() else None,
         rng=optional("rng.pt"),
+        pending_rollouts=optional(PENDING_FILE),
+    )
+
+
+def rollouts_state(rollouts: Rollouts) -> dict[str, Any]:
+    """A picklable record of ``rollouts``; tasks are kept as ids (see :func:`rollouts_from_state`)."""
+    state: dict[str, Any] = {name: getattr(rollouts, name).detach().cpu() for name in _ROLLOUT_TENSORS}
+    state.update(
+        task_ids=[t.id for t in rollouts.tasks], texts=list(rollouts.texts), metrics=rollouts.metrics
+    )
+    return state
+
+
+def rollouts_from_state(state: dict[str, Any], tasks: Sequence[Task]) -> Rollouts:
+    """The Rollouts of :func:`rollouts_state`, their tasks looked up by id among ``tasks``."""
+    by_id = {task.id: task for task in tasks}
+    missing = [i for i in state["task_ids"] if i not in by_id]
+    if missing:
+        raise CheckpointError(
+            f"the checkpoint's pending rollouts answer tasks this run does not have ({missing[:3]}); "
+            "resume with the same data"
+        )
+    tensors = {name: state[name] for name in _ROLLOUT_TENSORS}
+    return Rollouts(
+        tasks=[by_id[i] for i in state["task_ids"]],
+        texts=list(state["texts"]),
+        metrics=state["metrics"],
+        **tensors,
     )
 
 

@@ -5,13 +5,15 @@
     effirl eval --benchmark B --out DIR [--model M] [--adapter|--checkpoint|--run ...]
                                                        pass@k, eff@k and speedups; reports and plots
     effirl export CHECKPOINT --out DIR [--merge]       write an adapter or a merged model
-    effirl reward serve [--host] [--port] ...          the HTTP reward service
+    effirl reward serve [--host] [--port] ...          the HTTP reward service (its flags: --help)
     effirl data perf-inputs DATASET [--tasks ...]      build and print a dataset's perf inputs
     effirl config show [RECIPE] [key=value ...]        print the resolved config
     effirl config docs [--out FILE]                    print the configuration reference
 
 Commands other than ``config`` live in their own modules and are imported only when run (see
 ``ENTRY_POINTS``), so ``effirl config`` stays fast and works without the training stack.
+``effirl reward serve`` hands its arguments to the reward service's own command line
+(``rewards.service.command``, also ``python -m rewards.service``), which defines its flags.
 Exit codes: 0 success, 1 failure, 2 a usage or configuration error (reported on one line).
 """
 
@@ -21,7 +23,6 @@ import argparse
 import importlib
 import importlib.metadata
 import importlib.util
-import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -69,11 +70,11 @@ ENTRY_POINTS: dict[str, EntryPoint] = {
         "write_recipes: str | None, floor_ms: float | None, workers: int | None) -> int",
     ),
     "reward serve": EntryPoint(
-        "rewards.service",
-        "serve",
-        "serve(*, host: str, port: int, workers: int | None, token: str | None) -> int | None",
+        "rewards.service.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
     ),
 }
+# Commands whose arguments are parsed by their own module's parser (one definition of the flags).
+DELEGATED = ("reward serve",)
 
 
 class CommandUnavailable(RuntimeError):
@@ -105,6 +106,11 @@ def resolve_entry_point(command: str) -> Callable[..., Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for command in DELEGATED:
+        words = command.split()
+        if argv[: len(words)] == words:
+            return _run_delegated(command, argv[len(words) :])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
@@ -207,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME|PATH",
         help="humanevalplus, mbppplus, humaneval, synthetic, synthetic_optimise, or a task file",
     )
-    data.add_argument("--split", help="dataset split (default: the dataset's; heldout for synthetic)")
+    data.add_argument(
+        "--split",
+        help="dataset split, or several comma-separated (default: the dataset's; heldout for synthetic; "
+        "heldout,heldout_families for both held-out splits)",
+    )
     data.add_argument("--limit", type=int, metavar="N", help="evaluate the first N tasks only")
     data.add_argument("--n-samples", type=int, default=1, metavar="K", help="samples per task (default: 1)")
     data.add_argument(
@@ -260,13 +270,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", required=True, help="folder for results.json, report.md, plots"
     )
     measure.add_argument(
-        "--compare", metavar="RESULT_DIR", help="an earlier `effirl eval` --out to compare with"
+        "--compare",
+        metavar="RESULT_DIR",
+        help="an earlier `effirl eval` --out to compare with: the solutions of tasks both solve are "
+        "measured again side by side, interleaved on one sandbox worker",
     )
     measure.add_argument(
         "--tolerance",
         type=float,
         default=0.05,
         help="relative speed difference that still counts as equal in --compare (default: 0.05)",
+    )
+    measure.add_argument(
+        "--rescore",
+        metavar="RESULT_DIR",
+        help="score the completions of an earlier `effirl eval` --out again instead of generating (no "
+        "model is loaded): generate where the GPU is, measure costs where the machine is quiet",
+    )
+    measure.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="write the completions without running them (score them later with --rescore)",
+    )
+    measure.add_argument(
+        "--compare-rounds",
+        type=int,
+        default=10,
+        help="interleaved runs of each side in --compare with a noisy cost (cpu, instructions); a "
+        "difference also needs a sign test at 5%% over them (default: 10)",
     )
     evaluate.set_defaults(run=_run_eval)
 
@@ -303,26 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "reward", "the reward service", "Serve rewards over HTTP for other processes or machines."
     )
     reward_commands = reward.add_subparsers(title="commands", metavar="COMMAND")
-    serve = _command(
+    _command(
         reward_commands,
         "serve",
         "serve rewards over HTTP",
         "Score completions over HTTP with local sandbox workers; training runs use it through "
-        "reward.service_url. Bind to a non-local host only behind --token.",
-        "effirl reward serve --port 8080 --workers 8\n"
-        "  EFFIRL_REWARD_TOKEN=secret effirl reward serve --host 0.0.0.0",
+        "reward.service_url. Every ServiceConfig and RewardSettings field is a flag: run "
+        "`effirl reward serve --help` (the same command as `python -m rewards.service`).",
+        "effirl reward serve --port 8080 --workers 8",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
-    serve.add_argument(
-        "--workers", type=int, default=None, help="sandbox worker processes (default: one per CPU core)"
-    )
-    serve.add_argument(
-        "--token",
-        default=os.environ.get("EFFIRL_REWARD_TOKEN"),
-        help="require this bearer token on every request (default: $EFFIRL_REWARD_TOKEN, else none)",
-    )
-    serve.set_defaults(run=_run_reward_serve)
 
     data = _command(commands, "data", "inspect datasets", "Build and inspect what datasets carry.")
     data_commands = data.add_subparsers(title="commands", metavar="COMMAND")
@@ -363,6 +383,32 @@ def build_parser() -> argparse.ArgumentParser:
         "effirl sandbox check",
     )
     check.set_defaults(run=_run_sandbox_check)
+    audit = _command(
+        sandbox_commands,
+        "audit",
+        "run the known attacks and say which are contained",
+        "Run the adversarial programs of every attack class (forged passes, costs and verdict kinds, "
+        "malformed records, escapes, ...) against a sandbox on this machine, or with --url against a "
+        "reward service, and report per attack: contained, NOT CONTAINED, weak by design, untrusted "
+        "measure, inconclusive or not applicable. Exit status 0 when nothing is NOT CONTAINED or "
+        "inconclusive, 1 otherwise, 2 for a usage error.",
+        "effirl sandbox audit\n"
+        "  effirl sandbox audit --isolation namespaces --scope run --only memory --only repeats\n"
+        "  effirl sandbox audit --url http://HOST:8080 --token $EFFIRL_REWARD_TOKEN --json audit.json",
+    )
+    audit.add_argument("--url", help="audit the reward service at this URL instead of a local sandbox")
+    audit.add_argument("--token", help="the service's bearer token (default: $EFFIRL_REWARD_TOKEN)")
+    audit.add_argument(
+        "--isolation",
+        choices=("namespaces", "bwrap", "process"),
+        help="local isolation level to audit (default: namespaces; 'process' is the weak opt-in level)",
+    )
+    audit.add_argument("--scope", choices=("worker", "run"), help="namespace scope (default: worker)")
+    audit.add_argument("--json", metavar="FILE", help="also write the findings as JSON to FILE")
+    audit.add_argument(
+        "--only", metavar="CLASS", action="append", help="run only this attack class (repeatable)"
+    )
+    audit.set_defaults(run=_run_sandbox_audit)
 
     config = _command(
         commands, "config", "show resolved configs and the config reference", "Inspect configurations."
@@ -463,6 +509,9 @@ EVAL_OPTIONS = (
     "device",
     "compare",
     "tolerance",
+    "compare_rounds",
+    "rescore",
+    "generate_only",
 )
 
 
@@ -480,11 +529,18 @@ def _run_export(args: argparse.Namespace) -> int:
     )
 
 
-def _run_reward_serve(args: argparse.Namespace) -> int:
-    if args.workers is not None and args.workers < 1:
-        args.command_parser.error(f"--workers must be at least 1, got {args.workers}")
-    serve = resolve_entry_point("reward serve")
-    return _exit_code(serve(host=args.host, port=args.port, workers=args.workers, token=args.token))
+def _run_delegated(command: str, argv: list[str]) -> int:
+    """Run a command whose own module parses ``argv`` (see DELEGATED)."""
+    try:
+        run = resolve_entry_point(command)
+    except CommandUnavailable as exc:
+        print(f"effirl: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        return _exit_code(run(argv, prog=f"effirl {command}"))
+    except KeyboardInterrupt:
+        print("effirl: interrupted", file=sys.stderr)
+        return 130
 
 
 def _run_data_perf_inputs(args: argparse.Namespace) -> int:
@@ -517,6 +573,40 @@ def _run_sandbox_check(args: argparse.Namespace) -> int:
         mark = "ok  " if report.available else "NO  "
         print(f"{mark}{report.name.ljust(width)}  {report.detail}")
     return EXIT_OK if reports[0].available else EXIT_FAILURE
+
+
+def _run_sandbox_audit(args: argparse.Namespace) -> int:
+    import os
+
+    from sandbox.audit import render, write_json
+
+    if args.url and (args.isolation or args.scope):
+        args.command_parser.error("--isolation and --scope choose a local sandbox; leave them out with --url")
+    if args.scope and (args.isolation or "namespaces") != "namespaces":
+        args.command_parser.error("--scope applies to --isolation namespaces only")
+    try:
+        if args.url:
+            from rewards.audit import audit_service
+
+            token = args.token if args.token is not None else os.environ.get("EFFIRL_REWARD_TOKEN")
+            report = audit_service(args.url, token=token, classes=args.only, progress=True)
+        else:
+            from sandbox.local_audit import audit_local
+            from sandbox.worker import SandboxUnavailable
+
+            try:
+                report = audit_local(
+                    args.isolation or "namespaces", args.scope or "worker", classes=args.only, progress=True
+                )
+            except SandboxUnavailable as exc:
+                raise ValueError(f"{exc} (`effirl sandbox check` shows what this machine allows)") from None
+    except ValueError as exc:  # an unknown class, an unreachable service, a refused token
+        print(f"effirl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    print(render(report))
+    if args.json:
+        write_json(report, args.json)
+    return report.exit_code
 
 
 def _run_config_show(args: argparse.Namespace) -> int:

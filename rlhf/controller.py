@@ -6,7 +6,8 @@
 
 With ``placement.async_rollout`` the rollout of step t+1 is started before step t trains, so
 generation and learning overlap; those rollouts come from the policy one update behind, which the
-importance ratio (old log-probs = the behaviour log-probs) corrects for.
+importance ratio (old log-probs = the behaviour log-probs) corrects for. A checkpoint written while
+one is in flight keeps it, so a resumed run trains on the same samples.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rlhf.config import ExperimentConfig
 from rlhf.policy import evaluation_sampling
 from rlhf.reward_stage import RewardStage
 from rlhf.task_sampler import TaskSampler
+from rlhf.types import Rollouts
 
 
 class Controller:
@@ -33,8 +35,8 @@ class Controller:
         self.rewards = rewards
         self.sampler = sampler
         self.asynchronous = config.placement.async_rollout
-        self._pending: Any = None
-        self._pending_position: dict[str, Any] | None = None
+        self._pending: Any = None  # the handle of a rollout in flight (async)
+        self._ready: Rollouts | None = None  # a finished rollout not trained on yet (async, or resumed)
         self.steps_done = 0
 
     def step(self, *, last: bool = False) -> dict[str, float]:
@@ -42,14 +44,13 @@ class Controller:
         config = self.config
         started = time.perf_counter()
         sync_before = None
-        if self.asynchronous and self._pending is not None:
-            rollouts = self.placement.finish_generate(self._pending)
-            self._pending = self._pending_position = None
+        if self._pending is not None or self._ready is not None:
+            rollouts = self.pending_rollouts()
+            self._ready = None
             sync_before = self.placement.sync()  # rollout workers are idle now: give them the newest policy
         else:
             rollouts = self.placement.generate(self.sampler.next_batch())
         if self.asynchronous and not last:
-            self._pending_position = self.sampler.state_dict()
             self._pending = self.placement.start_generate(self.sampler.next_batch())
         time_generate = time.perf_counter() - started
 
@@ -96,8 +97,23 @@ class Controller:
         return metrics
 
     def data_position(self) -> dict[str, Any]:
-        """Where the data stands for a checkpoint: a pending (async) rollout is redone on resume."""
-        return self._pending_position if self._pending_position is not None else self.sampler.state_dict()
+        """Where the data stands for a checkpoint: after the tasks of :meth:`pending_rollouts`."""
+        return self.sampler.state_dict()
+
+    def pending_rollouts(self) -> Rollouts | None:
+        """The rollout generated ahead for the next step (async), waited for; None when there is none.
+
+        A checkpoint keeps it: regenerated on resume it would come from the newer policy (and the
+        rollout workers' generators), and the run would no longer be the one that was interrupted.
+        """
+        if self._pending is not None:
+            self._ready = self.placement.finish_generate(self._pending)
+            self._pending = None
+        return self._ready
+
+    def restore_pending(self, rollouts: Rollouts | None) -> None:
+        """Resume with the rollout a checkpoint kept (see :meth:`pending_rollouts`)."""
+        self._pending, self._ready = None, rollouts
 
     def evaluate(self, tasks: Sequence[Task]) -> dict[str, float]:
         """Pass rate, mean speedup and reward of the current policy on ``tasks`` (eval sampling)."""

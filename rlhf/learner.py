@@ -5,7 +5,9 @@ the accumulated gradient equals the gradient of the whole mini-batch's loss unde
 aggregation (token-mean weights by tokens, the sequence means by sequences). Each rollout batch is
 split into ``mini_batches`` optimiser steps and passed over ``ppo_epochs`` times. The learning-rate
 schedule advances once per RL step. With PPO the critic's LoRA adapter and value head learn from the
-same micro-batches with their own optimiser.
+same micro-batches with their own optimiser; the value loss is a token mean whatever
+``loss_aggregation`` says (it regresses every token's value on its return), so its micro-batch terms
+are weighted by tokens. Either way the update does not depend on how the batch is split.
 """
 
 from __future__ import annotations
@@ -148,7 +150,9 @@ class Learner:
         mask = batch.completion_mask[rows]
         lengths = (batch.prompt_mask[rows].sum(1) + mask.sum(1)).tolist() if rows else []
         total_tokens = float(mask.sum())
-        total_rows = float(len(rows))
+        # The sequence means leave rows without a completion token out (aggregate_loss), so count as
+        # they do: rows that have one.
+        total_rows = float((mask.sum(1) > 0).sum()) if rows else 0.0
         self.optimizer.zero_grad(set_to_none=True)
         if self.critic_optimizer is not None:
             self.critic_optimizer.zero_grad(set_to_none=True)
@@ -166,16 +170,20 @@ class Learner:
         for micro in packed:
             index = torch.tensor([rows[i] for i in micro])
             part = _select(batch, index, self.device)
-            weight = (
-                float(part["completion_mask"].sum()) / max(total_tokens, 1.0)
-                if algorithm.loss_aggregation == "token-mean"
-                else len(micro) / total_rows
-            )
+            micro_mask = part["completion_mask"]
+            token_weight = float(micro_mask.sum()) / max(total_tokens, 1.0)
+            row_weight = float((micro_mask.sum(1) > 0).sum()) / max(total_rows, 1.0)
+            weight = token_weight if algorithm.loss_aggregation == "token-mean" else row_weight
             with self.autocast():
-                loss, micro_metrics = self._loss(part)
-            (loss * weight).backward()
+                loss, critic_loss, micro_metrics = self._loss(part)
+            total = loss * weight
+            if critic_loss is not None:
+                # A token mean, so weighted by tokens under every aggregation of the policy loss.
+                total = total + critic_loss * token_weight
+            total.backward()
             for key, value in micro_metrics.items():
-                metrics[key] = metrics.get(key, 0.0) + float(value) * weight
+                share = token_weight if key.startswith(("value/", "loss/value")) else weight
+                metrics[key] = metrics.get(key, 0.0) + float(value) * share
         if self.replicas > 1:
             _all_reduce_gradients(self.policy_parameters, self.group)
             if self.critic_parameters is not None:
@@ -201,7 +209,10 @@ class Learner:
         metrics["skipped_nonfinite_updates"] = 0.0 if finite else 1.0
         return metrics
 
-    def _loss(self, part: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(
+        self, part: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float]]:
+        """(policy loss under ``loss_aggregation``, the critic's token-mean value loss or None, metrics)."""
         options, algorithm = self.options, self.options.algorithm
         mask = part["completion_mask"]
         logprobs, entropy = completion_logprobs_and_entropy(
@@ -232,7 +243,8 @@ class Learner:
         mask_f = mask.float()
         metrics["entropy"] = float((entropy.detach() * mask_f).sum() / mask_f.sum().clamp(min=1))
         if algorithm.entropy_coef:
-            loss = loss - entropy_bonus(
+            # entropy_bonus is already the term to add (-coef * entropy): minimising it raises entropy.
+            loss = loss + entropy_bonus(
                 entropy, mask, algorithm.entropy_coef, aggregation=algorithm.loss_aggregation,
                 max_len=options.max_new_tokens,
             )  # fmt: skip
@@ -251,10 +263,10 @@ class Learner:
             v_loss, v_metrics = value_loss(
                 values, part["old_values"], part["returns"], mask, clip_range=algorithm.value_clip
             )
-            loss = loss + v_loss
             metrics["loss/value"] = float(v_loss.detach())
             metrics.update({f"value/{k}": float(v) for k, v in v_metrics.items()})
-        return loss, metrics
+            return loss, v_loss, metrics
+        return loss, None, metrics
 
 
 def _split(size: int, parts: int, *, exact: bool = False) -> Iterator[list[int]]:

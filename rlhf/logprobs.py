@@ -29,6 +29,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
+from rlhf.models import adapters_disabled
+
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that count real tokens only: 0 at the first unmasked token of each row."""
@@ -282,7 +284,7 @@ def reference_logprobs(
             f"reference_logprobs needs a PeftModel (the reference is the base with adapters off), got "
             f"{type(model).__name__}; for a plain model call completion_logprobs"
         )
-    with torch.no_grad(), model.disable_adapter():
+    with torch.no_grad(), adapters_disabled(model):
         return completion_logprobs(
             model,
             prompt_ids,

@@ -242,6 +242,24 @@ def use_adapter(model: PeftModel, adapter: str) -> Iterator[PeftModel]:
             param.requires_grad_(flag)
 
 
+@contextmanager
+def adapters_disabled(model: PeftModel) -> Iterator[PeftModel]:
+    """The base model inside the block (every adapter off); trainable flags as they were after.
+
+    peft's ``disable_adapter`` re-enables on exit by its "only the active adapter trains" rule, which
+    froze a PPO critic's adapter for the rest of the run after the first reference pass.
+    """
+    if not isinstance(model, PeftModel):
+        raise TypeError(f"expected a PeftModel (see apply_lora), got {type(model).__name__}")
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        with model.disable_adapter():
+            yield model
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
 def adapter_parameters(model: PeftModel, adapter: str = POLICY_ADAPTER) -> dict[str, torch.nn.Parameter]:
     """The LoRA parameters of one adapter, keyed as peft saves them (adapter name left out).
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,6 +82,13 @@ class InProcessPlacement:
 
     def load_training_state(self, **state: Any) -> None:
         self.worker.load_training_state(**state)
+
+    def rng_states(self) -> list[dict[str, Any]]:
+        """Generator states of the actors; none here (the checkpoint saves this process's own)."""
+        return []
+
+    def load_rng_states(self, states: list[dict[str, Any]]) -> None:
+        """Nothing to restore: a run resumed in another placement continues, though not bit for bit."""
 
     def close(self) -> None:
         pass
@@ -284,8 +292,29 @@ class RayPlacement:
         if self.mode == "split":
             self.sync()
 
+    def rng_states(self) -> list[dict[str, Any]]:
+        """Generator states of every policy actor (learners, then rollout workers): sampling in an
+        actor draws from its own process's generators, which a resumed run must continue."""
+        return self.ray.get([actor.call.remote("rng_state") for actor in self._actors()])
+
+    def load_rng_states(self, states: list[dict[str, Any]]) -> None:
+        actors = self._actors()
+        if len(states) != len(actors):
+            # Another layout (or a checkpoint of an in-process run) resumes, but not bit for bit.
+            warnings.warn(
+                f"the checkpoint holds the generators of {len(states)} policy actors, this placement has "
+                f"{len(actors)}: sampling will not continue exactly as the interrupted run would have",
+                stacklevel=2,
+            )
+            return
+        self.ray.get([a.call.remote("set_rng_state", s) for a, s in zip(actors, states)])
+
+    def _actors(self) -> list[Any]:
+        """Each policy actor once (colocated, the learner is the rollout worker)."""
+        return list({id(a): a for a in [*self.learners, *self.rollouts]}.values())
+
     def close(self) -> None:
-        for actor in {id(a): a for a in [*self.learners, *self.rollouts]}.values():
+        for actor in self._actors():
             self.ray.kill(actor)
 
 

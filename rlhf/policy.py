@@ -270,6 +270,17 @@ class PolicyWorker:
 
     # -------------------------------------------------------------------------------- checkpoints
 
+    def rng_state(self) -> dict[str, Any]:
+        """This process's generator states (sampling draws from them), for a checkpoint."""
+        from rlhf.checkpoint import capture_rng
+
+        return capture_rng()
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        from rlhf.checkpoint import restore_rng
+
+        restore_rng(state)
+
     def training_state(self) -> dict[str, Any]:
         """Optimiser, scheduler and critic state for a checkpoint."""
         if self.learner is None:

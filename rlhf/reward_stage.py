@@ -2,12 +2,12 @@
 
 Three backends with one interface: local sandbox workers in this process (default), a pool of Ray
 reward actors (``placement.mode`` colocated/split), or a running reward service
-(``reward.service_url``).
+(``reward.service_url``). All three score with the recipe's ``reward`` settings: the service gets them
+with every request and refuses what it cannot honour, so a backend never changes a reward.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,10 +24,8 @@ PART_NAMES = ("correctness", "efficiency", "format", "penalty")
 
 
 def reward_settings(config: ExperimentConfig) -> RewardSettings:
-    """The rewards layer's settings from the recipe's ``reward`` section (same key names)."""
-    values = dataclasses.asdict(config.reward)
-    known = {f.name for f in dataclasses.fields(RewardSettings)}
-    return RewardSettings.from_mapping({k: v for k, v in values.items() if k in known})
+    """The recipe's ``reward`` section (a RewardSettings subclass) as the rewards layer's own class."""
+    return RewardSettings.from_mapping(config.reward.to_dict())
 
 
 class RewardStage:
@@ -91,7 +89,7 @@ class RewardStage:
             by_source.setdefault(self._sources[task.id], []).append(index)
         rewards: list[Reward | None] = [None] * len(tasks)
         for (dataset, split), rows in by_source.items():
-            scorer = RemoteScorer(self._scorer, dataset, split=split)
+            scorer = RemoteScorer(self._scorer, dataset, split=split, settings=self.settings)
             scored = scorer.score(
                 [tasks[i] for i in rows], [answers[i] for i in rows], [group_ids[i] for i in rows]
             )

@@ -57,8 +57,11 @@ def sft(config: ExperimentConfig) -> int:
     from trl import SFTConfig, SFTTrainer
 
     from rewards.datasets import load_tasks
+    from rlhf.trainer import refuse_heldout_tasks
 
+    refuse_heldout_tasks((), config.data.dataset, config.data.split)
     tasks = load_tasks(config.data.dataset, split=config.data.split, limit=config.data.limit)
+    refuse_heldout_tasks(tasks)
     model, tokenizer = load_policy_model(config)
     examples = sft_examples(tasks, tokenizer, config.data.prompt_style)
     if not examples:

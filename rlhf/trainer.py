@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rewards.datasets import evaluation_split, load_tasks
+from rewards.datasets import check_training_tasks, evaluation_split, load_tasks
+from rewards.settings import UNTRUSTED_COST_WARNING
 from rewards.tasks import Task
 from rlhf.checkpoint import (
     CheckpointError,
@@ -16,9 +17,10 @@ from rlhf.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     restore_rng,
+    rollouts_from_state,
     save_checkpoint,
 )
-from rlhf.config import ExperimentConfig, config_to_dict, dump_config
+from rlhf.config import ConfigError, ExperimentConfig, config_to_dict, dump_config
 from rlhf.controller import Controller
 from rlhf.placement import make_placement
 from rlhf.policy import policy_tokenizer
@@ -39,11 +41,23 @@ def task_sources(config: ExperimentConfig) -> tuple[tuple[str, str | None], tupl
 
 
 def load_run_tasks(config: ExperimentConfig) -> tuple[list[Task], list[Task]]:
-    """Training tasks and evaluation tasks of a recipe."""
+    """Training tasks and evaluation tasks of a recipe (never tasks of a held-out split)."""
     (train_source, train_split), (eval_source, eval_split) = task_sources(config)
+    refuse_heldout_tasks((), train_source, train_split)
     train_tasks = load_tasks(train_source, split=train_split, limit=config.data.limit)
+    refuse_heldout_tasks(train_tasks)
     eval_tasks = load_tasks(eval_source, split=eval_split, limit=config.data.eval_limit)
     return train_tasks, eval_tasks
+
+
+def refuse_heldout_tasks(
+    tasks: list[Task] | tuple[()], source: str | None = None, split: str | None = None
+) -> None:
+    """ConfigError if training would see tasks of a split held out for evaluation."""
+    try:
+        check_training_tasks(tasks, source, split)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="data.split") from None
 
 
 def resolve_resume(config: ExperimentConfig) -> Path | None:
@@ -75,6 +89,8 @@ def train(config: ExperimentConfig) -> int:
     )
     placement = make_placement(config)
     rewards = RewardStage(config)
+    if not rewards.settings.cost_trusted:
+        _say(f"effirl: WARNING: reward.{UNTRUSTED_COST_WARNING}")
     for tasks, (source, split) in zip((train_tasks, eval_tasks), task_sources(config)):
         rewards.register_tasks(tasks, source, split)
     log = RunLog(
@@ -96,7 +112,11 @@ def train(config: ExperimentConfig) -> int:
                 critic=checkpoint.critic,
             )
             sampler.load_state_dict(checkpoint.state.data_position)
+            if checkpoint.pending_rollouts is not None:
+                controller.restore_pending(rollouts_from_state(checkpoint.pending_rollouts, train_tasks))
+            controller.steps_done = start_step  # the KL metric's cadence continues too
             if checkpoint.rng is not None:
+                placement.load_rng_states(checkpoint.rng.get("workers", []))
                 restore_rng(checkpoint.rng)
             _say(f"effirl: resumed from {checkpoint.path} at step {start_step}")
         if checkpoint is None and config.warm_start.sft_steps:
@@ -177,6 +197,7 @@ def _evaluate(
 def _save(
     config: ExperimentConfig, placement: Any, controller: Controller, step: int, metrics: dict, *, final: bool
 ) -> Path:
+    pending = controller.pending_rollouts()  # waited for first: the actors' generators move on with it
     training = placement.training_state()
     optimizer = training.get("optimizer")
     if "critic_optimizer" in training:
@@ -196,6 +217,8 @@ def _save(
         optimizer=optimizer,
         scheduler=training.get("scheduler"),
         critic=training.get("critic"),
+        worker_rng=placement.rng_states(),
+        pending_rollouts=pending,
         keep=config.keep_checkpoints,
         protect=(config.train.steps,),
     )

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from rewards.datasets import check_training_tasks
 from rewards.tasks import Task
 from rlhf.config import ExperimentConfig
 from rlhf.policy import is_on_policy
@@ -90,6 +91,7 @@ def run_warm_start(
 
     settings = config.warm_start
     pool = tasks[: settings.examples] if settings.examples else list(tasks)
+    check_training_tasks(pool)  # references of held-out tasks would leak them
     pairs = [
         (task, example)
         for task in pool

@@ -9,7 +9,10 @@ dict keys. We keep plain JSON wherever it is unambiguous and tag the rest with a
     complex    {"__complex__": [re, im]}                      {"__dict__": [[key, value], ...]}
 
 Integers beyond 64 bits travel as hex because CPython converts huge ints to decimal in quadratic time
-(and caps it at 4300 digits by default). Decoding never executes anything: no pickle, no eval.
+(and caps it at 4300 digits by default). Decoding never executes anything: no pickle, no eval, and it
+stays linear on hostile input: sets, frozensets and non-string dict keys whose members were chosen to
+collide in Python's hash (``n`` and ``n + k * (2**61 - 1)`` hash alike) are refused before a set or
+dict is built, since inserting colliding members one by one takes quadratic time.
 This module is imported inside the sandboxed child, so it uses the standard library only.
 """
 
@@ -25,6 +28,9 @@ TAGS = frozenset(
 )
 _INT64 = 1 << 63
 MAX_DEPTH = 200
+# Members of one set (or keys of one dict) allowed to share a hash value. Equal hashes are rare in real
+# outputs (-1 and -2 share one; so do 1, 1.0 and True, which are equal anyway); a few are harmless.
+MAX_SHARED_HASH = 8
 
 
 class EncodeError(ValueError):
@@ -107,9 +113,9 @@ def _decode_tag(tag: str, body: Any, depth: int) -> Any:
         if tag == "__tuple__":
             return tuple(from_jsonable(v, depth) for v in _expect(body, list, tag))
         if tag == "__set__":
-            return {from_jsonable(v, depth) for v in _expect(body, list, tag)}
+            return set(_hash_safe([from_jsonable(v, depth) for v in _expect(body, list, tag)], tag))
         if tag == "__frozenset__":
-            return frozenset(from_jsonable(v, depth) for v in _expect(body, list, tag))
+            return frozenset(_hash_safe([from_jsonable(v, depth) for v in _expect(body, list, tag)], tag))
         if tag == "__bytes__":
             return base64.b64decode(_expect(body, str, tag), validate=True)
         if tag == "__float__":
@@ -121,12 +127,28 @@ def _decode_tag(tag: str, body: Any, depth: int) -> Any:
         if tag == "__complex__":
             re_part, im_part = _expect(body, list, tag)
             return complex(from_jsonable(re_part, depth), from_jsonable(im_part, depth))
-        pairs = _expect(body, list, tag)
-        return {from_jsonable(k, depth): from_jsonable(v, depth) for k, v in pairs}
+        pairs = [(from_jsonable(k, depth), from_jsonable(v, depth)) for k, v in _expect(body, list, tag)]
+        _hash_safe([k for k, _ in pairs], tag)
+        return dict(pairs)
     except DecodeError:
         raise
     except (TypeError, ValueError) as exc:
         raise DecodeError(f"malformed {tag} value: {exc}") from None
+
+
+def _hash_safe(members: list[Any], tag: str) -> list[Any]:
+    """``members``, unless more than MAX_SHARED_HASH of them share a hash value (hash flooding)."""
+    counts: dict[int, int] = {}
+    for member in members:
+        key = hash(member)  # TypeError for an unhashable member: malformed, reported by the caller
+        count = counts.get(key, 0) + 1
+        if count > MAX_SHARED_HASH:
+            raise DecodeError(
+                f"{tag} has more than {MAX_SHARED_HASH} members with the same hash value; refusing to "
+                "build it (members chosen to collide make decoding quadratic)"
+            )
+        counts[key] = count
+    return members
 
 
 def _expect(body: Any, kind: type, tag: str) -> Any:

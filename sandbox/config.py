@@ -97,6 +97,8 @@ class SandboxConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"sandbox {name} must be >= 1, got {getattr(self, name)}")
+        if self.workers > 256:
+            raise ValueError(f"sandbox workers must be <= 256 (one block of uids), got {self.workers}")
         if self.timeout_s <= 0:
             raise ValueError(f"sandbox timeout_s must be > 0, got {self.timeout_s}")
 

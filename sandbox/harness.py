@@ -3,19 +3,20 @@
 It loads the candidate's code, calls the entry point on each test input, and writes one JSON record
 per line to the result channel (fd 3):
 
-    {"t": "start", "cpu": ns, "wall": ns, "rss": bytes}   written before any candidate code runs; the
+    {"t": "start"}                                        written before any candidate code runs; the
                                                           process then blocks until the monitor has
                                                           read its CPU clock
     {"t": "fatal", "kind": "syntax" | "missing_entry_point" | "exception" | "memory", "msg": str}
     {"t": "out", "i": k, "v": <tagged JSON>}              test k returned v
     {"t": "exc", "i": k, "kind": "exception" | "memory" | "unserialisable", "msg": str}
     {"t": "script", "ok": bool, "kind": ..., "msg": str}  assertion-script verdict
-    {"t": "done", "events": int | null}
+    {"t": "done", "events": int | null}                   then blocks until killed (a program exits)
 
 The candidate shares this process, so everything it can reach it can forge; the design makes that
 useless: expected values never enter this process (the trusted side compares), the start record is
-written before candidate code exists, and costs are read by the trusted side from the kernel.
-Standard library only.
+written before candidate code exists, every record is checked by the monitor for the phase of the
+run (sandbox.records), costs are read by the trusted side from the kernel, and a program's exit
+status is the one the kernel reports. Standard library only.
 """
 
 from __future__ import annotations
@@ -72,19 +73,14 @@ def run(job: dict[str, Any], max_record_bytes: int) -> None:
     if mode == "function":
         _run_function(channel, code, namespace, job["entry_point"], inputs)
     elif mode == "program":
-        _run_program(channel, code, namespace)
+        _finish_program(channel, _run_program(channel, code, namespace), counter)
     else:
         _run_script(channel, code, script, namespace, job.get("entry_point"))
     _finish(channel, counter)
 
 
 def _start_record() -> dict[str, Any]:
-    return {
-        "t": "start",
-        "cpu": time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID),
-        "wall": time.monotonic_ns(),
-        "rss": _resident_bytes(),
-    }
+    return {"t": "start"}
 
 
 def _run_function(channel: _Channel, code: Any, namespace: dict, entry_point: str, inputs: list) -> None:
@@ -116,20 +112,59 @@ def _run_function(channel: _Channel, code: Any, namespace: dict, entry_point: st
         channel.record({"t": "out", "i": index, "v": encoded})
 
 
-def _run_program(channel: _Channel, code: Any, namespace: dict) -> None:
+def _run_program(channel: _Channel, code: Any, namespace: dict) -> int:
+    """Run ``code`` as ``__main__``; the exit status Python itself would end with."""
     try:
         exec(code, namespace)
+        _join_threads()
     except SystemExit as exc:
-        if exc.code not in (None, 0):
-            channel.record({"t": "fatal", "kind": "exception", "msg": f"exit status {exc.code!r}"})
+        return _exit_status(exc.code)
     except MemoryError:
         channel.record({"t": "fatal", "kind": "memory", "msg": "MemoryError"})
-    except BaseException as exc:
-        channel.record({"t": "fatal", "kind": "exception", "msg": _describe(exc)})
+        return 1
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:  # a candidate may have replaced or closed stderr
+            pass
+        return 1
+    return 0
+
+
+def _exit_status(code: Any) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
     try:
-        sys.stdout.flush()
-    except (OSError, ValueError) as exc:
-        channel.record({"t": "fatal", "kind": "exception", "msg": f"could not flush stdout: {exc}"})
+        print(code, file=sys.stderr)
+    except BaseException:
+        pass
+    return 1
+
+
+def _join_threads() -> None:
+    # As the interpreter does at exit: a program's non-daemon threads finish its work.
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+
+
+def _finish_program(channel: _Channel, status: int, counter: _EventCounter | None) -> None:
+    """Report done, wait for the monitor's reading, then exit with ``status`` for the kernel to tell."""
+    events = counter.stop() if counter is not None else None
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    try:
+        channel.record({"t": "done", "events": events})
+        os.read(4, 1)
+    finally:
+        os._exit(status)
 
 
 def _run_script(channel: _Channel, code: Any, script: Any, namespace: dict, entry_point: str | None) -> None:
@@ -187,14 +222,6 @@ def _finish(channel: _Channel, counter: _EventCounter | None) -> None:
 def _describe(exc: BaseException) -> str:
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return text[:_MESSAGE_LIMIT]
-
-
-def _resident_bytes() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 class _Channel:

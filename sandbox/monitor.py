@@ -1,15 +1,21 @@
-"""One execution: a sealed candidate process and the trusted side that watches it.
+"""One execution: a sealed candidate process and the trusted monitor that watches it.
 
-A :class:`Box` forks the candidate ahead of time. The candidate seals itself (own session, only its
-five descriptors, no capabilities, seccomp, and in the per-run scope a fresh /proc) and waits for its
-job on fd 4. Whoever holds the Box is the *monitor*: the fork server itself when namespaces are
-per worker, or a per-run monitor process (:func:`serve_one`) that first makes fresh namespaces.
+A *monitor* is a short-lived process, one per execution, forked from the fork server's template
+(:mod:`sandbox.zygote`), a process that has never held a job's data. It makes the run's pid namespace
+(in the per-run scope all of the run's namespaces), then forks the candidate, which seals itself (own
+session, only its five descriptors, no capabilities, seccomp) and waits for its job on fd 4. Only then
+does the monitor receive the job. So the candidate's memory is a copy of a process that never saw
+another job's code, inputs or outputs.
 
-When the job comes, the monitor forwards it, feeds the job's stdin, reads the candidate's result
-records (fd 3), stdout and stderr with size caps, enforces the wall-clock deadline, and reads the
-candidate's CPU clock from the kernel at the two moments the candidate is blocked waiting for it:
-after its start record (before any candidate code ran) and after its done record. Then it kills the
-candidate and everything it started. The monitor never runs candidate code. Standard library only.
+The candidate is pid 1 of its own pid namespace and its monitor lives outside it: the candidate
+cannot signal, trace or read the monitor, and when it dies the kernel kills everything it started.
+
+When the job comes, the monitor forwards it, feeds stdin, reads the result records (fd 3; each one
+validated by :mod:`sandbox.records`), stdout and stderr with size caps, enforces the wall-clock
+deadline, and reads the candidate's CPU clock from the kernel at the two moments the candidate is
+blocked waiting for it: after its start record (before any candidate code ran) and after its done
+record. A program's end is its exit: the monitor reads the exit status and the CPU time from
+``wait4``. Then it kills the candidate. The monitor never runs candidate code. Standard library only.
 """
 
 from __future__ import annotations
@@ -18,16 +24,16 @@ import json
 import os
 import selectors
 import signal
-import struct
+import sys
 import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox import harness, namespaces, seccomp
+from sandbox import harness, namespaces, readings, records, seccomp
+from sandbox.frames import read_frame, write_frame
 
 _STDIO_CHUNK = 65536
-_HEADER = struct.Struct(">I")
 
 
 @dataclass(frozen=True)
@@ -41,29 +47,39 @@ class Settings:
     bwrap_command: tuple[str, ...] = ()  # isolation 'bwrap': the command that starts a boxed candidate
 
 
-def serve_one(settings: Settings, job_fd: int, report_fd: int) -> None:
-    """Body of a per-run monitor process: fresh namespaces, one Box, one job; ends in os._exit."""
+def serve_one(settings: Settings, job_fd: int, report_fd: int, proc_fd: int | None) -> None:
+    """Body of a monitor process: the run's namespaces, one Box, one job; ends in os._exit.
+
+    Writes the report as one frame on ``report_fd``, then tears the run down; the report pipe closes
+    when that is done. ``proc_fd`` is a /proc showing the worker's processes (None: the /proc mounted
+    here).
+    """
     box = None
     try:
         namespaces.die_with_parent()
-        if settings.level == "namespaces":
+        if settings.level == "namespaces" and settings.scope == "run":
+            namespaces.set_dumpable()  # the template is not dumpable; writing our uid map needs it
             namespaces.enter_run_box(settings.work_dir_bytes)
-        box = Box(settings, os.open("/proc", os.O_RDONLY | os.O_DIRECTORY))
-        job = _read_frame(job_fd)
+        elif settings.level == "namespaces":
+            # The candidate becomes pid 1 of its own pid namespace and gets a /tmp of its own: a fresh
+            # tmpfs in a mount namespace that dies with the run, so no trace of a run (not even how
+            # far /tmp's inode counter got) reaches the next one.
+            namespaces.unshare(namespaces.CLONE_NEWPID | namespaces.CLONE_NEWNS)
+            namespaces.mount_run_tmp(settings.work_dir_bytes)
+        if proc_fd is None:
+            proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+        box = Box(settings, proc_fd)
+        job = read_frame(job_fd)
         if job is None:
             os._exit(0)  # the server shut down
         report = box.run(job)
     except BaseException as exc:
         report = {"outcome": "sandbox_error", "msg": f"monitor failed: {_describe(exc)}"}
     try:
-        data = json.dumps(report, separators=(",", ":")).encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(report_fd, view) :]
-        os.close(report_fd)
-    finally:
+        write_frame(report_fd, json.dumps(report, separators=(",", ":")).encode())
         if box is not None:
             box.close()
+    finally:
         os._exit(0)
 
 
@@ -95,47 +111,59 @@ class Box:
         """Hand the job over and watch it; returns the report (the candidate is then stopped)."""
         job = json.loads(job_bytes)
         try:
-            _write_frame(self.job_w, job_bytes)
+            write_frame(self.job_w, job_bytes)
         except BrokenPipeError:
             return {"outcome": "sandbox_error", "msg": "the candidate process died before its job came"}
         return _watch(self, job)
 
-    def close(self) -> None:
-        """Kill the candidate (and all it started), reap it, close pipes, wipe the working directory."""
+    def reap(self) -> tuple[int, Any]:
+        """Kill the candidate and everything it started; its wait status and resource usage."""
         _kill(self.pid)
+        self.reaped = True
+        if self.launcher_pid is not None:
+            return os.waitpid(self.launcher_pid, 0)[1], None
+        _, status, usage = os.wait4(self.pid, 0)
+        return status, usage
+
+    def close(self) -> None:
+        """Stop everything of this execution; a working directory of its own is removed."""
         if not self.reaped:
             try:
-                os.waitpid(self.launcher_pid or self.pid, 0)
+                self.reap()
             except ChildProcessError:
                 pass
-            self.reaped = True
         for fd in (self.result_r, self.out_r, self.err_r, self.job_w, self.stdin_w):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        if self.settings.level != "bwrap":  # bubblewrap's /tmp vanishes with its namespaces
-            _wipe(self.work_dir, remove=self.work_dir != "/tmp")
+        # Under namespaces and bubblewrap /tmp is a tmpfs of the run's own mount namespace.
+        if self.work_dir != "/tmp":
+            _wipe(self.work_dir)
 
 
-def _wipe(path: str, *, remove: bool) -> None:
+def _wipe(path: str) -> None:
+    """Remove ``path`` and everything under it, whatever permissions the candidate left on it."""
     import shutil
+    import stat
 
-    if remove:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    try:
-        entries = list(os.scandir(path))
-    except OSError:
-        return
-    for entry in entries:
+    def unlock(function: Any, target: str, _exc: Any) -> None:
+        # A directory the candidate made unreadable or unwritable: its owner (us) may open it again.
+        for folder in (os.path.dirname(target), target):
+            try:
+                if stat.S_ISDIR(os.lstat(folder).st_mode):
+                    os.chmod(folder, 0o700)
+            except OSError:
+                pass
         try:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
+            if function in (os.open, os.scandir, os.listdir):
+                shutil.rmtree(target, ignore_errors=True)
             else:
-                os.unlink(entry.path)
+                function(target)
         except OSError:
             pass
+
+    shutil.rmtree(path, **{"onexc" if sys.version_info >= (3, 12) else "onerror": unlock})
 
 
 def _describe(exc: BaseException) -> str:
@@ -187,7 +215,7 @@ def boxed_main() -> None:
 def receive_and_run(baseline_vm_bytes: int, notes: list[str]) -> None:
     """Wait for the job on fd 4, apply its limits, run it; never returns."""
     try:
-        job_bytes = _read_frame(4)
+        job_bytes = read_frame(4)
         if job_bytes is None:
             os._exit(0)
         job = json.loads(job_bytes)
@@ -227,13 +255,111 @@ def _vm_size_bytes() -> int:
     return 0
 
 
+class _Run:
+    """What the monitor has learnt about the running candidate: its records and the kernel's readings."""
+
+    def __init__(self, box: Box, job: dict[str, Any], deadline: float) -> None:
+        self.box = box
+        self.mode = job["mode"]
+        self.deadline = deadline
+        self.counter = readings.HardwareCounter(box.pid) if job.get("instructions") else None
+        self.records: list[dict[str, Any]] = []
+        self.marks: dict[str, Any] = {}
+        self.started = False
+        self.done = False
+        self.released = False
+        self.values = 0
+        self.violation: str | None = None
+
+    def take(self, buffer: bytearray) -> None:
+        """Handle the complete records in ``buffer``; sets ``done`` or ``violation`` when one ends the run."""
+        while not (self.done and self.mode != "program") and self.violation is None:
+            newline = buffer.find(b"\n")
+            if newline < 0:
+                return
+            line = bytes(buffer[:newline])
+            del buffer[: newline + 1]
+            if self.done:
+                # A program's end is its exit, read from the kernel: records after a done record (the
+                # harness's own after a forged one) change nothing.
+                continue
+            self.values += records.value_count(line)
+            if self.values > records.MAX_VALUES_PER_RUN:
+                self.violation = f"more than {records.MAX_VALUES_PER_RUN:,} values on the result channel"
+                return
+            try:
+                record = records.parse(line, started=self.started, mode=self.mode)
+            except records.Violation as exc:
+                self.violation = str(exc)
+                return
+            self._on(record)
+
+    def _on(self, record: dict[str, Any]) -> None:
+        box, marks = self.box, self.marks
+        kind = record["t"]
+        if kind == "start":
+            readings.wait_until_blocked(box.pid, box.proc_fd, self.deadline)
+            marks["start_cpu"] = readings.cpu_clock_ns(box.pid)
+            marks["start_wall"] = time.monotonic_ns()
+            marks["start_rss"] = readings.resident_bytes(box.proc_fd, box.pid)
+            marks["start_instructions"] = self.counter.read() if self.counter is not None else None
+            self.started = True
+            self.records.append(record)
+            os.write(box.job_w, b"a")
+            return
+        self.records.append(record)
+        if kind != "done":
+            return
+        self.done = True
+        if not self.started:
+            return  # done before start: the code never compiled; nothing to measure or wait for
+        marks["end_wall"] = time.monotonic_ns()
+        readings.wait_until_blocked(box.pid, box.proc_fd, self.deadline)
+        marks["end_cpu"] = readings.cpu_clock_ns(box.pid)
+        marks["peak"] = readings.peak_resident_bytes(box.proc_fd, box.pid)
+        marks["end_instructions"] = self.counter.read() if self.counter is not None else None
+
+    def release_program(self, buffers: dict[int, bytearray], caps: dict[int, int]) -> None:
+        """After a program's done record: note how much it had written, then let it exit."""
+        outputs = (self.box.out_r, self.box.err_r)
+        for fd in outputs:
+            _drain(fd, buffers[fd], caps[fd])
+        self.marks["output_at_done"] = sum(len(buffers[fd]) for fd in outputs)
+        self.released = True
+        try:
+            os.write(self.box.job_w, b"a")  # its exit status is read from the kernel
+        except OSError:
+            pass
+
+    def measured(self, usage: Any) -> dict[str, Any]:
+        """The cost fields of the report; empty when the run did not get that far."""
+        marks = self.marks
+        if not self.started:
+            return {}
+        if self.mode == "program" and usage is not None and "exit_wall" in marks:
+            # A program's work ends when it exits: the kernel's total for the whole process, so that
+            # nothing it does after a forged done record escapes the count.
+            end_cpu, end_wall = readings.rusage_cpu_ns(usage), marks["exit_wall"]
+            peak = usage.ru_maxrss * 1024
+        elif "end_cpu" in marks:
+            end_cpu, end_wall, peak = marks["end_cpu"], marks["end_wall"], marks.get("peak") or 0
+        else:
+            return {}
+        cost = {
+            "cpu_ns": max(0, end_cpu - marks["start_cpu"]),
+            "wall_ns": max(0, end_wall - marks["start_wall"]),
+            "peak_memory_bytes": max(0, peak - marks["start_rss"]),
+        }
+        if marks.get("start_instructions") is not None and marks.get("end_instructions") is not None:
+            cost["instructions"] = marks["end_instructions"] - marks["start_instructions"]
+        return cost
+
+
 def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
-    """Follow the candidate until it is done, dies, overflows or runs out of time."""
+    """Follow the candidate until it is done, exits, overflows, misbehaves or runs out of time."""
     limits = job["limits"]
-    pid = box.pid
+    run = _Run(box, job, time.monotonic() + limits["wall_s"])
     stdin = memoryview((job.get("stdin") or "").encode())
-    counter = _HardwareCounter(pid) if job.get("instructions") else None
-    deadline = time.monotonic() + limits["wall_s"]
     caps = {
         box.out_r: limits["max_stdout_bytes"],
         box.err_r: limits["max_stderr_bytes"],
@@ -241,8 +367,6 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
     }
     buffers: dict[int, bytearray] = {fd: bytearray() for fd in caps}
     overflow: set[int] = set()
-    records: list[dict[str, Any]] = []
-    marks: dict[str, int | None] = {}
     selector = selectors.DefaultSelector()
     for fd in caps:
         os.set_blocking(fd, False)
@@ -251,104 +375,112 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
     # cannot deadlock against us.
     os.set_blocking(box.stdin_w, False)
     selector.register(box.stdin_w, selectors.EVENT_WRITE)
-    outcome = "exited"
-    while selector.get_map() and outcome == "exited":
-        timeout = deadline - time.monotonic()
+    exit_fd = _pidfd(box.pid)
+    if exit_fd is not None:
+        selector.register(exit_fd, selectors.EVENT_READ)
+    outcome = None
+    exited = False
+    while outcome is None:
+        timeout = run.deadline - time.monotonic()
         if timeout <= 0:
             outcome = "timeout"
             break
-        for key, _ in selector.select(timeout):
+        for key, _ in selector.select(min(timeout, 0.005) if exit_fd is None else timeout):
             fd = key.fd
             if fd == box.stdin_w:
                 stdin = _feed(selector, fd, stdin)
-                continue
-            try:
-                chunk = os.read(fd, _STDIO_CHUNK)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                selector.unregister(fd)
-                continue
-            room = caps[fd] - len(buffers[fd])
-            buffers[fd] += chunk[:room]
-            if len(chunk) > room:
+            elif fd == exit_fd:
+                exited = True
+            elif _read_into(selector, fd, buffers[fd], caps[fd]):
                 overflow.add(fd)
-                selector.unregister(fd)
-                os.close(fd)  # the candidate's next write fails with a broken pipe
                 if fd == box.result_r:
                     outcome = "output_limit"
-                continue
-            if fd == box.result_r and _on_records(box, buffers[fd], records, marks, counter, deadline):
-                outcome = "done"
-                break
-    status = None
+            elif fd == box.result_r:
+                run.take(buffers[fd])
+        if run.done and run.mode == "program" and run.started and not run.released:
+            run.release_program(buffers, caps)
+        if exit_fd is None and not exited:
+            exited = _has_exited(box)
+        if exited:
+            run.marks.setdefault("exit_wall", time.monotonic_ns())
+            # Collect what it wrote before it died, then judge that.
+            if box.result_r not in overflow:
+                _drain(box.result_r, buffers[box.result_r], caps[box.result_r])
+                run.take(buffers[box.result_r])
+            outcome = outcome or "exited"
+        if run.violation is not None:
+            outcome = "violation"
+        elif run.done and (run.mode != "program" or not run.started) and outcome is None:
+            outcome = "done"  # a program that never started (it did not compile) ends here too
+        elif exit_fd is None and outcome is None and not any(fd in selector.get_map() for fd in caps):
+            outcome = "exited"  # no exit notification here; every pipe closed: it is gone or going
+    selector.close()
+    if exit_fd is not None:
+        os.close(exit_fd)
+    status = usage = None
     if outcome != "done":
-        _kill(pid)
-        _, status = os.waitpid(box.launcher_pid or pid, 0)
-        box.reaped = True
+        status, usage = box.reap()
     for fd in (box.out_r, box.err_r):
         if fd not in overflow:
             _drain(fd, buffers[fd], caps[fd])
+    written = len(buffers[box.out_r]) + len(buffers[box.err_r])
+    if box.launcher_pid is not None and run.released and written > run.marks["output_at_done"]:
+        # Under bubblewrap a program's cost ends at its done record (it is not our child, so the CPU
+        # total of its exit cannot be read): output after that record would be work left uncounted.
+        outcome = "violation"
+        run.violation = "the program wrote output after it reported done"
     report: dict[str, Any] = {
         "outcome": outcome,
-        "records": records,
+        "records": run.records,
         "stdout": buffers[box.out_r].decode("utf-8", "replace"),
         "stderr": buffers[box.err_r].decode("utf-8", "replace"),
         "stdout_overflow": box.out_r in overflow,
     }
-    if outcome == "done" and marks.get("start_cpu") is not None:
-        report["cpu_ns"] = max(0, marks["end_cpu"] - marks["start_cpu"])
-        report["wall_ns"] = max(0, marks["end_wall"] - marks["start_wall"])
-        start = next(r for r in records if r.get("t") == "start")
-        report["peak_memory_bytes"] = max(0, (marks.get("peak") or 0) - int(start.get("rss") or 0))
-        if marks.get("start_instructions") is not None and marks.get("end_instructions") is not None:
-            report["instructions"] = marks["end_instructions"] - marks["start_instructions"]
+    if outcome == "violation":
+        report["msg"] = run.violation
+    if outcome in ("done", "exited"):
+        report.update(run.measured(usage if outcome == "exited" else None))
     if status is not None:
-        report["exit"] = describe_status(status)
+        report["exit"] = readings.describe_status(status)
+        report["exit_code"] = readings.exit_code(status)
         if outcome == "exited" and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
             report["outcome"] = "timeout"
     return report
 
 
-def _on_records(
-    box: Box, buffer: bytearray, records: list, marks: dict, counter: Any, deadline: float
-) -> bool:
-    """Handle complete records; take the kernel's readings at start and done. True when done."""
-    for record in _take_records(buffer, records):
-        kind = record.get("t")
-        if kind == "start" and "start_cpu" not in marks:
-            _wait_until_blocked(box.pid, box.proc_fd, deadline)
-            marks["start_cpu"] = _cpu_clock_ns(box.pid)
-            marks["start_wall"] = time.monotonic_ns()
-            marks["start_instructions"] = counter.read() if counter is not None else None
-            os.write(box.job_w, b"a")
-        elif kind == "done" and "start_cpu" in marks:
-            marks["end_wall"] = time.monotonic_ns()
-            _wait_until_blocked(box.pid, box.proc_fd, deadline)
-            marks["end_cpu"] = _cpu_clock_ns(box.pid)
-            marks["peak"] = _peak_rss_bytes(box.proc_fd, box.pid)
-            marks["end_instructions"] = counter.read() if counter is not None else None
-            return True
-        elif kind == "done":
-            # Done before start: the code never ran (it did not compile); nothing to measure or wait for.
-            return True
-    return False
+def _read_into(selector: selectors.BaseSelector, fd: int, buffer: bytearray, cap: int) -> bool:
+    """Read what is there; True when the candidate wrote more than ``cap`` (the pipe is then closed)."""
+    try:
+        chunk = os.read(fd, _STDIO_CHUNK)
+    except BlockingIOError:
+        return False
+    if not chunk:
+        selector.unregister(fd)
+        return False
+    room = cap - len(buffer)
+    buffer += chunk[:room]
+    if len(chunk) <= room:
+        return False
+    selector.unregister(fd)
+    os.close(fd)  # the candidate's next write fails with a broken pipe
+    return True
 
 
-def _take_records(buffer: bytearray, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    fresh = []
-    while (newline := buffer.find(b"\n")) >= 0:
-        line = bytes(buffer[:newline])
-        del buffer[: newline + 1]
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if not isinstance(record, dict):
-            record = {"t": "garbage", "msg": line[:200].decode("utf-8", "replace")}
-        records.append(record)
-        fresh.append(record)
-    return fresh
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux >= 5.3); None where unavailable."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _has_exited(box: Box) -> bool:
+    if box.launcher_pid is not None:
+        return False  # not our child; the pipes tell
+    try:
+        return os.waitid(os.P_PID, box.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def _feed(selector: selectors.BaseSelector, fd: int, data: memoryview) -> memoryview:
@@ -382,47 +514,6 @@ def _kill(pid: int) -> None:
             kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def _wait_until_blocked(pid: int, proc_fd: int, deadline: float) -> None:
-    """Wait until the candidate is off the CPU after writing its record.
-
-    It writes, then blocks in read(); until it leaves the CPU its accounted runtime may lag by up to
-    a scheduler tick. Reading /proc/PID/stat is cheap and usually shows it asleep at the first look.
-    """
-    while time.monotonic() < deadline:
-        try:
-            fd = os.open(f"{pid}/stat", os.O_RDONLY, dir_fd=proc_fd)
-            try:
-                stat = os.read(fd, 512)
-            finally:
-                os.close(fd)
-        except OSError:
-            return
-        end = stat.rfind(b")")
-        if stat[end + 2 : end + 3] != b"R":
-            return
-        time.sleep(0)
-
-
-def _cpu_clock_ns(pid: int) -> int:
-    # The kernel's CPU clock of another process: ((~pid) << 3) | CPUCLOCK_SCHED, see clock_getcpuclockid(3).
-    return time.clock_gettime_ns(((~pid) << 3) | 2)
-
-
-def _peak_rss_bytes(proc_fd: int, pid: int) -> int | None:
-    try:
-        fd = os.open(f"{pid}/status", os.O_RDONLY, dir_fd=proc_fd)
-        try:
-            text = os.read(fd, 8192).decode()
-        finally:
-            os.close(fd)
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return None
 
 
 def _spawn_bwrap(command: tuple[str, ...], fds: tuple[int, ...]) -> tuple[int, int]:
@@ -461,58 +552,3 @@ def _make_work_dir() -> str:
     path = tempfile.mkdtemp(prefix="effirl-run-")
     os.chmod(path, 0o777)
     return path
-
-
-def describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    if os.WIFEXITED(status):
-        return f"exit {os.WEXITSTATUS(status)}"
-    return f"status {status}"
-
-
-def _read_frame(fd: int) -> bytes | None:
-    header = _read_exact(fd, _HEADER.size)
-    return None if header is None else _read_exact(fd, _HEADER.unpack(header)[0])
-
-
-def _read_exact(fd: int, size: int) -> bytes | None:
-    chunks, remaining = [], size
-    while remaining:
-        chunk = os.read(fd, min(remaining, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def _write_frame(fd: int, data: bytes) -> None:
-    view = memoryview(_HEADER.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-class _HardwareCounter:
-    """Instructions retired by a process, via perf_event_open; ``read`` gives None when unsupported."""
-
-    def __init__(self, pid: int) -> None:
-        import ctypes
-
-        self._fd = -1
-        attr = (ctypes.c_uint64 * 16)()  # struct perf_event_attr, PERF_ATTR_SIZE_VER5 = 112 bytes
-        attr[0] = 0 | (112 << 32)  # type PERF_TYPE_HARDWARE, size
-        attr[1] = 1  # PERF_COUNT_HW_INSTRUCTIONS
-        attr[5] = (1 << 1) | (1 << 5) | (1 << 6)  # inherit | exclude_kernel | exclude_hv
-        libc = ctypes.CDLL(None, use_errno=True)
-        number = {"x86_64": 298, "aarch64": 241}.get(os.uname().machine)
-        if number is not None:
-            self._fd = libc.syscall(number, ctypes.byref(attr), pid, -1, -1, 8)  # PERF_FLAG_FD_CLOEXEC
-
-    def read(self) -> int | None:
-        if self._fd < 0:
-            return None
-        try:
-            return struct.unpack("<Q", os.read(self._fd, 8))[0]
-        except OSError:
-            return None

@@ -138,10 +138,14 @@ def die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def set_dumpable() -> None:
-    # setuid() clears "dumpable", which makes /proc/self/uid_map root-owned and unwritable for the
-    # user-namespace setup that follows; restore it.
-    _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+def set_dumpable(dumpable: bool = True) -> None:
+    """Whether processes of the same uid may open this one's memory and files under /proc.
+
+    setuid() clears "dumpable", which makes /proc/self/uid_map root-owned and unwritable for the
+    user-namespace setup that follows: restore it there. Processes that hold what candidates must not
+    touch (the template, the monitors) clear it.
+    """
+    _libc.prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)
 
 
 def drop_capabilities() -> None:
@@ -272,7 +276,6 @@ def _bind_into(root: str, path: str, notes: list[str]) -> bool:
 
 
 WORKER_NAMESPACES = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-SANDBOX_UID_BASE = 1_500_000_000  # unprivileged uids no account uses; one per worker (see enter_jail)
 
 
 def enter_jail(
@@ -287,7 +290,7 @@ def enter_jail(
 
     With ``worker_namespaces`` the jail also gets its own pid, network, IPC and UTS namespaces and a
     writable, size-capped tmpfs at /tmp; the next child forked becomes pid 1 of the pid namespace
-    (see :func:`start_reaper`).
+    (the fork server's template, see :mod:`sandbox.zygote`).
     """
     flags = CLONE_NEWNS | (WORKER_NAMESPACES if worker_namespaces else 0)
     if running_as_real_root():
@@ -326,46 +329,23 @@ def _tmpfs_options(size_bytes: int) -> str:
     return f"size={max(64, size_bytes // 1024)}k,nr_inodes=1024,mode=1777"
 
 
-def start_reaper(uid: int | None) -> tuple[int, int, int]:
-    """Fork pid 1 of the worker's pid namespace; returns (pid, command fd, acknowledgement fd).
+def mount_hidden_worker_proc() -> int:
+    """In pid 1 of the worker's pid namespace: a /proc of that namespace, open for the monitors only.
 
-    It mounts a /proc showing only the namespace, then serves one command: on each byte received it
-    kills every other process in the namespace and reaps them, then answers one byte. Orphans a
-    candidate leaves behind are re-parented to it and reaped too.
+    Returns a descriptor of the new /proc, then covers the mount point with an empty read-only
+    tmpfs, so that a candidate (which keeps no descriptor but its five) sees no processes at all:
+    not its monitor, not the template, not itself.
     """
-    command_r, command_w = os.pipe()
-    ack_r, ack_w = os.pipe()
-    pid = os.fork()
-    if pid != 0:
-        os.close(command_r)
-        os.close(ack_w)
-        return pid, command_w, ack_r
-    try:
-        die_with_parent()
-        os.close(command_w)
-        os.close(ack_r)
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
-        if uid is not None:
-            become_unprivileged(uid)
-        while os.read(command_r, 1):
-            try:
-                os.kill(-1, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _reap_all()
-            os.write(ack_w, b"k")
-    finally:
-        os._exit(0)
+    # Writable: the template writes its user namespace's maps through it. No candidate reaches it.
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k")
+    return proc_fd
 
 
-def _reap_all() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+def mount_run_tmp(work_dir_bytes: int) -> None:
+    """A fresh, size-capped tmpfs at /tmp for one run (call in the run's own mount namespace)."""
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, _tmpfs_options(work_dir_bytes))
 
 
 def enter_run_box(work_dir_bytes: int) -> None:
@@ -376,7 +356,7 @@ def enter_run_box(work_dir_bytes: int) -> None:
     """
     enter_user_namespace()
     unshare(RUN_NAMESPACES & ~CLONE_NEWUSER)
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, _tmpfs_options(work_dir_bytes))
+    mount_run_tmp(work_dir_bytes)
 
 
 def mount_run_proc() -> bool:

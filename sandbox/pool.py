@@ -15,6 +15,7 @@ from typing import Any
 
 from sandbox import jobs as jobspec
 from sandbox.config import STRONG_LEVELS, SandboxConfig
+from sandbox.identity import claim_uid_block
 from sandbox.jobs import FunctionJob, Job, JobError, ProgramJob, ScriptJob
 from sandbox.types import ExecutionResult, FunctionTest, ProgramTest, Status
 from sandbox.verdict import judge_function, judge_program, judge_script
@@ -47,8 +48,13 @@ class Sandbox:
                 "(no namespaces); use it only for code you trust"
             )
             print(f"WARNING: {message}", file=sys.stderr)
-        self._workers = [Worker(self.config, i) for i in range(self.config.workers)]
-        self._start_all()
+        self._uids = claim_uid_block()
+        self._workers = [Worker(self.config, i, self._uids.uid(i)) for i in range(self.config.workers)]
+        try:
+            self._start_all()
+        except BaseException:
+            self._uids.release()
+            raise
         self._queue: queue.Queue[Any] = queue.Queue()
         self._threads = [
             threading.Thread(target=self._serve, args=(w,), name=f"sandbox-worker-{w.index}", daemon=True)
@@ -269,6 +275,7 @@ class Sandbox:
             thread.join(timeout=60)
         for worker in self._workers:
             worker.kill()
+        self._uids.release()
 
     def __enter__(self) -> Sandbox:
         return self

@@ -3,7 +3,10 @@
 The filter is a deny-list: syscalls that let a process escape or damage its box return EPERM (the
 candidate sees a PermissionError it can handle; nothing crashes), everything else is allowed. SysV and
 POSIX message/shared-memory objects are denied too: they would outlive a run in a worker's IPC
-namespace. On top:
+namespace. So are the calls that read or steer the host's page cache without timing anything
+(``fadvise64``, ``readahead``, ``preadv2``/``pwritev2`` with their RWF_NOWAIT probe, ``mincore``,
+``cachestat``, and ``madvise`` with MADV_COLD/MADV_PAGEOUT): which pages of the jail's read-only files
+are cached is state no run owns, and they made it a channel between runs and sandboxes. On top:
 - ``socket`` only for AF_UNIX (no network even if the network namespace were missing),
 - ``clone`` only with CLONE_THREAD (threads yes, new processes no) unless subprocesses are allowed,
   ``fork``/``vfork`` likewise, and ``clone3`` answers ENOSYS so libc falls back to the checkable ``clone``,
@@ -47,7 +50,11 @@ DENIED = (
     "add_key", "request_key", "keyctl", "open_by_handle_at", "name_to_handle_at",
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname", "setdomainname",
     "iopl", "ioperm", "shmget", "semget", "msgget", "mq_open",
+    "fadvise64", "readahead", "preadv2", "pwritev2", "mincore", "cachestat",
 )  # fmt: skip
+# madvise stays (allocators need it), but not the advice that evicts file pages from the page cache.
+_MADV_COLD, _MADV_PAGEOUT = 20, 21
+_OFFSET_ARG2 = 32
 
 _X86_64 = {
     "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_getfd": 438, "kcmp": 312,
@@ -62,6 +69,8 @@ _X86_64 = {
     "clock_adjtime": 305, "adjtimex": 159, "sethostname": 170, "setdomainname": 171, "iopl": 172,
     "ioperm": 173, "shmget": 29, "semget": 64, "msgget": 68, "mq_open": 240, "socket": 41, "clone": 56,
     "clone3": 435, "fork": 57, "vfork": 58,
+    "fadvise64": 221, "readahead": 187, "preadv2": 327, "pwritev2": 328, "mincore": 27, "cachestat": 451,
+    "madvise": 28,
 }  # fmt: skip
 _AARCH64 = {
     "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_getfd": 438, "kcmp": 272,
@@ -75,6 +84,8 @@ _AARCH64 = {
     "open_by_handle_at": 265, "name_to_handle_at": 264, "settimeofday": 170, "clock_settime": 112,
     "clock_adjtime": 266, "adjtimex": 171, "sethostname": 161, "setdomainname": 162,
     "shmget": 194, "semget": 190, "msgget": 186, "mq_open": 180, "socket": 198, "clone": 220, "clone3": 435,
+    "fadvise64": 223, "readahead": 213, "preadv2": 286, "pwritev2": 287, "mincore": 232, "cachestat": 451,
+    "madvise": 233,
 }  # fmt: skip
 # AUDIT_ARCH_* values: EM_* | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
 _ARCHES = {"x86_64": (0xC000003E, _X86_64), "aarch64": (0xC00000B7, _AARCH64)}
@@ -135,6 +146,7 @@ def build_filter(*, allow_subprocesses: bool = False, arch: str | None = None) -
         if name in table:
             asm.jump_if_equal(table[name], "deny", None)
     asm.jump_if_equal(table["socket"], "socket", None)
+    asm.jump_if_equal(table["madvise"], "madvise", None)
     if not allow_subprocesses:
         asm.jump_if_equal(table["clone"], "clone", None)
         asm.jump_if_equal(table["clone3"], "nosys", None)
@@ -148,6 +160,10 @@ def build_filter(*, allow_subprocesses: bool = False, arch: str | None = None) -
     asm.label("clone")
     asm.load(_OFFSET_ARG0)
     asm.jump_if_set(_CLONE_THREAD, "allow", "deny")
+    asm.label("madvise")
+    asm.load(_OFFSET_ARG2)
+    asm.jump_if_equal(_MADV_COLD, "deny", None)
+    asm.jump_if_equal(_MADV_PAGEOUT, "deny", "allow")
     asm.label("allow")
     asm.ret(_RET_ALLOW)
     asm.label("deny")

@@ -84,7 +84,10 @@ class ExecutionResult:
     ``costs`` lists every repeat's cost; ``cost`` is their aggregate (min by default).
     ``error_kind`` names what went wrong in a machine-readable way: ``syntax``, ``missing_entry_point``,
     ``exception``, ``memory``, ``timeout``, ``early_exit``, ``output_limit``, ``wrong_output``,
-    ``assertion`` or ``sandbox``.
+    ``assertion``, ``protocol_violation`` (the code wrote something on the sandbox's result channel
+    that the harness never writes), ``inconsistent_runs`` (repeats of a reference returned different
+    values) or ``sandbox``. ``exit_code`` is a program's exit status as the kernel reported it
+    (minus the signal number if a signal ended it); None for function and script jobs.
     """
 
     status: Status
@@ -98,6 +101,7 @@ class ExecutionResult:
     error: str | None = None
     error_kind: str | None = None
     outputs: list[Any] | None = None
+    exit_code: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -116,6 +120,7 @@ class ExecutionResult:
             "stderr": self.stderr,
             "error": self.error,
             "error_kind": self.error_kind,
+            "exit_code": self.exit_code,
         }
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sandbox import codec
-from sandbox.compare import outputs_match
+from sandbox.compare import exact_equal, outputs_match
 from sandbox.types import Cost, ExecutionResult, FunctionTest, ProgramTest, Status, TestOutcome
 
 _FATAL_STATUS = {
@@ -61,11 +62,21 @@ def aggregate_costs(costs: Sequence[Cost], how: str) -> Cost | None:
 
 
 def _run_failure(report: dict[str, Any]) -> tuple[Status, str, str] | None:
-    """Status, error kind and message when the run as a whole did not get to run the tests."""
+    """Status, error kind and message when the run as a whole did not get to run the tests.
+
+    Records reach here validated by the monitor for the phase they were written in: a set-up error
+    or a syntax error can only come from before the candidate's code started (sandbox.records).
+    """
     outcome = report.get("outcome")
     records = report.get("records", [])
     if outcome == "sandbox_error":
         return Status.SANDBOX_ERROR, "sandbox", report.get("msg", "sandbox error")
+    if outcome == "violation":
+        return (
+            Status.RUNTIME_ERROR,
+            "protocol_violation",
+            f"the code interfered with the sandbox's result channel: {report.get('msg')}",
+        )
     setup = next((r for r in records if r.get("t") == "setup_error"), None)
     if setup is not None:
         return Status.SANDBOX_ERROR, "sandbox", f"sandbox setup failed: {setup.get('msg')}"
@@ -91,6 +102,17 @@ def _run_failure(report: dict[str, Any]) -> tuple[Status, str, str] | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Judged:
+    """One run's verdict."""
+
+    status: Status
+    kind: str | None
+    message: str | None
+    outcomes: list[TestOutcome]
+    outputs: list[Any]
+
+
 def judge_function(
     reports: Sequence[dict[str, Any]],
     tests: Sequence[FunctionTest],
@@ -99,8 +121,41 @@ def judge_function(
     want_outputs: bool,
     cost_aggregate: str,
 ) -> ExecutionResult:
-    """Verdict for a function-call job from its first report; later reports only add cost samples."""
-    report = reports[0]
+    """Verdict for a function-call job.
+
+    Every run is judged the same way: a repeat whose cost counts must pass as the first did, and a
+    reference run (``want_outputs``) must return the same outputs every time. The first run that
+    fails decides the verdict.
+    """
+    runs = [_judge_function_run(r, tests, atol, want_outputs) for r in reports]
+    verdict = runs[0]
+    for number, run in enumerate(runs[1:], start=2):
+        if verdict.status is not Status.PASSED:
+            break
+        if run.status is not Status.PASSED:
+            message = f"run {number} of {len(runs)}: {run.message}"
+            verdict = _Judged(run.status, run.kind, message, run.outcomes, run.outputs)
+        elif want_outputs and not all(exact_equal(a, b) for a, b in zip(run.outputs, verdict.outputs)):
+            message = f"run {number} of {len(runs)} returned other values than the first"
+            outcomes = [TestOutcome(False, "outputs differ between runs")] * len(tests)
+            verdict = _Judged(Status.FAILED, "inconsistent_runs", message, outcomes, verdict.outputs)
+    passed = sum(o.passed for o in verdict.outcomes)
+    return _result(
+        reports,
+        verdict.status,
+        passed,
+        len(tests),
+        verdict.outcomes,
+        verdict.kind,
+        verdict.message,
+        cost_aggregate,
+        verdict.outputs if want_outputs else None,
+    )
+
+
+def _judge_function_run(
+    report: dict[str, Any], tests: Sequence[FunctionTest], atol: float | None, want_outputs: bool
+) -> _Judged:
     total = len(tests)
     by_index: dict[int, dict[str, Any]] = {}
     for record in report.get("records", []):
@@ -149,17 +204,7 @@ def judge_function(
         )
     else:
         status, kind, message = Status.FAILED, "wrong_output", f"{total - passed} of {total} tests failed"
-    return _result(
-        reports,
-        status,
-        passed,
-        total,
-        outcomes,
-        kind,
-        message,
-        cost_aggregate,
-        outputs if want_outputs else None,
-    )
+    return _Judged(status, kind, message, outcomes, outputs)
 
 
 def normalise_stdout(text: str) -> str:
@@ -170,41 +215,75 @@ def normalise_stdout(text: str) -> str:
 def judge_program(
     runs: Sequence[Sequence[dict[str, Any]]], tests: Sequence[ProgramTest], *, cost_aggregate: str
 ) -> ExecutionResult:
-    """``runs[r][k]`` is repeat ``r`` of test ``k``; the verdict comes from repeat 0."""
-    first = runs[0]
-    outcomes: list[TestOutcome] = []
-    statuses: list[Status] = []
-    for test, report in zip(tests, first):
-        failure = _run_failure(report)
-        if failure is not None:
-            statuses.append(failure[0])
-            outcomes.append(TestOutcome(False, failure[2]))
-        elif report.get("stdout_overflow"):
-            statuses.append(Status.FAILED)
-            outcomes.append(TestOutcome(False, "output limit exceeded"))
-        elif normalise_stdout(report.get("stdout", "")) == normalise_stdout(test.expected_stdout):
-            statuses.append(Status.PASSED)
-            outcomes.append(TestOutcome(True))
-        else:
-            statuses.append(Status.FAILED)
-            outcomes.append(TestOutcome(False, "wrong output"))
-    passed = sum(o.passed for o in outcomes)
+    """``runs[r][k]`` is repeat ``r`` of test ``k``; every repeat is judged like the first.
+
+    A test passes when the program exits with status 0, as the kernel reports it, and its stdout
+    matches. ``exit_code`` is the status of the first test that failed (0 when all passed).
+    """
+    judged = [[_judge_program_run(report, test) for test, report in zip(tests, run)] for run in runs]
+    verdict = judged[0]
+    for number, run in enumerate(judged[1:], start=2):
+        if any(status is not Status.PASSED for status, *_ in verdict):
+            break
+        verdict = [
+            (status, TestOutcome(False, f"run {number}: {outcome.error}"), code)
+            if status is not Status.PASSED
+            else (status, outcome, code)
+            for status, outcome, code in run
+        ]
+    outcomes = [outcome for _, outcome, _ in verdict]
+    statuses = [status for status, _, _ in verdict]
     status = _worst(statuses) if statuses else Status.PASSED
-    message = next((o.error for o in outcomes if not o.passed), None)
+    failing = next((item for item in verdict if item[0] is not Status.PASSED), None)
+    first = runs[0]
     costs = [_sum_costs(run) for run in runs]
     result = ExecutionResult(
         status=status,
-        passed=passed,
+        passed=sum(o.passed for o in outcomes),
         total=len(tests),
         tests=outcomes,
         costs=[c for c in costs if c is not None],
         stdout=first[0].get("stdout", "") if first else "",
         stderr=first[0].get("stderr", "") if first else "",
-        error=message,
+        error=None if failing is None else failing[1].error,
         error_kind=None if status is Status.PASSED else _kind_for(status),
+        exit_code=(failing[2] if failing is not None else 0) if first else None,
     )
+    if status is not Status.PASSED and failing is not None:
+        result.error_kind = _kind_of(first, failing)
     result.cost = aggregate_costs(result.costs, cost_aggregate)
     return result
+
+
+def _kind_of(first: Sequence[dict[str, Any]], failing: tuple[Status, TestOutcome, int | None]) -> str:
+    status, outcome, _ = failing
+    if outcome.error and "output limit" in outcome.error:
+        return "output_limit"
+    if outcome.error and "result channel" in outcome.error:
+        return "protocol_violation"
+    return _kind_for(status)
+
+
+def _judge_program_run(report: dict[str, Any], test: ProgramTest) -> tuple[Status, TestOutcome, int | None]:
+    """One program run on one test: its status, outcome and exit status (None if it never exited)."""
+    code = report.get("exit_code")
+    records = report.get("records", [])
+    ran = report.get("outcome") == "exited" and any(r.get("t") == "start" for r in records)
+    if not ran:
+        failure = _run_failure(report)
+        if failure is None:  # cannot happen for a program; judged as the sandbox's failure to say why
+            failure = (Status.SANDBOX_ERROR, "sandbox", f"program run ended as {report.get('outcome')!r}")
+        return failure[0], TestOutcome(False, failure[2]), code
+    if code != 0:
+        memory = any(r.get("t") == "fatal" and r.get("kind") == "memory" for r in records)
+        if memory:
+            return Status.MEMORY_EXCEEDED, TestOutcome(False, "MemoryError"), code
+        return Status.RUNTIME_ERROR, TestOutcome(False, f"the program ended with {report.get('exit')}"), code
+    if report.get("stdout_overflow"):
+        return Status.FAILED, TestOutcome(False, "output limit exceeded"), code
+    if normalise_stdout(report.get("stdout", "")) == normalise_stdout(test.expected_stdout):
+        return Status.PASSED, TestOutcome(True), code
+    return Status.FAILED, TestOutcome(False, "wrong output"), code
 
 
 def judge_script(reports: Sequence[dict[str, Any]], *, cost_aggregate: str) -> ExecutionResult:

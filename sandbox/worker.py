@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.config import SandboxConfig
-from sandbox.namespaces import ETC_PATHS, SANDBOX_UID_BASE, SYSTEM_PATHS, python_paths
+from sandbox.frames import HEADER as _HEADER
+from sandbox.namespaces import ETC_PATHS, SYSTEM_PATHS, python_paths
 from sandbox.zygote import CANDIDATE_ENV
-from sandbox.zygote import HEADER as _HEADER
 
 log = logging.getLogger(__name__)
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
@@ -43,9 +43,10 @@ class WorkerLost(RuntimeError):
 class Worker:
     """One fork server process. Not thread-safe on its own: the pool gives each worker one thread."""
 
-    def __init__(self, config: SandboxConfig, index: int) -> None:
+    def __init__(self, config: SandboxConfig, index: int, uid: int) -> None:
         self.config = config
         self.index = index
+        self.uid = uid  # the unprivileged uid this worker drops to when started as root
         self.process: subprocess.Popen[bytes] | None = None
         self.hello: dict[str, Any] = {}
         self.restarts = 0
@@ -60,7 +61,7 @@ class Worker:
             "extra_paths": list(self.config.extra_paths),
             "work_dir_bytes": self.config.file_size_mb << 20,
             "namespace_scope": self.config.namespace_scope,
-            "uid": SANDBOX_UID_BASE + self.index,
+            "uid": self.uid,
         }
         # The real interpreter, not a venv's symlink to it: the jail binds the Python install only.
         python = os.path.realpath(sys.executable)

@@ -1,14 +1,20 @@
-"""The fork server: a small warm Python that forks one boxed child per execution.
+"""The fork server: a small warm Python that runs each job in a freshly forked, sealed box.
 
-Started once per worker by :mod:`sandbox.worker` as ``python -s -P -S`` with an explicit environment. It
-imports what candidates commonly use (so their imports cost nothing, and the same for everyone),
+Started once per worker by :mod:`sandbox.worker` as ``python -s -P -S`` with an explicit environment.
+It imports what candidates commonly use (so their imports cost nothing, and the same for everyone),
 enters its jail, then serves jobs read from stdin as length-prefixed JSON, answering each with one
 length-prefixed JSON report on stdout.
 
-To keep set-up off the critical path, the server always holds one *spare*: a monitor process that has
-already made the next run's namespaces and forked a sealed candidate process waiting for its job
-(see :mod:`sandbox.monitor`). A job goes straight to the spare; a new spare is forked right after the
-report has been sent. Standard library only.
+The server itself reads every job and report, so no candidate may ever be forked from it: its heap
+holds earlier jobs' code, inputs and outputs, and freed memory is not zeroed. Right after set-up,
+before any job exists, it forks a *template* that only ever receives one-byte commands. Each
+execution is a monitor forked from that template (see :mod:`sandbox.monitor`), which forks its
+candidate before it receives its job: a candidate's address space is a copy of a process that never
+held another job's data.
+
+To keep set-up off the critical path, the server always holds one *spare*: a monitor that has already
+made the next run's namespaces and forked a sealed candidate waiting for its job. A job goes straight
+to the spare; a new spare is made right after the report has been sent. Standard library only.
 """
 
 from __future__ import annotations
@@ -16,15 +22,15 @@ from __future__ import annotations
 import gc
 import json
 import os
-import struct
+import socket
 import sys
 import time
 import traceback
 from typing import Any
 
 from sandbox import harness, monitor, namespaces, seccomp
+from sandbox.frames import read_all, read_frame, write_frame
 
-HEADER = struct.Struct(">I")
 CANDIDATE_ENV = {
     "PATH": "/usr/bin:/bin",
     "HOME": "/tmp",
@@ -34,63 +40,104 @@ CANDIDATE_ENV = {
 }
 
 
-def write_frame(fd: int, data: bytes) -> None:
-    view = memoryview(HEADER.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view) :]
+class Template:
+    """The process every execution's monitor is forked from; it never holds a job's data.
+
+    It serves one command on a Unix socket: for each byte received it forks a monitor and passes
+    back that monitor's job pipe (write end) and report pipe (read end). In the worker scope it is
+    pid 1 of the worker's pid namespace and reaps whatever is left there.
+    """
+
+    def __init__(self, settings: monitor.Settings, *, drop_to_uid: int | None, worker_pid_namespace: bool):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.pid = os.fork()
+        if self.pid == 0:
+            ours.close()
+            _template_main(settings, theirs, drop_to_uid, worker_pid_namespace)
+        theirs.close()
+        self.sock = ours
+        ready = self.sock.recv(4096)
+        if ready != b"ready":
+            raise RuntimeError(ready.decode("utf-8", "replace") or "the template process died during set-up")
+
+    def fork_monitor(self) -> tuple[int, int]:
+        """A new monitor waiting for its job: (job pipe write end, report pipe read end)."""
+        self.sock.sendall(b"m")
+        _, fds, _, _ = socket.recv_fds(self.sock, 16, 2)
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            raise RuntimeError("the template process did not fork a monitor")
+        return fds[0], fds[1]
 
 
-def read_frame(fd: int) -> bytes | None:
-    header = read_exact(fd, HEADER.size)
-    if header is None:
-        return None
-    return read_exact(fd, HEADER.unpack(header)[0])
+def _template_main(
+    settings: monitor.Settings, sock: socket.socket, drop_to_uid: int | None, worker_pid_namespace: bool
+) -> None:
+    try:
+        namespaces.die_with_parent()
+        proc_fd = namespaces.mount_hidden_worker_proc() if worker_pid_namespace else None
+        if drop_to_uid is not None:
+            namespaces.become_unprivileged(drop_to_uid)
+            if worker_pid_namespace:
+                # As root no user namespace was needed to build the jail; candidates still get one.
+                namespaces.enter_user_namespace(proc_fd)
+        # Not dumpable: no process of the same uid may read or write this memory through /proc.
+        namespaces.set_dumpable(False)
+    except BaseException as exc:
+        sock.sendall(f"template set-up failed: {_describe(exc)}".encode())
+        os._exit(1)
+    sock.sendall(b"ready")
+    while True:
+        try:
+            command = sock.recv(1)
+        except OSError:
+            command = b""
+        if not command:
+            os._exit(0)
+        _reap_finished()
+        job_r, job_w = os.pipe()
+        report_r, report_w = os.pipe()
+        if os.fork() == 0:
+            sock.close()
+            os.close(job_w)
+            os.close(report_r)
+            monitor.serve_one(settings, job_r, report_w, proc_fd)  # never returns
+        os.close(job_r)
+        os.close(report_w)
+        try:
+            socket.send_fds(sock, [b"m"], [job_w, report_r])
+        finally:
+            os.close(job_w)
+            os.close(report_r)
 
 
-def read_exact(fd: int, size: int) -> bytes | None:
-    chunks, remaining = [], size
-    while remaining:
-        chunk = os.read(fd, min(remaining, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _reap_finished() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 class Spare:
-    """The next execution, set up ahead of time.
+    """The next execution, set up ahead of time: a monitor with a sealed candidate waiting.
 
-    Worker scope: a sealed candidate process forked straight from this server, which monitors it.
-    Run scope: a monitor process that has made fresh namespaces and forked the candidate inside them.
+    Under bubblewrap the candidate is a fresh interpreter (it starts from an exec, not a fork), so
+    the server holds its :class:`monitor.Box` itself.
     """
 
     def __init__(self, server: Server) -> None:
-        self.server = server
         self.box: monitor.Box | None = None
-        self.pid = None
-        if server.settings.scope == "worker":
+        if server.template is None:
             self.box = monitor.Box(server.settings, server.proc_fd)
             return
-        job_r, self.job_w = os.pipe()
-        self.report_r, report_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:
-            os.close(self.job_w)
-            os.close(self.report_r)
-            monitor.serve_one(server.settings, job_r, report_w)  # never returns
-        os.close(job_r)
-        os.close(report_w)
+        self.job_w, self.report_r = server.template.fork_monitor()
 
     def run(self, job: bytes) -> bytes:
-        """The JSON report of the job, or b"" if the spare died before answering."""
+        """The JSON report of the job, or b"" if the monitor died before answering."""
         if self.box is not None:
             try:
                 report = self.box.run(job)
@@ -103,37 +150,35 @@ class Spare:
             return b""
         finally:
             os.close(self.job_w)
-        return read_all(self.report_r)
+        return read_frame(self.report_r) or b""
 
-    def close(self) -> str:
-        """Stop and reap everything of this execution; returns how the monitor ended."""
+    def close(self) -> None:
+        """Wait until the execution is torn down (its monitor closes the report pipe as it exits)."""
         if self.box is not None:
             self.box.close()
-            self.server.kill_leftovers()
-            return "closed"
-        os.close(self.report_r)
+            return
         try:
             os.close(self.job_w)
         except OSError:
             pass
-        _, status = os.waitpid(self.pid, 0)
-        return monitor.describe_status(status)
+        read_all(self.report_r)
+        os.close(self.report_r)
 
 
 class Server:
-    """One fork server: its isolation level, its seccomp filter, and its spare execution."""
+    """One fork server: its isolation level, its seccomp filter, its template and its spare."""
 
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
         self.level: str = options["isolation"]
-        self.reaper: tuple[int, int, int] | None = None
+        self.template: Template | None = None
 
     def prepare(self) -> dict[str, Any]:
         harness.preload()
         options = self.options
         real_root = namespaces.running_as_real_root()
         scope = options.get("namespace_scope", "worker")
-        uid = int(options.get("uid", namespaces.SANDBOX_UID_BASE))
+        uid = int(options["uid"])
         work_dir_bytes = int(options.get("work_dir_bytes", 16 << 20))
         notes: list[str] = []
         seccomp_filter = None
@@ -147,21 +192,12 @@ class Server:
                 worker_namespaces=scope == "worker",
                 work_dir_bytes=work_dir_bytes,
             )
-        # The host's view of /proc, kept open: the reaper is about to mount the worker's own over it.
         self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
-        baseline_vm_bytes = _vm_size_bytes()
-        if self.level == "namespaces" and scope == "worker":
-            self.reaper = namespaces.start_reaper(uid if real_root else None)
-        if self.level == "namespaces" and real_root:
-            namespaces.become_unprivileged(uid)
-            if scope == "worker":
-                # As root no user namespace was needed to build the jail; candidates still get one.
-                namespaces.enter_user_namespace(self.proc_fd)
         self.settings = monitor.Settings(
             level=self.level,
             scope=scope if self.level == "namespaces" else "worker",
             seccomp_filter=seccomp_filter,
-            baseline_vm_bytes=baseline_vm_bytes,
+            baseline_vm_bytes=_vm_size_bytes(),
             work_dir_bytes=work_dir_bytes,
             uid=uid if real_root else None,
             bwrap_command=tuple(options.get("bwrap_command", ())),
@@ -172,6 +208,17 @@ class Server:
         # child does not write to (and so copy) every page of the interpreter's heap when gc runs.
         gc.collect()
         gc.freeze()
+        drop_to_uid = uid if real_root and self.level == "namespaces" else None
+        if self.level != "bwrap":
+            # Forked before any job exists, and (as root) before this server drops its privileges:
+            # in the worker scope the template mounts the worker's /proc as pid 1 of its namespace.
+            self.template = Template(
+                self.settings,
+                drop_to_uid=drop_to_uid,
+                worker_pid_namespace=self.settings.scope == "worker" and self.level == "namespaces",
+            )
+        if drop_to_uid is not None:
+            namespaces.become_unprivileged(drop_to_uid)
         return {
             "t": "ready",
             "level": self.level,
@@ -180,15 +227,6 @@ class Server:
             "uid": os.getuid(),
             "pid": os.getpid(),
         }
-
-    def kill_leftovers(self) -> None:
-        """Have the reaper kill anything a candidate left in the worker's pid namespace."""
-        if self.reaper is None:
-            return
-        _, command_w, ack_r = self.reaper
-        os.write(command_w, b"k")
-        if not os.read(ack_r, 1):
-            raise RuntimeError("the pid namespace's reaper died")
 
     def serve(self) -> None:
         spare = Spare(self)
@@ -199,20 +237,21 @@ class Server:
                 return
             started = time.monotonic()
             report = spare.run(job)
-            if not report:  # the spare died before or during the job: once more with a fresh one
-                ended = spare.close()
+            if not report:  # the monitor died before or during the job: once more with a fresh one
+                spare.close()
                 spare = Spare(self)
                 report = spare.run(job)
                 if not report:
                     elapsed = time.monotonic() - started
-                    failure = {
-                        "outcome": "sandbox_error",
-                        "msg": f"monitor died ({ended}) after {elapsed:.3f}s",
-                    }
+                    failure = {"outcome": "sandbox_error", "msg": f"monitor died after {elapsed:.3f}s"}
                     report = json.dumps(failure).encode()
             write_frame(1, report)
-            spare.close()  # after answering: tearing the run down is off the critical path
+            spare.close()  # after answering: the run's teardown is off the critical path
             spare = Spare(self)
+
+
+def _describe(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 def _vm_size_bytes() -> int:
@@ -228,7 +267,7 @@ def main() -> None:
     try:
         hello = server.prepare()
     except BaseException as exc:
-        hello = {"t": "error", "msg": "".join(traceback.format_exception_only(type(exc), exc)).strip()}
+        hello = {"t": "error", "msg": _describe(exc)}
         write_frame(1, json.dumps(hello).encode())
         return
     write_frame(1, json.dumps(hello).encode())

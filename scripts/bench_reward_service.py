@@ -99,7 +99,7 @@ class ServedProcess:
             str(workers),
             "--cache-size",
             str(cache_size),
-            "--timeout",
+            "--timeout-s",
             "30",
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO), "EFFIRL_DATA_DIR": str(data_dir)}

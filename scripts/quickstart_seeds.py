@@ -277,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     if rows is None:
         print(f"[seeds] unfinished: run again with --resume --out {args.out} to continue")
         return 3
-    plot_learning_curves(args.out, rows, args.out / "learning_curves.png")
+    try:
+        plot_learning_curves(args.out, rows, args.out / "learning_curves.png")
+    except ImportError:  # a lean GPU image: plot later with --report-only where matplotlib is
+        print("[seeds] matplotlib is not installed: learning_curves.png not drawn")
     verdicts = {name: verdict(rows, name) for name in ("pass_rate", "speedup_mean")}
     summary = {"recipe": args.recipe, "overrides": args.override, "seeds": rows, "verdicts": verdicts}
     (args.out / "seeds.json").write_text(json.dumps(summary, indent=2))

@@ -23,8 +23,10 @@ from rewards.datasets.humanevalplus import load_humanevalplus
 from rewards.datasets.mbppplus import load_mbppplus
 from rewards.datasets.perf_inputs import PerfSettings, add_perf_tests, derive_perf_inputs
 from rewards.datasets.registry import (
+    check_training_tasks,
     dataset_names,
     evaluation_split,
+    heldout_splits,
     load_synthetic,
     load_tasks,
     register_dataset,
@@ -46,10 +48,12 @@ __all__ = [
     "ReferenceOutputs",
     "TaskFormatError",
     "add_perf_tests",
+    "check_training_tasks",
     "compute_expected_outputs",
     "dataset_names",
     "derive_perf_inputs",
     "evaluation_split",
+    "heldout_splits",
     "load_humaneval",
     "load_humanevalplus",
     "load_mbppplus",

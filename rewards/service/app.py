@@ -32,7 +32,15 @@ from rewards.service.config import ServiceConfig
 from rewards.service.evaluate import Evaluator, score_items
 from rewards.service.metrics import Metrics
 from rewards.service.run_code import program_job, run_code_response
-from rewards.service.schema import RequestError, decode_json, parse_evaluate, parse_run_code, parse_score
+from rewards.service.schema import (
+    RequestError,
+    decode_json,
+    parse_evaluate,
+    parse_run_code,
+    parse_score,
+    request_settings,
+)
+from rewards.settings import RewardSettings
 from rewards.tasks import Task
 from sandbox import Sandbox
 
@@ -83,9 +91,21 @@ class RewardService:
     ) -> None:
         self.config = config or ServiceConfig()
         self._owns_sandbox = sandbox is None
+        limit = (sandbox.config if sandbox is not None else self.config.sandbox_config()).memory_mb
+        if limit != self.config.reward.memory_mb:
+            # Requests are checked against reward.memory_mb; it must be the limit code runs under.
+            raise ValueError(
+                f"reward.memory_mb ({self.config.reward.memory_mb}) differs from the sandbox's memory_mb "
+                f"({limit}); give them the same value"
+            )
         self.sandbox = sandbox if sandbox is not None else Sandbox(self.config.sandbox_config())
-        self.scorer = RewardScorer(self.sandbox, self.config.reward, cache_size=self.config.cache_size)
-        self.evaluator = Evaluator(self.scorer)
+        self.scorer = RewardScorer(
+            self.sandbox,
+            self.config.reward,
+            cache_size=self.config.cache_size,
+            cache_max_bytes=self.config.cache_max_bytes,
+        )
+        self.evaluator = Evaluator(self.scorer, outputs_cache_bytes=self.config.cache_max_bytes)
         self.admission = Admission(self.config.queue_capacity)
         self.metrics = Metrics()
         self.task_source = task_source or registered_datasets(
@@ -216,7 +236,28 @@ class RewardService:
             self.metrics.count_rejection("unauthorised")
             raise RequestError("the bearer token is wrong; use the token the service was started with", 401)
 
-    async def _json_body(self, request: web.Request) -> Any:
+    async def _parsed(self, request: web.Request, parse: Callable[[Any], Any]) -> Any:
+        """The request's JSON body through ``parse`` (a schema function), with limits.
+
+        A large body is decoded in a worker thread, so the event loop keeps answering (health checks,
+        other requests) meanwhile. A body nested too deeply for the decoder is the client's error (400).
+        """
+        body = await self._json_body(request)
+
+        def decode() -> Any:
+            try:
+                return parse(decode_json(body))
+            except RecursionError:
+                raise RequestError(
+                    "the request body is nested too deeply to decode; send values at most a few "
+                    "hundred levels deep"
+                ) from None
+
+        if len(body) <= _PARSE_INLINE_BYTES:
+            return decode()
+        return await asyncio.to_thread(decode)
+
+    async def _json_body(self, request: web.Request) -> bytes:
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             self.metrics.count_rejection("too_large")
@@ -226,7 +267,7 @@ class RewardService:
         except web.HTTPRequestEntityTooLarge:
             self.metrics.count_rejection("too_large")
             raise RequestError(_too_large(None, limit), status=413) from None
-        return decode_json(body)
+        return body
 
     def _admit(self, n: int) -> None:
         if not self.admission.try_acquire(n):
@@ -252,27 +293,43 @@ class RewardService:
 
     # -------------------------------------------------------------------------------------- handlers
 
-    async def _evaluate(self, request: web.Request) -> web.Response:
-        parsed = parse_evaluate(
-            await self._json_body(request),
-            max_submissions=self.config.max_submissions,
+    def _settings(self, requested: dict[str, Any]) -> RewardSettings:
+        """The settings a request is scored with (schema.request_settings: honoured or refused)."""
+        return request_settings(
+            requested,
+            served=self.scorer.settings,
             max_repeats=self.config.max_repeats,
+            max_timeout_s=self.config.max_run_timeout_s,
+        )
+
+    async def _evaluate(self, request: web.Request) -> web.Response:
+        parsed = await self._parsed(
+            request,
+            lambda data: parse_evaluate(
+                data, max_submissions=self.config.max_submissions, max_repeats=self.config.max_repeats
+            ),
+        )
+        settings = self._settings(
+            parsed.settings if parsed.repeats is None else {**parsed.settings, "repeats": parsed.repeats}
         )
         n = len(parsed.submissions)
         self._admit(n)
         holds: list[Any] = [None] * n
         try:
             results, holds = await self.evaluator.evaluate(
-                parsed.submissions, parsed.repeats, self._deadline(), self.config.request_timeout_s
+                parsed.submissions, settings, self._deadline(), self.config.request_timeout_s
             )
         finally:
             self._hold(holds)
         for result in results:
             self.metrics.count_verdict(result["status"])
-        return json_response({"results": results})
+        return json_response({"results": results, "settings": settings.scoring_dict()})
 
     async def _score(self, request: web.Request) -> web.Response:
-        parsed = parse_score(await self._json_body(request), max_items=self.config.max_submissions)
+        parsed = await self._parsed(
+            request, lambda data: parse_score(data, max_items=self.config.max_submissions)
+        )
+        settings = self._settings(parsed.settings)
         table = await self._dataset(parsed.dataset, parsed.split)
         unknown = [item.task_id for item in parsed.items if item.task_id not in table]
         if unknown:
@@ -281,10 +338,6 @@ class RewardService:
                 f"{len(unknown)} task_id(s) are not in dataset {parsed.dataset!r} (split {parsed.split!r}), "
                 f"e.g. {unknown[0]!r}; ids look like {known}"
             )
-        try:
-            settings = self.scorer.settings.replace(**parsed.shaping)
-        except ValueError as exc:
-            raise RequestError(f"`settings`: {exc}") from None
         tasks = [table[item.task_id] for item in parsed.items]
         groups = [item.task_id if item.group is None else item.group for item in parsed.items]
         self._admit(len(tasks))
@@ -306,7 +359,7 @@ class RewardService:
             self._hold(holds)
         for result in results:
             self.metrics.count_verdict(result["evidence"]["status"])
-        return json_response({"results": results})
+        return json_response({"results": results, "settings": settings.scoring_dict()})
 
     async def _dataset(self, name: str, split: str | None) -> dict[str, Task]:
         key = (name, split)
@@ -337,7 +390,9 @@ class RewardService:
             raise RequestError(f"dataset {name!r} (split {split!r}) could not be loaded: {exc}") from None
 
     async def _run_code(self, request: web.Request) -> web.Response:
-        parsed = parse_run_code(await self._json_body(request), max_timeout_s=self.config.max_run_timeout_s)
+        parsed = await self._parsed(
+            request, lambda data: parse_run_code(data, max_timeout_s=self.config.max_run_timeout_s)
+        )
         job = program_job(parsed, self.sandbox.config.timeout_s)
         self._admit(1)
         try:
@@ -359,6 +414,8 @@ class RewardService:
                 "workers": info["workers"],
                 "queue": {"in_flight": self.admission.in_flight, "capacity": self.admission.capacity},
                 "auth": self.config.token is not None,
+                "settings": self.scorer.settings.scoring_dict(),
+                "cost_trusted": self.scorer.settings.cost_trusted,
             }
         )
 
@@ -374,6 +431,10 @@ class RewardService:
                 "effirl_queue_capacity": ("Most submissions the queue holds.", self.admission.capacity),
                 "effirl_sandbox_workers": ("Sandbox worker processes.", info["workers"]),
                 "effirl_cache_entries": ("Results held in the execution cache.", len(self.scorer.cache)),
+                "effirl_cache_bytes": (
+                    "Bytes held by the result caches (runs, reference runs, reference outputs).",
+                    self.scorer.cache.bytes + self.scorer.references.bytes + self.evaluator.outputs.bytes,
+                ),
             },
             counters={
                 "effirl_executions_total": ("Sandbox executions (repeats count).", info["executions"]),
@@ -387,6 +448,8 @@ class RewardService:
 
 
 _PROMETHEUS = {"X-Content-Type-Options": "nosniff"}
+# Bodies up to this size are decoded on the event loop (a thread hop costs more than decoding them).
+_PARSE_INLINE_BYTES = 64 * 1024
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

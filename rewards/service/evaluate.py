@@ -15,7 +15,7 @@ import time
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from rewards.cache import ExecutionCache, ResultFuture, code_digest
+from rewards.cache import DEFAULT_MAX_BYTES, ExecutionCache, ResultFuture, code_digest
 from rewards.scorer import Planned, RewardScorer, reference_cost
 from rewards.service.schema import MISSING, Submission
 from rewards.settings import RewardSettings
@@ -65,11 +65,17 @@ def settled(future: ResultFuture | None, fallback: ExecutionResult | None) -> Ex
 class Evaluator:
     """Runs ``/v1/evaluate`` submissions: tasks built from the request, expected values from references."""
 
-    def __init__(self, scorer: RewardScorer, *, outputs_cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        scorer: RewardScorer,
+        *,
+        outputs_cache_size: int = 4096,
+        outputs_cache_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.scorer = scorer
-        self.outputs = ExecutionCache(outputs_cache_size)
+        self.outputs = ExecutionCache(outputs_cache_size, outputs_cache_bytes)
 
-    def reference_outputs(self, submission: Submission, repeats: int) -> ResultFuture:
+    def reference_outputs(self, submission: Submission, settings: RewardSettings) -> ResultFuture:
         """The run of the submission's reference that returns its outputs on the test inputs, perf
         inputs after them (cached)."""
         assert submission.reference is not None
@@ -79,29 +85,34 @@ class Evaluator:
             submission.entry_point,
             tests,
             None,
-            self.scorer.settings.timeout_s,
-            repeats,
+            settings.timeout_s,
+            settings.repeats,
             want_outputs=True,
         )
         key = (
             _digest((submission.entry_point, submission.inputs, submission.perf_inputs)),
             code_digest(submission.reference),
-            repeats,
+            settings.repeats,
+            settings.timeout_s,
         )
         future, _ = self.outputs.get_or_submit(key, lambda: self.scorer.sandbox.submit(job))
         return future
 
     async def evaluate(
-        self, submissions: Sequence[Submission], repeats: int | None, deadline: float, timeout_s: float
+        self,
+        submissions: Sequence[Submission],
+        settings: RewardSettings,
+        deadline: float,
+        timeout_s: float,
     ) -> tuple[list[dict[str, Any]], list[ResultFuture | None]]:
         """One rendered result per submission, and the futures each one's slot waits on."""
-        settings = self.scorer.settings
-        if repeats is not None and repeats != settings.repeats:
-            settings = settings.replace(repeats=repeats)
-        reps = settings.repeats
-        outputs = [
-            self.reference_outputs(s, reps) if s.needs_reference_outputs else None for s in submissions
-        ]
+        # Digests of every submission's code are computed before anything runs: off the event loop.
+        outputs = await asyncio.to_thread(
+            lambda: [
+                self.reference_outputs(s, settings) if s.needs_reference_outputs else None
+                for s in submissions
+            ]
+        )
         await wait_until([f for f in outputs if f is not None], deadline)
         tasks: list[Task | None] = []
         early: list[ExecutionResult | None] = []
@@ -115,11 +126,12 @@ class Evaluator:
             if ran is not None and not task.perf_tests:
                 # That run's cost is the reference cost on the tests; with perf tests it must be
                 # measured on them alone, which the scorer does.
-                self.scorer.seed_reference(task, ran, reps)
+                self.scorer.seed_reference(task, ran, settings=settings)
             tasks.append(task)
             early.append(None)
         runnable = [i for i, task in enumerate(tasks) if task is not None]
-        plan = self.scorer.plan(
+        plan = await asyncio.to_thread(
+            self.scorer.plan,
             [tasks[i] for i in runnable],
             [submissions[i].code for i in runnable],
             extract=False,
@@ -226,6 +238,7 @@ def render_evaluation(
             "failed_tests": failed[:MAX_FAILED_TESTS_SHOWN],
             "failed_count": len(failed),
             "cost_measure": reward.evidence.cost_measure,
+            "cost_trusted": reward.evidence.cost_trusted,
             "measured": None if result.cost is None else result.to_dict()["cost"],
             "repeats": len(result.costs),
             "cached": cached,
@@ -234,8 +247,15 @@ def render_evaluation(
 
 
 def render_score(task_id: str, reward: Reward, cached: bool) -> dict[str, Any]:
-    """The JSON result of one ``/v1/score`` item (:meth:`Reward.to_dict` plus the task id)."""
-    return {"task_id": task_id, **reward.to_dict(), "cached": cached}
+    """The JSON result of one ``/v1/score`` item: :meth:`Reward.to_dict` plus the task id, whether it
+    came from the cache, and whether its cost measure is trusted (False for python_events, which the
+    candidate can switch off)."""
+    return {
+        "task_id": task_id,
+        **reward.to_dict(),
+        "cached": cached,
+        "cost_trusted": reward.evidence.cost_trusted,
+    }
 
 
 async def score_items(
@@ -249,7 +269,8 @@ async def score_items(
     deadline: float,
     timeout_s: float,
 ) -> tuple[list[dict[str, Any]], list[ResultFuture]]:
-    plan = scorer.plan(tasks, completions, extract=extract, settings=settings)
+    # Extracting and fingerprinting code (linear, but pure Python) runs off the event loop.
+    plan = await asyncio.to_thread(scorer.plan, tasks, completions, extract=extract, settings=settings)
     results, references = await collect(plan, deadline, timeout_s)
     rewards = shape_rewards(
         results,

@@ -11,16 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import posixpath
-import re
-import signal
 from typing import Any
 
 from rewards.service.schema import RequestError, RunCodeRequest
 from sandbox.jobs import ProgramJob
 from sandbox.types import ExecutionResult, ProgramTest, Status
-
-_EXIT_STATUS = re.compile(r"exit status (-?\d+)")
-_KILLED = re.compile(r"killed by (SIG[A-Z0-9]+)")
 
 
 def program_job(request: RunCodeRequest, default_timeout_s: float) -> ProgramJob:
@@ -82,17 +77,12 @@ def run_code_response(result: ExecutionResult, timeout_s: float) -> dict[str, An
 
 
 def return_code(result: ExecutionResult) -> int:
-    """The exit status a shell would have seen: 0, the ``sys.exit`` value, 1 for an uncaught error,
-    minus the signal number for a program killed by a signal."""
-    if result.status in (Status.PASSED, Status.FAILED):
-        return 0
-    message = result.error or ""
-    killed = _KILLED.search(message)
-    if killed and killed.group(1) in signal.Signals.__members__:
-        return -signal.Signals[killed.group(1)].value
-    exited = _EXIT_STATUS.search(message)
-    if exited:
-        return int(exited.group(1))
+    """The exit status a shell would have seen, as the kernel reported it (``waitpid``): 0, the
+    ``sys.exit`` value, 1 for an uncaught error, minus the signal number for a program killed by a
+    signal. Never read from anything the program printed. A run that never got to exit (it did not
+    compile, or broke the sandbox's protocol) counts as 1."""
+    if result.exit_code is not None:
+        return result.exit_code
     return 1
 
 

@@ -7,12 +7,18 @@ message alone.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewards.settings import SHAPING_KEYS
+from rewards.settings import (
+    PLACEMENT_KEYS,
+    SCORING_KEYS,
+    RewardSettings,
+    SettingError,
+)
 from sandbox import codec
 
 MISSING: Any = object()
@@ -56,6 +62,7 @@ class Submission:
 class EvaluateRequest:
     submissions: list[Submission]
     repeats: int | None
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ class ScoreRequest:
     dataset: str
     split: str | None
     items: list[ScoreItem]
-    shaping: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
     extract: bool = True
 
 
@@ -208,7 +215,7 @@ _SUBMISSION_KEYS = ("id", "code", "entry_point", "tests", "perf_tests", "referen
 
 def parse_evaluate(data: Any, *, max_submissions: int, max_repeats: int) -> EvaluateRequest:
     data = _object(data, "request", '{"submissions": [' + _SUBMISSION_EXAMPLE + "]}")
-    _unknown_keys(data, ("submissions", "repeats"), "")
+    _unknown_keys(data, ("submissions", "repeats", "settings"), "")
     items = _array(
         _required(data, "submissions", "", '{"submissions": [' + _SUBMISSION_EXAMPLE + "]}"),
         "submissions",
@@ -218,7 +225,13 @@ def parse_evaluate(data: Any, *, max_submissions: int, max_repeats: int) -> Eval
     repeats = data.get("repeats")
     if repeats is not None:
         repeats = _integer(repeats, "repeats", low=1, high=max_repeats)
-    return EvaluateRequest([_submission(item, f"submissions[{i}]") for i, item in enumerate(items)], repeats)
+    settings = _settings_object(data.get("settings"))
+    if repeats is not None and settings.get("repeats", repeats) != repeats:
+        raise RequestError(
+            f"`repeats` ({repeats}) and `settings.repeats` ({settings['repeats']}) disagree; send one of them"
+        )
+    submissions = [_submission(item, f"submissions[{i}]") for i, item in enumerate(items)]
+    return EvaluateRequest(submissions, repeats, settings)
 
 
 def _submission(value: Any, where: str) -> Submission:
@@ -304,18 +317,81 @@ def parse_score(data: Any, *, max_items: int) -> ScoreRequest:
         if group is not None and (isinstance(group, bool) or not isinstance(group, (int, str))):
             raise RequestError(f"`{at}.group` must be an integer or a string, got {_type_name(group)}")
         parsed.append(ScoreItem(task_id, completion, group))
-    shaping = data.get("settings") or {}
-    _object(shaping, "settings", '{"efficiency_weight": 0.3}')
-    fixed = sorted(set(shaping) - set(SHAPING_KEYS))
-    if fixed:
-        raise RequestError(
-            f"`settings` may only change how results are scored ({', '.join(SHAPING_KEYS)}); "
-            f"{', '.join(fixed)} decide how code runs and are set when the service starts"
-        )
     extract = data.get("extract", True)
     if not isinstance(extract, bool):
         raise RequestError(f"`extract` must be true or false, got {_type_name(extract)}")
-    return ScoreRequest(dataset, split, parsed, dict(shaping), extract)
+    return ScoreRequest(dataset, split, parsed, _settings_object(data.get("settings")), extract)
+
+
+# ---------------------------------------------------------------------------------- reward settings
+
+# What a service does with each execution key (rewards.settings.EXECUTION_KEYS) a request sets: keys
+# its sandbox fixes must match its own; per-run keys are honoured up to a limit (the flag raising it).
+FIXED_BY_SANDBOX = ("cost_measure", "memory_mb")
+# Trust a request may narrow but never widen: a service started without assertion scripts refuses
+# a request that asks for them.
+OPT_IN_BY_SERVICE = ("allow_script_tests",)
+HONOURED_UP_TO = {"repeats": "--max-repeats", "timeout_s": "--max-run-timeout-s"}
+
+
+def _settings_object(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    return dict(_object(value, "settings", '{"efficiency_weight": 1.0, "cost_measure": "cpu"}'))
+
+
+def request_settings(
+    requested: dict[str, Any], *, served: RewardSettings, max_repeats: int, max_timeout_s: float
+) -> RewardSettings:
+    """The settings a request is scored with: the service's, changed by the request's ``settings``.
+
+    Shaping keys are applied as given. Execution keys are honoured where this service can run that
+    way (``repeats`` and ``timeout_s`` within its limits) and refused with 409 where it cannot
+    (another ``cost_measure`` or ``memory_mb`` than its sandbox's): never replaced by its own values.
+    A bad value is refused with 400. Keys the request leaves out take the service's values; the
+    response's ``settings`` says what was used.
+    """
+    for key in requested:
+        if key in PLACEMENT_KEYS:
+            raise RequestError(
+                f"`settings.{key}` says where the caller scores and changes no reward; leave it out "
+                "(send the keys of RewardSettings.scoring_dict())"
+            )
+        if key not in SCORING_KEYS:
+            close = difflib.get_close_matches(key, SCORING_KEYS, n=1)
+            hint = f"did you mean `{close[0]}`?" if close else f"known: {', '.join(SCORING_KEYS)}"
+            raise RequestError(f"`settings` has an unknown key `{key}`; {hint}")
+    if not requested:
+        return served
+    try:
+        settings = served.replace(**requested)
+    except SettingError as exc:
+        raise RequestError(f"`settings.{exc.key}` {exc.problem}, got {requested.get(exc.key)!r}") from None
+    for key in FIXED_BY_SANDBOX:
+        asked, own = getattr(settings, key), getattr(served, key)
+        if asked != own:
+            raise RequestError(
+                f"`settings.{key}` is {asked} but this service runs code with {key} {own} and cannot "
+                f"change it per request; start the service with --{key.replace('_', '-')} {asked}",
+                status=409,
+            )
+    for key in OPT_IN_BY_SERVICE:
+        if getattr(settings, key) and not getattr(served, key):
+            raise RequestError(
+                f"`settings.{key}` asks for a weaker trust level than this service allows; a request "
+                f"cannot turn it on: start the service with --{key.replace('_', '-')} (docs/sandbox.md)",
+                status=409,
+            )
+    limits = {"repeats": max_repeats, "timeout_s": max_timeout_s}
+    for key, flag in HONOURED_UP_TO.items():
+        asked = getattr(settings, key)
+        if asked > limits[key]:
+            raise RequestError(
+                f"`settings.{key}` is {asked}, over this service's limit of {limits[key]:g}; start the "
+                f"service with {flag} {asked:g}",
+                status=409,
+            )
+    return settings
 
 
 # ---------------------------------------------------------------------------------------- /run_code

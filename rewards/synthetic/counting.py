@@ -64,6 +64,7 @@ def $fn($nums):
     stress_inputs=lambda variant, c: [(random.Random("repeat_detection").sample(range(10**6), 2000),)],
     example_input=lambda variant, c: ([3] * c["K"] + [1],),
     hint="`{nums}` can hold 10**5 numbers.",
+    cost_in_builtins=True,
 )
 
 # ------------------------------------------------------------------------------------ frequencies
@@ -113,6 +114,7 @@ def $fn($nums):
     stress_inputs=lambda variant, c: [([x % 1000 * 7 for x in range(2000)],)],
     example_input=lambda variant, c: ([5] * c["K"] + [1, 2],),
     hint="`{nums}` can hold 10**5 numbers.",
+    cost_in_builtins=True,
 )
 
 # ------------------------------------------------------------------------------------------ dedupe
@@ -209,6 +211,7 @@ DEDUPE = Family(
     stress_inputs=lambda variant, c: [([x * 7919 % 10007 for x in range(2500)] + list(range(0, 1000, 2)),)],
     example_input=lambda variant, c: ([3, 1, 3, 2, 1],),
     hint="`{items}` can hold 10**5 numbers.",
+    cost_in_builtins=True,
 )
 
 # -------------------------------------------------------------------------------------- anagrams

@@ -5,6 +5,8 @@ pools of its split, a function name, argument names, a variant (what exactly is 
 constants, a description phrasing, a sentence frame and an example format. Every pool has a
 ``train`` and a ``heldout`` side, and each family keeps at least its variants or its constants
 disjoint between the two, so held-out tasks are new problems in new words, not re-rolled train tasks.
+A whole family held out of training (split ``heldout_families``) renders tasks from both sides,
+each task from one: there the family itself is what the model has never seen.
 
 Source templates use :class:`string.Template` placeholders: ``$fn`` for the function name, one per
 argument role (``$nums``), and one per constant (``$K``). Description templates use
@@ -14,6 +16,7 @@ the family's ``prompt_values`` derives from the constants.
 
 from __future__ import annotations
 
+import functools
 import random
 import string
 from collections.abc import Callable, Mapping
@@ -21,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
-SPLITS = ("train", "heldout")
+# The two sides of every pool: what training tasks use, and what the held-out re-phrasing uses.
+SIDES = ("train", "heldout")
 DIFFICULTIES = ("easy", "medium", "hard")
 Constants = Mapping[str, Any]
 
@@ -33,10 +37,10 @@ class Pool(Generic[T]):
     train: tuple[T, ...]
     heldout: tuple[T, ...]
 
-    def of(self, split: str) -> tuple[T, ...]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-        return self.train if split == "train" else self.heldout
+    def of(self, side: str) -> tuple[T, ...]:
+        if side not in SIDES:
+            raise ValueError(f"unknown pool side {side!r}; choose one of {SIDES}")
+        return self.train if side == "train" else self.heldout
 
 
 def shared(*values: T) -> Pool[T]:
@@ -67,6 +71,9 @@ class Family:
     example_input: (variant key, constants) -> the argument tuple shown in the prompt.
     prompt_values: constants -> extra format fields for descriptions (e.g. the first terms).
     hint: a sentence on input sizes, with the same format fields as descriptions.
+    cost_in_builtins: the slow or the fast solution does its main work inside C builtins
+        (``x in list``, ``sum`` of a slice, ``str.join``, ``heapq``), which a count of Python line
+        events does not see, so only CPU time compares the two (tests and scripts check it there).
     """
 
     name: str
@@ -81,6 +88,7 @@ class Family:
     example_input: Callable[[str, Constants], tuple[Any, ...]]
     hint: str = ""
     prompt_values: Callable[[Constants], dict[str, Any]] = field(default=lambda constants: {})
+    cost_in_builtins: bool = False
 
     def __post_init__(self) -> None:
         if self.difficulty not in DIFFICULTIES:
@@ -99,6 +107,14 @@ class Family:
                 f"family {self.name}: train and heldout share variants {sorted(train_keys & heldout_keys)} "
                 "and constants; make one of the two pools disjoint"
             )
+
+
+@functools.cache
+def stress_ints(seed: str, size: int, low: int, high: int) -> list[int]:
+    """``size`` random integers in [low, high] drawn from ``seed``: one list, shared by every task
+    whose stress input it is (generation copies arguments before calling a reference)."""
+    rng = random.Random(seed)
+    return [rng.randint(low, high) for _ in range(size)]
 
 
 def _freeze(constants: Constants) -> tuple[tuple[str, Any], ...]:

@@ -122,6 +122,7 @@ MEMBERSHIP_COUNT = Family(
     stress_inputs=_membership_stress,
     example_input=lambda variant, c: ([1, 2, 3], [2, 5, 3]),
     hint="Both lists can hold 10**5 numbers.",
+    cost_in_builtins=True,
 )
 
 # --------------------------------------------------------------------------------------- pair sum
@@ -305,6 +306,7 @@ RANGE_SUMS = Family(
         [(0, 2), (1, 3)] if variant != "halfopen" else [(0, 2), (1, 4)],
     ),
     hint="`{nums}` and `{queries}` can each hold 10**5 items.",
+    cost_in_builtins=True,
 )
 
 # ----------------------------------------------------------------------------------- best subarray

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from rewards.settings import RewardSettings, SettingError
 from rlhf.config.schema import Section, setting
 
 BUILTIN_PREFIX = "builtin:"
@@ -192,62 +193,20 @@ class RolloutConfig(Section):
             )
 
 
-@dataclass
-class RewardConfig(Section):
+@dataclass(frozen=True)
+class RewardConfig(Section, RewardSettings):
     """How completions are scored: correctness, efficiency relative to a baseline, and penalties.
 
     The reward of a completion is its correctness plus `efficiency_weight` times its efficiency score
     (counted only when all tests pass) plus `format_weight` times its format score plus any penalty.
+    The keys are the fields of `rewards.settings.RewardSettings`, the one definition the reward service
+    (`effirl reward serve --help`) and its clients use too; this section is that class.
     """
 
     section = "reward"
 
-    correctness: Literal["binary", "fraction"] = setting(
-        "binary", "`binary`: 1 when every test passes, else 0. `fraction`: the fraction of tests passed."
-    )
-    efficiency_weight: float = setting(
-        0.5, "Weight of the efficiency score in the reward; 0 trains for correctness only."
-    )
-    efficiency_mode: Literal["reference", "group", "both", "none"] = setting(
-        "reference",
-        "Baseline a completion's cost is compared with: `reference` (the task's reference solution), "
-        "`group` (the median correct completion of the same prompt), `both` (their mean score), `none`.",
-    )
-    speedup_clip: float = setting(
-        4.0,
-        "Largest speedup over the baseline that earns more reward; speedups are log-scaled, so 2x over "
-        "1x earns as much as 4x over 2x. Must be > 1.",
-    )
-    cost_measure: Literal["cpu", "instructions", "python_events"] = setting(
-        "python_events",
-        "What a run costs: `cpu` (CPU seconds; noisy), `instructions` (hardware instruction counts; needs "
-        "perf counters), `python_events` (Python-level events counted by the tracer; deterministic).",
-    )
-    repeats: int = setting(1, "Measurements per completion; the median counts. Raise it for `cpu`.")
-    timeout_penalty: float = setting(-0.5, "Added to the reward when the completion times out (<= 0).")
-    syntax_error_penalty: float = setting(
-        -1.0, "Added to the reward when the completion does not parse (<= 0)."
-    )
-    missing_entry_point_penalty: float = setting(
-        -1.0, "Added to the reward when the completion does not define the function the tests call (<= 0)."
-    )
-    format_weight: float = setting(
-        0.0, "Weight of the format score (a single well-formed code block); 0 disables it."
-    )
-    workers: int | None = setting(None, "Sandbox processes scoring in parallel; null uses one per CPU core.")
-    timeout_s: float = setting(5.0, "Wall-clock limit for running one completion against all of its tests.")
-    memory_mb: int = setting(1024, "Memory limit of one sandboxed run, in MiB.")
-    service_url: str | None = setting(
-        None,
-        "Score through a running reward service (`effirl reward serve`) at this URL instead of local "
-        "sandbox workers, e.g. `http://10.0.0.5:8000`.",
-    )
-
     def check_values(self) -> None:
-        self.require_non_negative("efficiency_weight", "format_weight")
-        if not self.speedup_clip > 1:
-            self.fail("speedup_clip", "must be > 1")
-        self.require_positive("repeats", "workers", "timeout_s", "memory_mb")
-        self.require_at_most_zero("timeout_penalty", "syntax_error_penalty", "missing_entry_point_penalty")
-        if self.service_url is not None and not re.match(r"https?://\S+$", self.service_url):
-            self.fail("service_url", "must be an http:// or https:// URL")
+        try:
+            self.check()
+        except SettingError as exc:
+            self.fail(exc.key, exc.problem)

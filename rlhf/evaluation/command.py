@@ -7,6 +7,7 @@ so a typo costs seconds, not a generation pass.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 
 from rewards.tasks import Task
 from rlhf.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from rlhf.evaluation.compare import compare_results, comparison_markdown
+from rlhf.evaluation.compare import co_solved_pairs, compare_results, comparison_markdown
 from rlhf.evaluation.generation import (
     EvaluatedPolicy,
     EvaluationInputError,
@@ -26,8 +27,9 @@ from rlhf.evaluation.generation import (
     read_adapter_config,
     run_config,
 )
+from rlhf.evaluation.interleaved import DEFAULT_ROUNDS, measure_pairs
 from rlhf.evaluation.metrics import DEFAULT_TOLERANCE
-from rlhf.evaluation.records import RESULTS_FILE, EvaluationResult
+from rlhf.evaluation.records import RESULTS_FILE, EvaluationResult, SampleRecord, task_labels
 from rlhf.evaluation.report import write_report, write_run_report
 from rlhf.evaluation.scoring import COST_MODES, ScoringOptions, SolutionScorer
 from rlhf.rollout import PROMPT_STYLES
@@ -73,6 +75,9 @@ def run_evaluation(
     device: str = "auto",
     compare: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    compare_rounds: int = DEFAULT_ROUNDS,
+    rescore: str | None = None,
+    generate_only: bool = False,
 ) -> int:
     """Evaluate a model, adapter, checkpoint or run on ``benchmark``; write results to ``out``.
 
@@ -87,12 +92,14 @@ def run_evaluation(
         batch_size,
         repeats,
         tolerance,
+        compare_rounds,
         adapter,
         checkpoint,
         run,
         all_checkpoints,
     )
     other = _load_comparison(compare)
+    earlier = _load_rescored(rescore, model, adapter, checkpoint, run)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise EvaluationInputError(f"--out {out_dir} exists and is not a directory")
@@ -102,11 +109,21 @@ def run_evaluation(
         reason = callgrind_unavailable_reason()
         if reason is not None:
             raise EvaluationInputError(f"--cost callgrind is not available here: {reason}")
-    model, run_dir, adapter_config, targets = _resolve_targets(
-        model, adapter, checkpoint, run, all_checkpoints
-    )
+    if earlier is not None:
+        model, run_dir, adapter_config = str(earlier.meta.get("model")), None, None
+        targets = [
+            Target(
+                str(earlier.meta.get("label") or "rescored"),
+                earlier.meta.get("step"),
+                None,
+                earlier.meta.get("checkpoint"),
+            )
+        ]
+    else:
+        model, run_dir, adapter_config, targets = _resolve_targets(
+            model, adapter, checkpoint, run, all_checkpoints
+        )
     tasks = _load_benchmark(benchmark, split, limit)
-    config = run_config(run_dir, model, device)
     generation = GenerationOptions(
         n_samples, temperature, top_p, max_new_tokens, batch_size, prompt_style, seed, engine
     )
@@ -133,18 +150,43 @@ def run_evaluation(
         # Costs (speedups, NET, eff@k) of these tasks come from their perf tests alone.
         "tasks_with_perf_tests": sum(1 for task in tasks if task.perf_tests),
     }
-    policy = load_policy(config, adapter_config)
+    if earlier is not None:
+        _check_rescored(earlier, meta)
+        meta.update(
+            {"adapter": earlier.meta.get("adapter"), "run": earlier.meta.get("run"), "rescored": rescore}
+        )
+        policy = None
+    else:
+        policy = load_policy(run_config(run_dir, model, device), adapter_config)
+    if generate_only and (earlier is not None or other is not None):
+        raise EvaluationInputError(
+            "--generate-only writes completions only: leave out --rescore and --compare"
+        )
     results: list[tuple[Target, EvaluationResult]] = []
-    with SolutionScorer(scoring) as scorer:
+    with contextlib.nullcontext() if generate_only else SolutionScorer(scoring) as scorer:
         for target in targets:
-            result = evaluate_target(policy, target, tasks, generation, scorer, meta)
+            if policy is None:
+                completions = _earlier_completions(earlier, tasks)  # type: ignore[arg-type]
+                result = score_target(target, tasks, completions, scorer, meta)
+            elif generate_only:
+                result = unscored_target(policy, target, tasks, generation, meta)
+                result.save(out_dir / target.folder)
+                _say(f"effirl: {target.label}: completions written (not scored; score with --rescore)")
+                continue
+            else:
+                result = evaluate_target(policy, target, tasks, generation, scorer, meta)
             folder = out_dir / target.folder
             result.save(folder)
-            comparison = (
-                compare_results(result, other, tolerance)
-                if other is not None and target is targets[-1]
-                else None
-            )
+            comparison = None
+            if other is not None and target is targets[-1]:
+                measurements = measure_pairs(
+                    co_solved_pairs(result, other, {task.id: task for task in tasks}),
+                    cost=cost,
+                    rounds=compare_rounds,
+                    tolerance=tolerance,
+                    timeout_s=timeout_s,
+                )
+                comparison = compare_results(result, other, tolerance, measurements)
             write_report(folder, result, comparison=comparison, other=other if comparison else None)
             if comparison is not None:
                 _write_json(folder / "compare.json", comparison.to_dict())
@@ -174,19 +216,49 @@ def evaluate_target(
         if target.adapter is None:
             raise RuntimeError("a target without an adapter on a policy loaded with one")
         policy.set_adapter(target.adapter)
+    return score_target(target, tasks, generate_completions(policy, tasks, generation), scorer, meta)
+
+
+def unscored_target(
+    policy: EvaluatedPolicy,
+    target: Target,
+    tasks: Sequence[Task],
+    generation: GenerationOptions,
+    meta: dict[str, Any],
+) -> EvaluationResult:
+    """The completions of one target, recorded as not scored (for ``--rescore`` elsewhere)."""
     completions = generate_completions(policy, tasks, generation)
+    records = [
+        SampleRecord(task.id, index, text, "", "not_scored", False, False, 0, 0)
+        for task, group in zip(tasks, completions)
+        for index, text in enumerate(group)
+    ]
+    return EvaluationResult.build(_target_meta(meta, target), records, labels=task_labels(tasks))
+
+
+def score_target(
+    target: Target,
+    tasks: Sequence[Task],
+    completions: Sequence[Sequence[str]],
+    scorer: SolutionScorer,
+    meta: dict[str, Any],
+) -> EvaluationResult:
+    """Score ``completions[i]`` (the samples of ``tasks[i]``) for one target."""
     flat_tasks = [task for task, group in zip(tasks, completions) for _ in group]
     flat_texts = [text for group in completions for text in group]
     indices = [i for group in completions for i in range(len(group))]
     records = scorer.score(flat_tasks, flat_texts, indices)
-    target_meta = dict(
+    return EvaluationResult.build(_target_meta(meta, target), records, labels=task_labels(tasks))
+
+
+def _target_meta(meta: dict[str, Any], target: Target) -> dict[str, Any]:
+    return dict(
         meta,
         label=target.label,
         step=target.step,
         checkpoint=target.checkpoint,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
-    return EvaluationResult.build(target_meta, records)
 
 
 def headline(result: EvaluationResult) -> str:
@@ -207,6 +279,7 @@ def _check_options(
     batch_size: int | None,
     repeats: int,
     tolerance: float,
+    compare_rounds: int,
     adapter: str | None,
     checkpoint: str | None,
     run: str | None,
@@ -240,6 +313,53 @@ def _check_options(
         raise EvaluationInputError(f"unknown --cost {cost!r}; use one of {', '.join(COST_MODES)}")
     if tolerance < 0:
         raise EvaluationInputError(f"--tolerance must be >= 0, got {tolerance}")
+    if compare_rounds < 1:
+        raise EvaluationInputError(f"--compare-rounds must be at least 1, got {compare_rounds}")
+
+
+def _load_rescored(
+    rescore: str | None, model: str | None, adapter: str | None, checkpoint: str | None, run: str | None
+) -> EvaluationResult | None:
+    if rescore is None:
+        return None
+    if adapter or checkpoint or run or model:
+        raise EvaluationInputError(
+            "--rescore takes the completions of an earlier evaluation and loads no model; leave out "
+            "--model, --adapter, --checkpoint and --run"
+        )
+    try:
+        return EvaluationResult.load(rescore)
+    except (OSError, ValueError, KeyError) as exc:
+        raise EvaluationInputError(f"--rescore {rescore}: {exc}") from None
+
+
+# What must match between an evaluation and the one whose completions it scores again.
+RESCORE_SAME = ("benchmark", "split", "limit", "prompt_style", "n_samples")
+
+
+def _check_rescored(earlier: EvaluationResult, meta: dict[str, Any]) -> None:
+    for key in RESCORE_SAME:
+        if earlier.meta.get(key) != meta.get(key):
+            raise EvaluationInputError(
+                f"--rescore: the earlier evaluation used {key} {earlier.meta.get(key)!r}, this one "
+                f"{meta.get(key)!r}; pass the same --{key.replace('_', '-')} (a split or limit picks "
+                "other tasks, a prompt style other completions)"
+            )
+    for key in ("temperature", "top_p", "max_new_tokens", "engine", "seed"):
+        meta[key] = earlier.meta.get(key)  # how the completions were made, not how they are scored
+
+
+def _earlier_completions(earlier: EvaluationResult, tasks: Sequence[Task]) -> list[list[str]]:
+    by_task: dict[str, list[tuple[int, str]]] = {}
+    for sample in earlier.samples:
+        by_task.setdefault(sample.task_id, []).append((sample.index, sample.completion))
+    missing = [task.id for task in tasks if task.id not in by_task]
+    if missing:
+        raise EvaluationInputError(
+            f"--rescore: the earlier evaluation has no completions for {len(missing)} task(s) of this "
+            f"benchmark, e.g. {missing[0]!r}"
+        )
+    return [[text for _, text in sorted(by_task[task.id])] for task in tasks]
 
 
 def _load_comparison(compare: str | None) -> EvaluationResult | None:
@@ -316,15 +436,26 @@ def _clone(tensors: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_benchmark(benchmark: str, split: str | None, limit: int | None) -> list[Task]:
+    """The tasks of ``benchmark``; ``split`` may name several, comma-separated (``--limit`` applies
+    to each), e.g. ``heldout,heldout_families`` for both held-out splits of ``synthetic``."""
     from rewards.datasets import evaluation_split, load_tasks
 
-    split = evaluation_split(benchmark, split)
-    try:
-        tasks = load_tasks(benchmark, split=split, limit=limit)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        raise EvaluationInputError(f"--benchmark {benchmark}: {exc}") from None
-    if not tasks:
-        raise EvaluationInputError(f"--benchmark {benchmark} has no tasks (split {split!r}, limit {limit})")
+    splits: list[str | None] = [evaluation_split(benchmark)]
+    if split:
+        splits = [s.strip() for s in split.split(",")]
+        if not all(splits):
+            raise EvaluationInputError(f"--split {split!r} names an empty split")
+    tasks: list[Task] = []
+    for name in dict.fromkeys(splits):
+        try:
+            found = load_tasks(benchmark, split=name, limit=limit)
+        except (ValueError, FileNotFoundError, TypeError) as exc:
+            raise EvaluationInputError(f"--benchmark {benchmark}: {exc}") from None
+        if not found:
+            raise EvaluationInputError(
+                f"--benchmark {benchmark} has no tasks (split {name!r}, limit {limit})"
+            )
+        tasks += found
     return tasks
 
 

@@ -1,11 +1,15 @@
 """Side-by-side comparison of two evaluations of the same benchmark (e.g. tuned vs base).
 
-Headlines: the pass@1 delta, and on the tasks both solve, the share where the new model's code is
-faster, equal (within a tolerance band) or slower, the way ACECode reports "runtime reduced in X% of
-cases". Costs from two runs are compared through each run's own reference measurement: the new
-task speedup (reference / candidate, both measured in the same run) over the old one. Machine load
-that shifts every cost of one run cancels out; with an exact measure (callgrind, python_events)
-the result is the plain cost ratio.
+Headlines: pass@1 of both with their 95% intervals and the delta, and on the tasks both solve, the
+share where the new model's code is faster, equal or slower, the way ACECode reports "runtime reduced
+in X% of cases".
+
+How the costs are compared: `effirl eval --compare` runs the first passing solution of each side
+again, interleaved on one sandbox worker (:mod:`rlhf.evaluation.interleaved`), and a difference
+counts only when it passes that module's significance rule (beyond the tolerance, and for noisy
+measures a sign test over the rounds). Without those measurements (comparing two saved results),
+each run's costs are compared through its own reference measurement: the new task speedup
+(reference / candidate, both measured in the same run) over the old one, within a tolerance band.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewards.tasks import Task
+from rlhf.evaluation.interleaved import PairMeasurement
 from rlhf.evaluation.metrics import DEFAULT_TOLERANCE
 from rlhf.evaluation.records import EvaluationResult
 
@@ -27,7 +33,8 @@ class TaskComparison:
     speedup_new: float | None
     speedup_old: float | None
     relative_speed: float | None
-    verdict: str  # faster, equal, slower, or "" when not both solved
+    verdict: str  # faster, equal, slower, "failed" (did not pass when run again), "" when not both solved
+    p_value: float | None = None  # the sign test's, when measured side by side
 
 
 @dataclass
@@ -59,11 +66,33 @@ def verdict_of(relative_speed: float, tolerance: float = DEFAULT_TOLERANCE) -> s
     return "equal"
 
 
+def co_solved_pairs(
+    new: EvaluationResult, old: EvaluationResult, tasks: dict[str, Task]
+) -> list[tuple[Task, str, str]]:
+    """(task, old code, new code) for each task of ``tasks`` that both solved: each side's first
+    passing sample, to be measured side by side."""
+
+    def first_passing(result: EvaluationResult) -> dict[str, str]:
+        chosen: dict[str, str] = {}
+        for sample in sorted(result.samples, key=lambda s: s.index):
+            if sample.passed:
+                chosen.setdefault(sample.task_id, sample.code)
+        return chosen
+
+    new_codes, old_codes = first_passing(new), first_passing(old)
+    return [(tasks[t], old_codes[t], new_codes[t]) for t in new_codes if t in old_codes and t in tasks]
+
+
 def compare_results(
-    new: EvaluationResult, old: EvaluationResult, tolerance: float = DEFAULT_TOLERANCE
+    new: EvaluationResult,
+    old: EvaluationResult,
+    tolerance: float = DEFAULT_TOLERANCE,
+    measurements: list[PairMeasurement] | None = None,
 ) -> Comparison:
     """Compare ``new`` against ``old`` on the tasks both evaluated.
 
+    ``measurements`` (from :func:`rlhf.evaluation.interleaved.measure_pairs`) decide the runtime
+    verdicts of the tasks they cover; without them the runs' own speedups are compared.
     Raises ValueError when they measured cost differently or share no task.
     """
     if tolerance < 0:
@@ -79,11 +108,17 @@ def compare_results(
     if not shared:
         raise ValueError("the two evaluations share no task; compare runs of the same benchmark")
     comparison = Comparison(label_of(new), label_of(old), tolerance)
+    side_by_side = {m.task_id: m for m in measurements or ()}
     for task_id in shared:
         a, b = new_rows[task_id], old_rows[task_id]
-        relative = None
-        if a.get("speedup") is not None and b.get("speedup") is not None:
-            relative = a["speedup"] / b["speedup"]
+        relative, p_value = None, None
+        if task_id in side_by_side:
+            measured = side_by_side[task_id]
+            relative, verdict, p_value = measured.ratio, measured.verdict, measured.p_value
+        else:
+            if a.get("speedup") is not None and b.get("speedup") is not None and not side_by_side:
+                relative = a["speedup"] / b["speedup"]
+            verdict = "" if relative is None else verdict_of(relative, tolerance)
         comparison.tasks.append(
             TaskComparison(
                 task_id=task_id,
@@ -92,10 +127,12 @@ def compare_results(
                 speedup_new=a.get("speedup"),
                 speedup_old=b.get("speedup"),
                 relative_speed=relative,
-                verdict="" if relative is None else verdict_of(relative, tolerance),
+                verdict=verdict,
+                p_value=p_value,
             )
         )
-    both = [t for t in comparison.tasks if t.verdict]
+    both = [t for t in comparison.tasks if t.verdict in ("faster", "equal", "slower")]
+    significant = [t for t in both if t.verdict != "equal"]
     pass_new = sum(t.pass_rate_new for t in comparison.tasks) / len(comparison.tasks)
     pass_old = sum(t.pass_rate_old for t in comparison.tasks) / len(comparison.tasks)
     comparison.headline = {
@@ -103,14 +140,25 @@ def compare_results(
         "pass@1_new": pass_new,
         "pass@1_old": pass_old,
         "pass@1_delta": pass_new - pass_old,
+        "pass@1_ci95_new": _interval(new),
+        "pass@1_ci95_old": _interval(old),
+        "measured_side_by_side": bool(side_by_side),
         "both_solved": len(both),
+        "failed_when_rerun": sum(t.verdict == "failed" for t in comparison.tasks),
         "faster": _share(both, "faster"),
         "equal": _share(both, "equal"),
         "slower": _share(both, "slower"),
+        "significant": len(significant),
+        "faster_of_significant": _share(significant, "faster"),
         "solved_only_new": sum(t.pass_rate_new > 0 and t.pass_rate_old == 0 for t in comparison.tasks),
         "solved_only_old": sum(t.pass_rate_old > 0 and t.pass_rate_new == 0 for t in comparison.tasks),
     }
     return comparison
+
+
+def _interval(result: EvaluationResult) -> list[float] | None:
+    low, high = result.metrics.get("pass@1_ci95_low"), result.metrics.get("pass@1_ci95_high")
+    return None if low is None or high is None else [low, high]
 
 
 def _share(rows: list[TaskComparison], verdict: str) -> float | None:
@@ -134,11 +182,25 @@ def comparison_markdown(comparison: Comparison, max_rows: int = 50) -> str:
         f"on {h['shared_tasks']} shared tasks",
         f"- solved by new only: {h['solved_only_new']}, by old only: {h['solved_only_old']}",
     ]
+    for side in ("new", "old"):
+        interval = h.get(f"pass@1_ci95_{side}")
+        if interval:
+            lines.append(f"- pass@1 {side}: 95% interval [{interval[0]:.3f}, {interval[1]:.3f}]")
+    how = (
+        "measured again side by side (a difference counts beyond the tolerance and a sign test at 5%)"
+        if h.get("measured_side_by_side")
+        else "from each run's own speedups"
+    )
     if h["both_solved"]:
         lines.append(
-            f"- on the {h['both_solved']} tasks both solve, new code is faster in {h['faster']:.0%}, "
-            f"equal in {h['equal']:.0%} and slower in {h['slower']:.0%} of cases"
+            f"- on the {h['both_solved']} tasks both solve, {how}, new code is faster in "
+            f"{h['faster']:.0%}, equal in {h['equal']:.0%} and slower in {h['slower']:.0%} of cases"
         )
+        if h.get("significant"):
+            lines.append(
+                f"- of the {h['significant']} tasks with a significant difference, new code is faster "
+                f"in {h['faster_of_significant']:.0%}"
+            )
     else:
         lines.append("- no task is solved by both, so no runtime comparison")
     lines += [

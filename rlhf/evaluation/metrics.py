@@ -14,6 +14,8 @@
 - Normalised cost (EffiBench's NET for time, NMU for peak memory): candidate cost / reference cost
   on the samples that pass, averaged per task, then reported as the mean and the worst over tasks.
 - Speedup: reference cost / candidate cost (costs floored at the measure's resolution).
+- 95% intervals of pass@1: Wilson's score interval over tasks when every task has one sample (or all
+  of a task's samples agree), else the normal interval of the mean of the per-task pass rates.
 """
 
 from __future__ import annotations
@@ -59,6 +61,24 @@ def enamel_score(cost_ratio: float | None, alpha: float = ENAMEL_ALPHA) -> float
     if cost_ratio is None:
         return 0.0
     return max(0.0, alpha - cost_ratio) / (alpha - 1.0)
+
+
+def pass_rate_interval(rates: Sequence[float], z: float = 1.959964) -> tuple[float, float]:
+    """A 95% interval for the mean of per-task pass rates (pass@1), clipped to [0, 1].
+
+    With 0/1 rates (one sample per task) it is Wilson's score interval, which stays sensible at 0 and 1;
+    otherwise the normal interval of a mean, from the spread of the per-task rates.
+    """
+    count = len(rates)
+    if count == 0:
+        raise ValueError("no tasks to estimate a pass rate from")
+    mean = statistics.fmean(rates)
+    if all(r in (0.0, 1.0) for r in rates):
+        centre = (mean + z * z / (2 * count)) / (1 + z * z / count)
+        half = z * math.sqrt(mean * (1 - mean) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+        return max(0.0, centre - half), min(1.0, centre + half)
+    half = z * (statistics.stdev(rates) / math.sqrt(count) if count > 1 else 0.0)
+    return max(0.0, mean - half), min(1.0, mean + half)
 
 
 def ks_for(n: int, wanted: Sequence[int] = (1, 5, 10, 100)) -> list[int]:
@@ -133,6 +153,9 @@ def aggregate(summaries: Sequence[TaskSummary], ks: Sequence[int] | None = None)
         metrics[f"pass@{k}"] = statistics.fmean(pass_at_k(s.n, s.correct, k) for s in summaries)
         metrics[f"base_pass@{k}"] = statistics.fmean(pass_at_k(s.n, s.correct_base, k) for s in summaries)
         metrics[f"eff@{k}"] = statistics.fmean(eff_at_k(s.enamel_scores, k) for s in summaries)
+    for name, correct in (("pass@1", lambda s: s.correct), ("base_pass@1", lambda s: s.correct_base)):
+        low, high = pass_rate_interval([correct(s) / s.n for s in summaries])
+        metrics[f"{name}_ci95_low"], metrics[f"{name}_ci95_high"] = low, high
     solved = [s for s in summaries if s.correct > 0]
     measured = [s for s in solved if s.cost_ratio is not None]
     metrics["solved_tasks"] = float(len(solved))

@@ -8,21 +8,27 @@ import math
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rewards.tasks import Task
 from rlhf.evaluation.metrics import (
     ENAMEL_ALPHA,
     MEMORY_FLOOR_BYTES,
     SampleOutcome,
+    TaskSummary,
     aggregate,
     summarise_task,
 )
 
 RESULTS_FILE = "results.json"
 RESULTS_FORMAT = "effirl-eval/1"
+# Task metadata an evaluation groups its metrics by, where tasks carry it (synthetic tasks do).
+GROUP_KEYS = ("split", "family")
+# The metrics kept per group (all of aggregate()'s would repeat the headline table per family).
+GROUP_METRICS = ("tasks", "pass@1", "eff@1", "solved_tasks", "measured_tasks", "speedup_geomean")
 # Smallest cost each measure resolves; costs are floored to it before they are divided.
 COST_FLOORS = {"cpu": 1e-6, "python_events": 1.0, "instructions": 1.0, "callgrind": 1.0}
 
@@ -88,20 +94,65 @@ class SampleRecord:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def task_labels(tasks: Iterable[Task]) -> dict[str, dict[str, str]]:
+    """Each task's split and family, from its metadata, for the per-group metrics."""
+    labels = {}
+    for task in tasks:
+        found = {k: task.metadata[k] for k in GROUP_KEYS if isinstance(task.metadata.get(k), str)}
+        if found:
+            labels[task.id] = found
+    return labels
+
+
+def group_metrics(
+    summaries: Sequence[TaskSummary], labels: Mapping[str, Mapping[str, str]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Metrics per split and per (split, family) of the labelled tasks, sorted by name.
+
+    ``{"split": [{"split": s, "tasks": ..., "pass@1": ...}, ...], "family": [{"split": s,
+    "family": f, ...}, ...]}``; a key is absent when no task carries the label.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for depth, key in enumerate(GROUP_KEYS, 1):
+        names = GROUP_KEYS[:depth]
+        members: dict[tuple[str, ...], list[TaskSummary]] = defaultdict(list)
+        for summary in summaries:
+            label = labels.get(summary.task_id, {})
+            if key in label:
+                members[tuple(label.get(n, "") for n in names)].append(summary)
+        if members:
+            groups[key] = [
+                {**dict(zip(names, group)), **_kept(aggregate(members[group]))} for group in sorted(members)
+            ]
+    return groups
+
+
+def _kept(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: metrics.get(k) for k in GROUP_METRICS}
+
+
 @dataclass
 class EvaluationResult:
-    """Everything one evaluation found: its settings (``meta``), metrics, tasks and samples."""
+    """Everything one evaluation found: its settings (``meta``), metrics, tasks and samples, and
+    ``groups``: metrics per split and per family where the tasks say which (see group_metrics)."""
 
     meta: dict[str, Any]
     metrics: dict[str, Any]
     tasks: list[dict[str, Any]]
     samples: list[SampleRecord] = field(default_factory=list)
+    groups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def build(
-        cls, meta: dict[str, Any], samples: Sequence[SampleRecord], alpha: float = ENAMEL_ALPHA
+        cls,
+        meta: dict[str, Any],
+        samples: Sequence[SampleRecord],
+        alpha: float = ENAMEL_ALPHA,
+        labels: Mapping[str, Mapping[str, str]] | None = None,
     ) -> EvaluationResult:
-        """Summarise ``samples`` per task (in first-seen order) and over the benchmark."""
+        """Summarise ``samples`` per task (in first-seen order), per group of ``labels`` (task id
+        -> split and family, see task_labels) and over the benchmark."""
+        labels = labels or {}
         by_task: dict[str, list[SampleRecord]] = defaultdict(list)
         for sample in samples:
             by_task[sample.task_id].append(sample)
@@ -125,8 +176,15 @@ class EvaluationResult:
             row["cost"] = (
                 None if summary.cost_ratio is None or reference is None else summary.cost_ratio * reference
             )
+            row.update(labels.get(summary.task_id, {}))
             tasks.append(row)
-        return cls(meta=dict(meta, enamel_alpha=alpha), metrics=metrics, tasks=tasks, samples=list(samples))
+        return cls(
+            meta=dict(meta, enamel_alpha=alpha),
+            metrics=metrics,
+            tasks=tasks,
+            samples=list(samples),
+            groups=group_metrics(summaries, labels),
+        )
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``results.json`` into ``folder`` (atomically: a temporary file renamed into place)."""
@@ -137,6 +195,7 @@ class EvaluationResult:
             "meta": self.meta,
             "metrics": self.metrics,
             "tasks": self.tasks,
+            "groups": self.groups,
             "samples": [s.to_dict() for s in self.samples],
         }
         handle, temporary = tempfile.mkstemp(prefix=".results-", suffix=".json", dir=folder)
@@ -164,6 +223,7 @@ class EvaluationResult:
             metrics=data["metrics"],
             tasks=data["tasks"],
             samples=[SampleRecord.from_dict(s) for s in data["samples"]],
+            groups=data.get("groups") or {},
         )
 
     def task_rows(self) -> dict[str, dict[str, Any]]:

@@ -28,6 +28,19 @@ def _pyplot() -> Any:
     return plt
 
 
+def plots_available() -> bool:
+    """Whether matplotlib can be imported; without it reports are written without their plots (a
+    lean GPU image, say), and say so."""
+    try:
+        _pyplot()
+    except ImportError:
+        return False
+    return True
+
+
+NO_PLOTS = "_Plots were not drawn: matplotlib is not installed here (`pip install matplotlib`)._"
+
+
 def plot_pass_at_k(results: Sequence[EvaluationResult], path: Path) -> Path:
     """Grouped bars: pass@k on all tests and on the base tests, and eff@k, per result."""
     plt = _pyplot()
@@ -118,8 +131,10 @@ def write_report(
 ) -> Path:
     """Write report.md with its plots (pass_at_k.png, speedup_cdf.png) into ``folder``."""
     shown = [result] if other is None else [result, other]
-    plot_pass_at_k(shown, folder / "pass_at_k.png")
-    plot_speedup_cdf(shown, folder / "speedup_cdf.png")
+    plotted = plots_available()
+    if plotted:
+        plot_pass_at_k(shown, folder / "pass_at_k.png")
+        plot_speedup_cdf(shown, folder / "speedup_cdf.png")
     meta, metrics = result.meta, result.metrics
     unit = COST_UNITS.get(str(meta.get("cost")), "cost")
     lines = [
@@ -160,9 +175,7 @@ def write_report(
         f"eff@k uses ENAMEL's score with alpha = {meta.get('enamel_alpha')}; normalized cost/memory are "
         "candidate over reference on solved tasks (EffiBench's NET/NMU): mean and worst.",
         "",
-        "![pass@k](pass_at_k.png)",
-        "",
-        "![speedups](speedup_cdf.png)",
+        *(["![pass@k](pass_at_k.png)", "", "![speedups](speedup_cdf.png)"] if plotted else [NO_PLOTS]),
         "",
         "## Verdicts",
         "",
@@ -171,6 +184,7 @@ def write_report(
         *(f"| {k.split('/', 1)[1]} | {v:.3f} |" for k, v in metrics.items() if k.startswith("status/")),
         "",
     ]
+    lines += group_tables(result)
     if comparison is not None:
         lines += ["## Comparison", "", comparison_markdown(comparison), ""]
     lines += [
@@ -201,16 +215,48 @@ def _perf_note(meta: dict[str, Any]) -> str:
     )
 
 
+def group_tables(result: EvaluationResult) -> list[str]:
+    """Markdown lines: metrics per split (when there are several) and per family, if tasks had them."""
+    lines: list[str] = []
+    splits, families = result.groups.get("split", []), result.groups.get("family", [])
+    header = "| tasks | pass@1 | eff@1 | solved | speedup geomean |"
+    rule = "|---|---|---|---|---|"
+
+    def cells(row: dict[str, Any]) -> str:
+        keys = ("tasks", "pass@1", "eff@1", "solved_tasks", "speedup_geomean")
+        values = [_fmt(int(row[k]) if k in ("tasks", "solved_tasks") else row.get(k)) for k in keys]
+        return " | ".join(values) + " |"
+
+    if len(splits) > 1:
+        lines += ["## Per split", "", "| split " + header, "|---" + rule]
+        lines += [f"| {row['split']} | " + cells(row) for row in splits]
+        lines.append("")
+    if families:
+        lines += [
+            "## Per family",
+            "",
+            "Speedup: reference cost over candidate cost, on the solved tasks of each family.",
+            "",
+            "| split | family " + header,
+            "|---|---" + rule,
+        ]
+        lines += [f"| {row.get('split', '')} | {row['family']} | " + cells(row) for row in families]
+        lines.append("")
+    return lines
+
+
 def write_run_report(folder: Path, steps: Sequence[dict[str, Any]], meta: dict[str, Any]) -> Path:
     """report.md and metrics_vs_step.png for every checkpoint of a run (``steps`` as in results.json)."""
-    plot_metrics_vs_step(steps, folder / "metrics_vs_step.png")
+    plotted = plots_available()
+    if plotted:
+        plot_metrics_vs_step(steps, folder / "metrics_vs_step.png")
     lines = [
         f"# Evaluation of run {meta.get('run')} on {meta.get('benchmark')}",
         "",
         f"Step 0 is the base model `{meta.get('model')}`; each later step is that checkpoint's adapter. "
         "Each step's own report is in its folder.",
         "",
-        "![metrics vs step](metrics_vs_step.png)",
+        "![metrics vs step](metrics_vs_step.png)" if plotted else NO_PLOTS,
         "",
         "| step | " + " | ".join(STEP_METRICS) + " | report |",
         "|---|" + "---|" * (len(STEP_METRICS) + 1),

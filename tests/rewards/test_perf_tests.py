@@ -165,7 +165,7 @@ def test_service_measures_cost_on_perf_tests(events_box) -> None:
     from rewards.client import RewardClient, submission
     from rewards.service import RewardService, ServiceConfig
 
-    config = ServiceConfig(port=0, reward=RewardSettings(cost_measure="python_events"))
+    config = ServiceConfig(port=0, reward=RewardSettings(cost_measure="python_events", memory_mb=256))
     subs = [
         submission(
             name,

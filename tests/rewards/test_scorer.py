@@ -10,6 +10,7 @@ from rewards.cache import ExecutionCache, code_digest, task_fingerprint
 from rewards.scorer import RewardScorer, TaskError, job_for
 from rewards.settings import RewardSettings
 from rewards.tasks import Task
+from sandbox import Sandbox
 from sandbox.jobs import FunctionJob, ProgramJob, ScriptJob
 from sandbox.types import ExecutionResult, FunctionTest, ProgramTest, Status
 
@@ -59,8 +60,13 @@ def test_job_for_picks_the_strongest_test_kind() -> None:
         job_for(Task(id="x", prompt="", function_tests=(FunctionTest((1,), 1),)), GOOD)
 
 
+def test_script_only_tasks_are_refused_unless_opted_in(box) -> None:
+    with pytest.raises(TaskError, match=r"assertion script.*allow_script_tests"):
+        RewardScorer(box, RewardSettings()).score([SCRIPTED], ["def inc(x): return x + 1"], extract=False)
+
+
 def test_scores_function_program_and_script_tasks(box) -> None:
-    scorer = RewardScorer(box, RewardSettings(correctness="fraction"))
+    scorer = RewardScorer(box, RewardSettings(correctness="fraction", allow_script_tests=True))
     tasks = [SQUARE, SQUARE, ECHO, ECHO, SCRIPTED, SQUARE]
     codes = [
         GOOD,
@@ -145,6 +151,13 @@ def test_per_call_shaping_and_fixed_keys(box) -> None:
 def test_cost_measure_needs_a_counting_sandbox(box) -> None:
     with pytest.raises(ValueError, match="count_python_events=True"):
         RewardScorer(box, RewardSettings(cost_measure="python_events"))
+    # CPU time under the event tracer is inflated, and a candidate can switch the tracer off.
+    tracing = RewardSettings(cost_measure="python_events", workers=1).sandbox_config()
+    with (
+        Sandbox(tracing) as traced,
+        pytest.raises(ValueError, match="on a sandbox that counts Python events"),
+    ):
+        RewardScorer(traced, RewardSettings(cost_measure="cpu"))
 
 
 def test_completions_are_extracted_and_format_scored(box) -> None:

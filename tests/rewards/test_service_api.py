@@ -108,7 +108,8 @@ def test_reference_supplies_expected_values_and_cost(service) -> None:
         "id": "fast",
         "code": "def total(xs):\n    return sum(xs)\n",
         "entry_point": "total",
-        "tests": [{"input": [list(range(8000))]}, {"input": [[1, 2]], "expected": 3}],
+        # Large enough that the loop costs several times the sum on a loaded machine too.
+        "tests": [{"input": [list(range(15000))]}, {"input": [[1, 2]], "expected": 3}],
         "reference": reference,
     }
     wrong = {**fast, "id": "wrong", "code": "def total(xs):\n    return len(xs) + 1\n"}
@@ -180,9 +181,9 @@ def test_score_errors_name_the_fix(service) -> None:
     status, _, body = post(service.url + "/v1/score", {"dataset": "nope", "items": [item]})
     assert status == 400 and "unknown dataset 'nope'" in body["error"]
     item = {"task_id": "toy/sort", "completion": "x"}
-    body = {"dataset": "toy", "items": [item], "settings": {"timeout_s": 1}}
+    body = {"dataset": "toy", "items": [item], "settings": {"cost_measure": "python_events"}}
     status, _, body = post(service.url + "/v1/score", body)
-    assert status == 400 and "timeout_s decide how code runs" in body["error"]
+    assert status == 409 and "start the service with --cost-measure python_events" in body["error"]
 
 
 # -------------------------------------------------------------------------------------- bad input
@@ -278,6 +279,12 @@ def test_run_code_speaks_sandbox_fusion(service) -> None:
     assert run["stdout"].rstrip("\n") == "42"
 
 
+# A program that writes the harness's own "done" record on the result channel, then fails.
+FORGED_DONE_THEN_RAISE = (
+    'import os\nos.write(3, b\'{"t":"done","events":null}\\n\')\nraise RuntimeError(\'after done\')'
+)
+
+
 @pytest.mark.parametrize(
     ("code", "api_status", "run_status", "return_code", "stderr_fragment"),
     [
@@ -285,7 +292,11 @@ def test_run_code_speaks_sandbox_fusion(service) -> None:
         ("raise ValueError('boom')", "Failed", "Finished", 1, "ValueError: boom"),
         ("def f(:\n", "Failed", "Finished", 1, "SyntaxError"),
         ("while True:\n    pass", "Failed", "TimeLimitExceeded", None, ""),
-        ("import os\nos.kill(os.getpid(), 9)", "Failed", "Finished", -9, "SIGKILL"),
+        # The exit status comes from the kernel, never from what the program printed or raised.
+        ("raise ValueError('exit status 0')", "Failed", "Finished", 1, "ValueError"),
+        ("import os\nprint('x', flush=True)\nos._exit(5)", "Failed", "Finished", 5, "exit status 5"),
+        ("import ctypes\nctypes.string_at(0)", "Failed", "Finished", -11, "SIGSEGV"),
+        (FORGED_DONE_THEN_RAISE, "Failed", "Finished", 1, "RuntimeError"),
     ],
 )
 def test_run_code_failures_map_to_sandbox_fusion_states(
@@ -446,14 +457,32 @@ def test_client_submission_helper_encodes_values(service) -> None:
             client.evaluate([{**sub, "id": 3}])
 
 
-def test_remote_scorer_matches_local_scoring(service) -> None:
+def test_remote_scorer_matches_local_scoring(service, box) -> None:
     from rewards.client import RemoteScorer
+    from rewards.scorer import RewardScorer
 
-    codes = ["def sort_list(xs):\n    return sorted(xs)\n", "def sort_list(xs):\n    return xs[::-1]\n"]
+    codes = [
+        "def sort_list(xs):\n    return sorted(xs)\n",
+        "def sort_list(xs):\n    return xs[::-1]\n",
+        "def sort_list(xs):\n    return sorted(xs\n",
+        "def other(xs):\n    return xs\n",
+    ]
+    # Costs differ from run to run, so the shaping here leaves them out; everything else must agree.
+    settings = RewardSettings(timeout_s=1.0, efficiency_weight=0.0, format_weight=0.0, correctness="fraction")
+    groups = [("g", 1)] * len(codes)
+    local = RewardScorer(box, settings).score([SORT_TASK] * len(codes), codes, groups, extract=False)
     with RewardClient(service.url) as client:
-        remote = RemoteScorer(client, "toy").score([SORT_TASK] * 2, codes, [("g", 1)] * 2, extract=False)
-    assert [r.evidence.status for r in remote] == ["passed", "failed"]
-    assert remote[0].correctness == 1.0 and remote[0].evidence.reference_cost is not None
+        remote = RemoteScorer(client, "toy", settings=settings).score(
+            [SORT_TASK] * len(codes), codes, groups, extract=False
+        )
+    assert [r.evidence.status for r in remote] == ["passed", "failed", "syntax_error", "runtime_error"]
+    for here, there in zip(local, remote):
+        assert (here.value, here.correctness, here.penalty) == (there.value, there.correctness, there.penalty)
+        assert (here.evidence.status, here.evidence.error_kind) == (
+            there.evidence.status,
+            there.evidence.error_kind,
+        )
+        assert (here.evidence.passed, here.evidence.total) == (there.evidence.passed, there.evidence.total)
 
 
 def test_score_a_registered_dataset(box) -> None:

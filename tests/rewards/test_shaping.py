@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from rewards.settings import RewardSettings
+from rewards.settings import EXECUTION_KEYS, PLACEMENT_KEYS, SHAPING_KEYS, RewardSettings
 from rewards.shaping import (
     Reward,
     cost_value,
@@ -198,10 +198,27 @@ def test_settings_validate_and_name_the_fix() -> None:
     assert config.count_python_events and config.workers == 3 and config.cost_aggregate == "median"
 
 
-def test_settings_mirror_the_reward_config_section() -> None:
-    """The trainer converts `reward` config sections with from_mapping(asdict(...)): keep the keys equal."""
+def test_the_reward_config_section_is_reward_settings() -> None:
+    """One definition: the trainer's `reward` section is RewardSettings, same keys, defaults and help."""
     sections = pytest.importorskip("rlhf.config.sections")
-    config_keys = {f.name for f in dataclasses.fields(sections.RewardConfig)}
-    assert config_keys == {f.name for f in dataclasses.fields(RewardSettings)}
-    converted = RewardSettings.from_mapping(dataclasses.asdict(sections.RewardConfig()))
-    assert converted.cost_measure == sections.RewardConfig().cost_measure
+    assert issubclass(sections.RewardConfig, RewardSettings)
+    assert [f.name for f in dataclasses.fields(sections.RewardConfig)] == [
+        f.name for f in dataclasses.fields(RewardSettings)
+    ]
+    assert sections.RewardConfig().to_dict() == RewardSettings().to_dict()
+    assert all(f.metadata["help"] for f in dataclasses.fields(RewardSettings))
+
+
+def test_the_default_cost_measure_is_trusted() -> None:
+    assert RewardSettings().cost_measure == "cpu" and RewardSettings().cost_trusted
+    assert not RewardSettings(cost_measure="python_events").cost_trusted
+    assert "NOT TRUSTED" in next(
+        f.metadata["help"] for f in dataclasses.fields(RewardSettings) if f.name == "cost_measure"
+    )
+
+
+def test_every_setting_is_shaping_execution_or_placement() -> None:
+    groups = (SHAPING_KEYS, EXECUTION_KEYS, PLACEMENT_KEYS)
+    keys = [key for group in groups for key in group]
+    assert sorted(keys) == sorted(f.name for f in dataclasses.fields(RewardSettings))
+    assert RewardSettings().scoring_dict().keys() == set(SHAPING_KEYS + EXECUTION_KEYS)

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from rewards.synthetic import DEFAULT_PER_FAMILY, FAMILIES, Family, Pool, Variant, synthetic_tasks
+from rewards.synthetic import (
+    DEFAULT_PER_FAMILY,
+    FAMILIES,
+    Family,
+    Pool,
+    Variant,
+    family_names,
+    synthetic_tasks,
+)
 from rewards.synthetic.family import compile_function
 from rewards.tasks import Task
 from sandbox import FunctionJob, Sandbox
@@ -25,6 +33,15 @@ def train() -> list[Task]:
 @pytest.fixture(scope="module")
 def heldout() -> list[Task]:
     return synthetic_tasks("heldout")
+
+
+@pytest.fixture(scope="module")
+def unseen() -> list[Task]:
+    """The held-out families' tasks."""
+    return synthetic_tasks("heldout_families")
+
+
+TRAINING = family_names("train")
 
 
 def fast_and_slow(task: Task) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -41,11 +58,11 @@ def test_at_least_ten_families_with_all_difficulties() -> None:
 
 
 def test_thousands_of_distinct_train_prompts(train: list[Task]) -> None:
-    assert len(train) == DEFAULT_PER_FAMILY["train"] * len(FAMILIES)
-    assert len({t.prompt for t in train}) >= 2000
+    assert len(train) == DEFAULT_PER_FAMILY["train"] * len(TRAINING)
+    assert len({t.prompt for t in train}) == len(train)
     assert len({t.id for t in train}) == len(train)
     assert Counter(t.metadata["family"] for t in train) == dict.fromkeys(
-        FAMILIES, DEFAULT_PER_FAMILY["train"]
+        TRAINING, DEFAULT_PER_FAMILY["train"]
     )
 
 
@@ -55,14 +72,14 @@ def test_same_seed_same_tasks_other_seed_other_tasks() -> None:
 
 
 def test_family_streams_do_not_depend_on_n(train: list[Task]) -> None:
-    short = synthetic_tasks("train", n=3 * len(FAMILIES))
+    short = synthetic_tasks("train", n=3 * len(TRAINING))
     assert short == [t for t in train if int(t.id.rsplit("/", 1)[1]) < 3]
 
 
 def test_n_mixes_families_evenly() -> None:
-    tasks = synthetic_tasks("heldout", n=2 * len(FAMILIES) + 1)
+    tasks = synthetic_tasks("heldout", n=2 * len(TRAINING) + 1)
     counts = Counter(t.metadata["family"] for t in tasks)
-    assert set(counts) == set(FAMILIES) and max(counts.values()) - min(counts.values()) <= 1
+    assert set(counts) == set(TRAINING) and max(counts.values()) - min(counts.values()) <= 1
 
 
 def test_splits_are_disjoint_in_prompts_parameters_and_names(train: list[Task], heldout: list[Task]) -> None:
@@ -71,7 +88,7 @@ def test_splits_are_disjoint_in_prompts_parameters_and_names(train: list[Task], 
     train_params = {(t.metadata["family"], t.metadata["params"]) for t in train}
     assert not train_params & {(t.metadata["family"], t.metadata["params"]) for t in heldout}
     assert not {t.entry_point for t in train} & {t.entry_point for t in heldout}
-    assert {t.metadata["family"] for t in heldout} == set(FAMILIES)
+    assert {t.metadata["family"] for t in heldout} == set(TRAINING)
 
 
 def test_heldout_phrasings_are_unseen(train: list[Task], heldout: list[Task]) -> None:
@@ -82,12 +99,12 @@ def test_heldout_phrasings_are_unseen(train: list[Task], heldout: list[Task]) ->
 
 
 def test_prompts_are_short_and_show_signature_and_a_true_example(
-    train: list[Task], heldout: list[Task]
+    train: list[Task], heldout: list[Task], unseen: list[Task]
 ) -> None:
     example = re.compile(
         r"(?:Example: |E\.g\. |For instance, |Sample: )(\w+\(.*\)) (?:==|returns|gives|->) (.+)\.$"
     )
-    for task in train + heldout:
+    for task in train + heldout + unseen:
         assert len(task.prompt) <= 400, task.prompt
         assert f"`{task.entry_point}(" in task.prompt
         match = example.search(task.prompt)
@@ -105,7 +122,7 @@ def test_easy_prompts_are_one_short_paragraph(train: list[Task]) -> None:
 
 
 def test_metadata_and_test_layout(train: list[Task]) -> None:
-    for task in train[:: len(FAMILIES)]:
+    for task in train[:: len(TRAINING) - 1]:
         meta = task.metadata
         assert meta["source"] == "synthetic" and meta["split"] == "train"
         assert meta["family"] in FAMILIES and meta["difficulty"] == FAMILIES[meta["family"]].difficulty
@@ -118,9 +135,9 @@ def test_metadata_and_test_layout(train: list[Task]) -> None:
 
 
 def test_slow_references_agree_with_fast_ones_on_every_small_test(
-    train: list[Task], heldout: list[Task]
+    train: list[Task], heldout: list[Task], unseen: list[Task]
 ) -> None:
-    for task in train + heldout:
+    for task in train + heldout + unseen:
         fast, slow = fast_and_slow(task)
         for test in task.function_tests[: task.n_base_tests]:
             assert slow(*copy.deepcopy(test.args)) == test.expected == fast(*copy.deepcopy(test.args)), (
@@ -129,10 +146,10 @@ def test_slow_references_agree_with_fast_ones_on_every_small_test(
 
 
 def test_slow_references_agree_on_stress_tests_of_every_variant(
-    train: list[Task], heldout: list[Task]
+    train: list[Task], heldout: list[Task], unseen: list[Task]
 ) -> None:
     seen = set()
-    for task in train + heldout:
+    for task in train + heldout + unseen:
         key = (task.metadata["family"], task.metadata["variant"])
         if key in seen:
             continue
@@ -141,20 +158,22 @@ def test_slow_references_agree_on_stress_tests_of_every_variant(
         for test in task.perf_tests:
             assert slow(*copy.deepcopy(test.args)) == test.expected, task.id
     assert len(seen) >= 2 * len(FAMILIES)
+    assert {family for family, _ in seen} == set(FAMILIES)
 
 
 def test_generation_does_not_mutate_shared_stress_inputs() -> None:
-    first = synthetic_tasks("train", n=len(FAMILIES) * 2)
-    again = synthetic_tasks("train", n=len(FAMILIES) * 2)
-    assert [(t.function_tests, t.perf_tests) for t in first] == [
-        (t.function_tests, t.perf_tests) for t in again
-    ]
+    for split in ("train", "heldout_families"):
+        first = synthetic_tasks(split, n=len(FAMILIES) * 2)
+        again = synthetic_tasks(split, n=len(FAMILIES) * 2)
+        assert [(t.function_tests, t.perf_tests) for t in first] == [
+            (t.function_tests, t.perf_tests) for t in again
+        ]
 
 
 def test_fast_references_pass_their_own_tests_in_the_sandbox(
-    train: list[Task], heldout: list[Task], box: Sandbox
+    train: list[Task], heldout: list[Task], unseen: list[Task], box: Sandbox
 ) -> None:
-    tasks = train[::7] + heldout
+    tasks = train[::11] + heldout[::3] + unseen[::2]
     jobs = [
         FunctionJob(t.reference, t.entry_point, (*t.function_tests, *t.perf_tests), t.atol) for t in tasks
     ]

@@ -15,7 +15,7 @@ from rlhf.critic import (
     policy_parameters,
     values,
 )
-from rlhf.logprobs import completion_logprobs
+from rlhf.logprobs import completion_logprobs, reference_logprobs
 from rlhf.models import POLICY_ADAPTER, adapter_parameters, apply_lora, tiny_model_and_tokenizer
 
 torch.set_num_threads(2)
@@ -131,6 +131,19 @@ def test_gradients_reach_the_right_parameters() -> None:
     before = [p.detach().clone() for p in policy_parameters(model)]
     policy_opt.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, policy_parameters(model)))
+
+
+def test_a_reference_pass_leaves_both_adapters_trainable() -> None:
+    """peft's disable_adapter re-freezes every adapter but the active one on exit: after the first
+    KL measurement the critic's adapter got no gradient for the rest of a PPO run."""
+    model, _, _ = _actor_critic()
+    _perturb(critic_parameters(model))
+    batch = _batch()
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    reference_logprobs(model, *batch)
+    assert [id(p) for p in model.parameters() if p.requires_grad] == trainable
+    completion_values(model, *batch).pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in critic_parameters(model))
 
 
 def test_critic_state_round_trip() -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from rewards.tasks import Task
+from rlhf.evaluation.command import _load_benchmark as load_benchmark
 from rlhf.evaluation.compare import compare_results, comparison_markdown, verdict_of
-from rlhf.evaluation.records import EvaluationResult
-from rlhf.evaluation.report import plot_metrics_vs_step, write_report
+from rlhf.evaluation.generation import EvaluationInputError
+from rlhf.evaluation.records import EvaluationResult, task_labels
+from rlhf.evaluation.report import group_tables, plot_metrics_vs_step, write_report
 from rlhf.evaluation.scoring import ScoringOptions, SolutionScorer, base_tests_passed
 from sandbox.types import ExecutionResult, FunctionTest, Status
 from sandbox.types import TestOutcome as Outcome
@@ -143,3 +146,47 @@ def test_verdict_band() -> None:
     assert verdict_of(1.04) == "equal" and verdict_of(1 / 1.04) == "equal"
     assert verdict_of(1.06) == "faster" and verdict_of(0.94) == "slower"
     assert verdict_of(1.2, tolerance=0.25) == "equal"
+
+
+def test_metrics_per_split_and_per_family(scorer: SolutionScorer, tmp_path: Path) -> None:
+    sums = dataclasses.replace(SUM_TASK, metadata={"split": "heldout", "family": "sums"})
+    maxima = dataclasses.replace(MAX_TASK, metadata={"split": "heldout_families", "family": "maxima"})
+    unlabelled = dataclasses.replace(MAX_TASK, id="toy/plain")
+    pairs = [(sums, FAST_SUM), (maxima, WRONG_MAX), (unlabelled, FAST_MAX)]
+    records = scorer.score([t for t, _ in pairs], [c for _, c in pairs], [0, 0, 0])
+    labels = task_labels(t for t, _ in pairs)
+    assert labels == {
+        "toy/sum_to": {"split": "heldout", "family": "sums"},
+        "toy/largest": {"split": "heldout_families", "family": "maxima"},
+    }
+    result = EvaluationResult.build(
+        {"label": "x", "benchmark": "toy", "cost": "python_events"}, records, labels=labels
+    )
+    by_split = {row["split"]: row for row in result.groups["split"]}
+    assert by_split["heldout"]["pass@1"] == 1.0 and by_split["heldout"]["speedup_geomean"] > 10
+    assert by_split["heldout_families"]["pass@1"] == 0.0 and by_split["heldout_families"]["tasks"] == 1
+    assert [(r["split"], r["family"]) for r in result.groups["family"]] == [
+        ("heldout", "sums"),
+        ("heldout_families", "maxima"),
+    ]
+    assert result.tasks[0]["family"] == "sums" and "family" not in result.tasks[2]
+    assert result.metrics["tasks"] == 3  # the headline still covers every task
+
+    result.save(tmp_path)
+    assert EvaluationResult.load(tmp_path).groups == result.groups
+    text = write_report(tmp_path, result).read_text()
+    assert "## Per split" in text and "## Per family" in text
+    assert "| heldout_families | maxima | 1 | 0 | 0 | 0 | n/a |" in text
+    # Results without labels (or written before groups existed) have no group tables.
+    plain = EvaluationResult.build({"benchmark": "toy"}, records)
+    assert plain.groups == {} and "Per family" not in "\n".join(group_tables(plain))
+
+
+def test_eval_loads_several_splits_of_a_benchmark() -> None:
+    tasks = load_benchmark("synthetic", "heldout, heldout_families", 3)
+    assert [t.metadata["split"] for t in tasks] == ["heldout"] * 3 + ["heldout_families"] * 3
+    assert {t.metadata["split"] for t in load_benchmark("synthetic", None, 2)} == {"heldout"}
+    with pytest.raises(EvaluationInputError, match="unknown synthetic split 'nope'"):
+        load_benchmark("synthetic", "heldout,nope", 1)
+    with pytest.raises(EvaluationInputError, match="names an empty split"):
+        load_benchmark("synthetic", "heldout,", 1)

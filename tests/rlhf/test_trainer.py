@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,24 +53,54 @@ def test_smoke_recipe_through_the_cli_writes_a_complete_run(tmp_path):
     assert json.loads((checkpoint / "adapter" / "adapter_config.json").read_text())["r"] == 4
 
 
-def test_resume_continues_exactly(tmp_path):
+def straight_and_resumed(tmp_path: Path, *overrides: str, config=smoke_config) -> tuple[Path, Path, Path]:
+    """Four steps straight, and two + resume + two: (straight step-4, resumed step-4, step-2)."""
     straight = tmp_path / "straight"
-    train(smoke_config(straight, "train.steps=4", *MOVING))
+    train(config(straight, "train.steps=4", *overrides))
     split = tmp_path / "split"
-    train(smoke_config(split, "train.steps=4", "save_every=2", *MOVING, "keep_checkpoints=null"))
+    train(config(split, "train.steps=4", "save_every=2", *overrides, "keep_checkpoints=null"))
     # Pretend the run died after step 2: drop everything written later, then resume.
     for checkpoint in list_checkpoints(split):
         if checkpoint.name != "step-2":
-            import shutil
-
             shutil.rmtree(checkpoint)
     assert [p.name for p in list_checkpoints(split)] == ["step-2"]
-    train(smoke_config(split, "train.steps=4", "save_every=2", *MOVING, "resume=auto"))
-    a, b = adapter_of(straight / "checkpoints" / "step-4"), adapter_of(split / "checkpoints" / "step-4")
-    start = adapter_of(split / "checkpoints" / "step-2")
-    assert max(float((a[k] - start[k]).abs().max()) for k in a) > 1e-4, "the adapter did not move"
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    train(config(split, "train.steps=4", "save_every=2", *overrides, "resume=auto"))
     assert [r["step"] for r in read_metrics(split / "metrics.jsonl")] == [1, 2, 3, 4]
+    checkpoints = straight / "checkpoints", split / "checkpoints"
+    return checkpoints[0] / "step-4", checkpoints[1] / "step-4", checkpoints[1] / "step-2"
+
+
+def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], start, what: str) -> None:
+    """``a`` equals ``b`` to 1e-6, and moved away from ``start`` by far more than that."""
+    assert a.keys() == b.keys() == start.keys(), what
+    moved = max(float((a[k] - start[k]).abs().max()) for k in a)
+    assert moved > 1e-4, f"the {what} did not move; equality would prove nothing"
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= 1e-6, f"the resumed {what} differs by {worst}"
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, resumed, start = straight_and_resumed(tmp_path, *MOVING)
+    assert_same_tensors(adapter_of(straight), adapter_of(resumed), adapter_of(start), "adapter")
+
+
+def optimizer_moments(checkpoint: Path, part: str) -> dict[str, torch.Tensor]:
+    state = torch.load(checkpoint / "optimizer.pt", weights_only=False)[part]["state"]
+    return {f"{i}.{k}": v for i, s in state.items() for k, v in s.items() if k in ("exp_avg", "exp_avg_sq")}
+
+
+def test_ppo_resume_continues_exactly_with_its_critic_and_critic_optimizer(tmp_path):
+    straight, resumed, start = straight_and_resumed(
+        tmp_path, "algorithm.name=ppo", "algorithm.critic_lr=1e-2", *MOVING
+    )
+    assert_same_tensors(adapter_of(straight), adapter_of(resumed), adapter_of(start), "adapter")
+    critic = lambda checkpoint: load_file(str(checkpoint / "critic.safetensors"))
+    assert any(k.startswith("value_head.") for k in critic(start))
+    assert any(not k.startswith("value_head.") for k in critic(start))  # the critic's LoRA adapter
+    assert_same_tensors(critic(straight), critic(resumed), critic(start), "critic")
+    for part in ("policy", "critic"):
+        moments = [optimizer_moments(c, part) for c in (straight, resumed, start)]
+        assert_same_tensors(*moments, f"{part} optimizer state")
 
 
 def test_resume_refuses_another_base_model(tmp_path):

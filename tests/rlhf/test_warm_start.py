@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
+from rewards.datasets import save_tasks
+from rewards.synthetic import HELDOUT_FAMILIES, family_names, synthetic_tasks
 from rlhf.checkpoint import list_checkpoints
-from rlhf.config import AlgorithmConfig, TrainConfig, load_config
+from rlhf.config import AlgorithmConfig, ConfigError, TrainConfig, load_config
 from rlhf.learner import Learner, LearnerOptions
 from rlhf.logprobs import completion_logprobs
 from rlhf.models import adapter_parameters, apply_lora, byte_tokenizer, tiny_model_and_tokenizer
 from rlhf.run_log import read_metrics
-from rlhf.trainer import train
-from rlhf.warm_start import reference_rollouts, supervised_batch
-from tests.rlhf.test_trainer import SMOKE
+from rlhf.sft import sft_examples
+from rlhf.trainer import load_run_tasks, task_sources, train
+from rlhf.warm_start import reference_rollouts, run_warm_start, supervised_batch
+from tests.rlhf.test_trainer import REPO, SMOKE
 
 torch.set_num_threads(2)
 EXAMPLES = [
@@ -79,3 +83,27 @@ def test_train_warm_starts_then_runs_rl_from_the_warm_adapter(tmp_path: Path) ->
     assert list_checkpoints(out) and read_metrics(out / "metrics.jsonl")[0]["step"] == 1
     # The resolved config keeps the warm start and reloads.
     assert load_config(out / "config.yaml").warm_start.sft_steps == 4
+
+
+def test_the_warm_start_sees_only_training_families_and_training_refuses_held_out_tasks(
+    tmp_path: Path,
+) -> None:
+    recipe = REPO / "recipes" / "quickstart_gpu.yaml"  # the recipe with a warm start
+    config = load_config(recipe, [f"output_dir={tmp_path / 'run'}"])
+    assert config.warm_start.sft_steps > 0
+    train_tasks, _ = load_run_tasks(config)  # what train() hands the warm start
+    families = {t.metadata["family"] for t in train_tasks}
+    assert families == set(family_names("train")) and not families & HELDOUT_FAMILIES
+    examples = sft_examples(train_tasks[:30], byte_tokenizer(), config.data.prompt_style)
+    assert len(examples) == 30  # the warm start's examples: references of these training tasks
+    # Held-out splits, named or saved to a task file, never become training tasks.
+    heldout_file = tmp_path / "unseen.jsonl"
+    save_tasks(synthetic_tasks("heldout_families", n=4), heldout_file)
+    for override in ("data.split=heldout_families", "data.split=heldout", f"data.dataset={heldout_file}"):
+        with pytest.raises(ConfigError, match=r"held.out"):
+            load_run_tasks(load_config(recipe, [f"output_dir={tmp_path / 'run'}", override]))
+    with pytest.raises(ValueError, match="held-out split 'heldout_families'"):
+        run_warm_start(config, None, synthetic_tasks("heldout_families", n=2), byte_tokenizer())
+    # ... while evaluating on them is what they are for.
+    config = load_config(recipe, [f"output_dir={tmp_path / 'run'}", "data.eval_split=heldout_families"])
+    assert task_sources(config)[1] == ("synthetic_optimise", "heldout_families")

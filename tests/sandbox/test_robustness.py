@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from sandbox import FunctionTest, Sandbox, Status
+from tests.sandbox.host_view import settled_worker_trees
 
 CHECK = [FunctionTest((2,), 4)]
 HEALTHY = "def f(x):\n    return x * 2\n"
@@ -20,12 +21,10 @@ def assert_next_run_works(box: Sandbox) -> None:
     for _ in range(3):  # reaches both workers
         result = box.run_function_tests(HEALTHY, "f", CHECK)
         assert result.status is Status.PASSED, (result.error, result.stderr)
-    leftovers = box.call_function(
-        "import os\ndef f():\n    return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n",
-        "f",
-        [()],
-    )
-    assert len(leftovers.outputs[0]) <= 2, f"processes left behind: {leftovers.outputs[0]}"
+    # From the host: each worker holds its template, the next run's monitor and its candidate; nothing
+    # a candidate started outlives its run.
+    for tree in settled_worker_trees(box):
+        assert len(tree) == 3, f"processes left behind: {tree}"
     assert box.call_function("import os\ndef f():\n    return os.listdir('/tmp')\n", "f", [()]).outputs == [
         []
     ]
@@ -45,12 +44,14 @@ ATTACKS = {
     "huge_return_value": ("return 'x' * (64 << 20)", {Status.FAILED}),
     "huge_stdout": ("import sys\nwhile True:\n    sys.stdout.write('y' * 65536)", {Status.RUNTIME_ERROR}),
     "segfault": ("import ctypes\nctypes.string_at(0)", {Status.RUNTIME_ERROR}),
-    "kill_parent": ("import os\nos.kill(os.getppid(), 9)\nreturn x * 2", {Status.RUNTIME_ERROR}),
+    # The candidate is pid 1 of its own pid namespace: its parent (the monitor) is out of its reach
+    # (getppid() is 0), and the kernel ignores signals that an init process sends itself.
+    "kill_parent": ("import os\nos.kill(os.getppid(), 9)\nreturn x * 2", {Status.PASSED}),
     "kill_everything": (
         "import os\ntry:\n    os.kill(-1, 9)\nexcept OSError:\n    pass\nreturn x * 2",
         {Status.PASSED},
     ),
-    "kill_own_group": ("import os\nos.killpg(0, 9)", {Status.RUNTIME_ERROR}),
+    "kill_own_group": ("import os\nos.killpg(0, 9)", {Status.FAILED}),
     "close_all_fds": ("import os\nos.closerange(0, 4096)\nreturn x * 2", {Status.RUNTIME_ERROR}),
     "deep_recursion": ("def r(n):\n    return r(n + 1) + 1\nreturn r(0)", {Status.RUNTIME_ERROR}),
     "deep_recursion_unlimited": (
@@ -70,7 +71,7 @@ ATTACKS = {
     "raises_base_exception": ("raise KeyboardInterrupt", {Status.RUNTIME_ERROR}),
     "stops_itself": (
         "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\nreturn x * 2",
-        {Status.TIMEOUT},
+        {Status.PASSED},
     ),
 }
 

@@ -147,7 +147,8 @@ def test_call_function_returns_outputs(box):
         "import os\nos._exit(0)",
         "raise SystemExit(0)",
         "import os\nos.closerange(0, 1024)",
-        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+        # A signal it sends itself is ignored (it is pid 1 of its namespace); a fault is not.
+        "import ctypes\nctypes.string_at(0)",
     ],
 )
 @pytest.mark.parametrize("where", ["module", "function"])
