@@ -29,9 +29,9 @@ from sandbox import codec
 from sandbox.jobs import FunctionJob
 from sandbox.types import ExecutionResult, FunctionTest, Status
 
-# The reference must cost at least this much CPU time over a task's perf tests. On a loaded 2-core
-# machine, the minimum of 5 sandbox runs of a 15-30 ms pure-Python loop varies by 1.5-3% (CV),
-# of a 1 ms one by about 6% and of a 0.15 ms one by over 10% (docs/datasets.md, "Perf tests").
+# The reference must cost at least this much CPU time over a task's perf tests. On a shared 2-core
+# machine the minimum of 5 sandbox runs of a loop varies by 2-16% at 0.15 ms and 1-5% from 6 ms on,
+# where the machine's load, not the run's length, sets the noise (docs/datasets.md, "Perf tests").
 DEFAULT_FLOOR_MS = 20.0
 PROFILE_ENTRY = "_effirl_profile"
 MIN_GAIN_NS = 100_000
