@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -186,8 +187,11 @@ def test_cli_prints_perf_inputs_per_task(tmp_path, monkeypatch, capsys) -> None:
     path = save_tasks([LINEAR, FIXED], tmp_path / "tasks.jsonl")
     assert main(["data", "perf-inputs", str(path), "--floor-ms", "3", "--workers", "1"]) == 0
     out = capsys.readouterr().out
-    assert "toy/linear  ok   reference" in out and "(plus input)" in out and " ms  list[" in out
-    assert "1 of 2 tasks reach the floor of 3 ms; below it: toy/fixed" in out
+    # Whether toy/linear's final measurement lands above 3 ms is this machine's noise; its line is there.
+    assert re.search(r"toy/linear +(ok|low) +reference +[\d.]+ ms", out)
+    assert "(plus input)" in out and " ms  list[" in out
+    summary = out.strip().splitlines()[-1]
+    assert "of 2 tasks reach the floor of 3 ms; below it:" in summary and "toy/fixed" in summary
     assert list((tmp_path / "cache" / "perf_inputs").rglob("*.json"))  # cached where EFFIRL_CACHE says
     assert main(["data", "perf-inputs", str(tmp_path / "absent.jsonl")]) == 2
     assert main(["data", "perf-inputs", str(path), "--tasks", "toy/nope"]) == 2
