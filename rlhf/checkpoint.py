@@ -9,7 +9,8 @@ Layout of ``<output_dir>/checkpoints/step-N/``::
     rng.pt                             python, numpy and torch (and CUDA) generator states, of this
                                        process and (``workers``) of each Ray policy actor
     pending_rollouts.pt                async rollout only: the samples generated ahead for the next step
-    trainer_state.json                 step, data position, base model identity, final metrics
+    trainer_state.json                 step, data position, base model identity, final metrics,
+                                       the run id (``extra.run_id``; see rlhf/run_folder.py)
 
 A checkpoint is written into a temporary sibling directory and renamed into place, so a crash never
 leaves a half-written ``step-N``; readers ignore temporary directories.
@@ -33,6 +34,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rewards.tasks import Task
+from rewards.user_error import UserError
+from rlhf.run_folder import RUN_FILE, read_run_id
 from rlhf.types import Rollouts
 
 CHECKPOINTS = "checkpoints"
@@ -45,7 +48,7 @@ _ROLLOUT_TENSORS = (
 )  # fmt: skip
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, incomplete or does not fit the run."""
 
 
@@ -143,6 +146,7 @@ def load_checkpoint(path: str | Path, *, expected_base_model: str | None = None)
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
     state = TrainerState(**json.loads((path / "trainer_state.json").read_text()))
+    _check_run_id(path, state)
     if expected_base_model is not None and state.base_model != expected_base_model:
         raise CheckpointError(
             f"checkpoint {path} was trained on base model {state.base_model!r}, not {expected_base_model!r}; "
@@ -192,6 +196,20 @@ def rollouts_from_state(state: dict[str, Any], tasks: Sequence[Task]) -> Rollout
         metrics=state["metrics"],
         **tensors,
     )
+
+
+def _check_run_id(path: Path, state: TrainerState) -> None:
+    """Refuse a checkpoint that another run wrote into this run's folder (see rlhf/run_folder.py)."""
+    if path.parent.name != CHECKPOINTS:
+        return
+    run_dir = path.parent.parent
+    folder_run, checkpoint_run = read_run_id(run_dir), state.extra.get("run_id")
+    if folder_run is not None and checkpoint_run is not None and folder_run != checkpoint_run:
+        raise CheckpointError(
+            f"checkpoint {path} was written by run {checkpoint_run}, but {run_dir} holds run {folder_run} "
+            f"({RUN_FILE}): the folder mixes two runs; move that checkpoint out, or use the run folder "
+            "it came from"
+        )
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:

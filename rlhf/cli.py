@@ -1,11 +1,13 @@
 """The ``effirl`` command line.
 
-    effirl train RECIPE [key=value ...] [--resume]     RL-train a LoRA adapter
+    effirl train RECIPE [key=value ...] [--resume|--overwrite]  RL-train a LoRA adapter
     effirl sft RECIPE [key=value ...]                  supervised warm-up on reference solutions
     effirl eval --benchmark B --out DIR [--model M] [--adapter|--checkpoint|--run ...]
                                                        pass@k, eff@k and speedups; reports and plots
     effirl export CHECKPOINT --out DIR [--merge]       write an adapter or a merged model
     effirl reward serve [--host] [--port] ...          the HTTP reward service (its flags: --help)
+    effirl data download humanevalplus|mbppplus        fetch EvalPlus release files (data: --help)
+    effirl data show SOURCE [--columns ...]            load a dataset and report its tasks
     effirl data perf-inputs DATASET [--tasks ...]      build and print a dataset's perf inputs
     effirl config show [RECIPE] [key=value ...]        print the resolved config
     effirl config docs [--out FILE]                    print the configuration reference
@@ -14,7 +16,9 @@ Commands other than ``config`` live in their own modules and are imported only w
 ``ENTRY_POINTS``), so ``effirl config`` stays fast and works without the training stack.
 ``effirl reward serve`` hands its arguments to the reward service's own command line
 (``rewards.service.command``, also ``python -m rewards.service``), which defines its flags.
-Exit codes: 0 success, 1 failure, 2 a usage or configuration error (reported on one line).
+Exit codes: 0 success, 1 failure, 2 a usage or configuration error: a user's error
+(``rewards.user_error.UserError``) is reported on one line naming the problem and the fix;
+``--debug`` (or ``EFFIRL_DEBUG=1``) prints its traceback too.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf.config import ConfigError, ExperimentConfig, dump_config, load_config
+from rewards.user_error import UserError, debug_requested, report_user_error
+from rlhf.config import ExperimentConfig, dump_config, load_config
 from rlhf.config.docs import render_config_docs
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+DEBUG_FLAG = "--debug"
 
 
 @dataclass(frozen=True)
@@ -63,18 +69,15 @@ ENTRY_POINTS: dict[str, EntryPoint] = {
         "export_checkpoint(checkpoint: str, *, out: str, merge: bool, dtype: str, base: str | None) "
         "-> int | None",
     ),
-    "data perf-inputs": EntryPoint(
-        "rewards.datasets.perf_command",
-        "perf_inputs_command",
-        "perf_inputs_command(dataset: str, *, tasks: list[str] | None, limit: int | None, search: bool, "
-        "write_recipes: str | None, floor_ms: float | None, workers: int | None) -> int",
-    ),
     "reward serve": EntryPoint(
         "rewards.service.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
     ),
+    "data": EntryPoint(
+        "rewards.datasets.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
+    ),
 }
 # Commands whose arguments are parsed by their own module's parser (one definition of the flags).
-DELEGATED = ("reward serve",)
+DELEGATED = ("reward serve", "data")
 
 
 class CommandUnavailable(RuntimeError):
@@ -105,12 +108,18 @@ def resolve_entry_point(command: str) -> Callable[..., Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    A user's error (:class:`UserError`, which ConfigError is) is one line on stderr and exit status
+    2; ``--debug`` anywhere in ``argv`` (or ``EFFIRL_DEBUG=1``) prints its traceback first.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or debug_requested()
+    argv = [a for a in argv if a != DEBUG_FLAG]
     for command in DELEGATED:
         words = command.split()
         if argv[: len(words)] == words:
-            return _run_delegated(command, argv[len(words) :])
+            return _run_delegated(command, argv[len(words) :], debug=debug)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
@@ -125,9 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return args.run(args)
-    except ConfigError as exc:
-        print(f"effirl: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except UserError as exc:
+        return report_user_error(exc, "effirl", debug=debug)
     except CommandUnavailable as exc:
         print(f"effirl: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -146,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"effirl {_version()}")
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help="show the traceback of an error too (anywhere on the line; or set EFFIRL_DEBUG=1)",
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     train = _command(
@@ -155,14 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
         "Train the policy's LoRA adapter with the algorithm, data and rewards of RECIPE.",
         "effirl train recipes/quickstart.yaml\n"
         "  effirl train recipes/grpo_humanevalplus.yaml train.steps=200 rollout.n_samples=8\n"
-        "  effirl train recipes/quickstart.yaml --resume",
+        "  effirl train recipes/quickstart.yaml --resume      # continue the run in its output_dir\n"
+        "  effirl train recipes/quickstart.yaml --overwrite   # start over; the old run is moved aside",
     )
     _recipe_arguments(train, required=True)
     train.add_argument(
         "--resume",
         action="store_true",
         help="resume from the newest checkpoint in the run's output_dir (same as resume=auto; "
-        "resume=PATH picks a checkpoint)",
+        "resume=PATH picks a checkpoint); an error when it has none",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an output_dir that holds an earlier run, after moving the earlier "
+        "run aside to <output_dir>.old-<time> (same as overwrite=true); without it or --resume such "
+        "a folder is refused",
     )
     train.set_defaults(run=_run_train)
 
@@ -344,31 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
         "effirl reward serve --port 8080 --workers 8",
     )
 
-    data = _command(commands, "data", "inspect datasets", "Build and inspect what datasets carry.")
-    data_commands = data.add_subparsers(title="commands", metavar="COMMAND")
-    perf = _command(
-        data_commands,
-        "perf-inputs",
-        "build and print a dataset's perf inputs",
-        "Build the performance-exercising inputs of a dataset's tasks (from effirl's recipes for "
-        "HumanEval+ and MBPP+, else by profiling the reference and growing its inputs), cache them "
-        "like expected outputs, and print per task the reference's cost on them and each input's size.",
-        "effirl data perf-inputs humanevalplus\n"
-        "  effirl data perf-inputs mbppplus --tasks Mbpp/2 Mbpp/3\n"
-        "  effirl data perf-inputs humanevalplus --search --write-recipes recipes.json",
+    _command(
+        commands,
+        "data",
+        "download datasets, check how effirl reads them",
+        "Fetch the EvalPlus release files into $EFFIRL_DATA_DIR (with their checksums), load a dataset "
+        "through a layout or a column mapping and report its tasks, list the layouts: run "
+        "`effirl data --help`.",
+        "effirl data download humanevalplus\n  effirl data show evalplus/mbppplus --limit 5",
     )
-    perf.add_argument("dataset", metavar="DATASET", help="humanevalplus, mbppplus, or a task file")
-    perf.add_argument("--tasks", nargs="+", metavar="ID", help="only these task ids")
-    perf.add_argument("--limit", type=int, metavar="N", help="only the first N tasks")
-    perf.add_argument(
-        "--search", action="store_true", help="search for the inputs again instead of using effirl's recipes"
-    )
-    perf.add_argument("--write-recipes", metavar="FILE", help="write the recipes of the result to FILE")
-    perf.add_argument(
-        "--floor-ms", type=float, metavar="MS", help="reference CPU ms to reach when searching (default: 20)"
-    )
-    perf.add_argument("--workers", type=int, help="sandbox worker processes (default: one per CPU core)")
-    perf.set_defaults(run=_run_data_perf_inputs)
 
     sandbox = _command(
         commands, "sandbox", "inspect the code sandbox", "Inspect the sandbox on this machine."
@@ -477,7 +482,8 @@ def _exit_code(result: Any) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    config = _config_of(args, ["resume=auto"] if args.resume else [])
+    flags = (["resume=auto"] if args.resume else []) + (["overwrite=true"] if args.overwrite else [])
+    config = _config_of(args, flags)
     return _exit_code(resolve_entry_point("train")(config))
 
 
@@ -529,7 +535,7 @@ def _run_export(args: argparse.Namespace) -> int:
     )
 
 
-def _run_delegated(command: str, argv: list[str]) -> int:
+def _run_delegated(command: str, argv: list[str], *, debug: bool = False) -> int:
     """Run a command whose own module parses ``argv`` (see DELEGATED)."""
     try:
         run = resolve_entry_point(command)
@@ -538,30 +544,11 @@ def _run_delegated(command: str, argv: list[str]) -> int:
         return EXIT_FAILURE
     try:
         return _exit_code(run(argv, prog=f"effirl {command}"))
+    except UserError as exc:
+        return report_user_error(exc, f"effirl {command}", debug=debug)
     except KeyboardInterrupt:
         print("effirl: interrupted", file=sys.stderr)
         return 130
-
-
-def _run_data_perf_inputs(args: argparse.Namespace) -> int:
-    if args.limit is not None and args.limit < 0:
-        args.command_parser.error(f"--limit must be >= 0, got {args.limit}")
-    if args.workers is not None and args.workers < 1:
-        args.command_parser.error(f"--workers must be at least 1, got {args.workers}")
-    if args.floor_ms is not None and args.floor_ms <= 0:
-        args.command_parser.error(f"--floor-ms must be > 0, got {args.floor_ms}")
-    command = resolve_entry_point("data perf-inputs")
-    return _exit_code(
-        command(
-            args.dataset,
-            tasks=args.tasks,
-            limit=args.limit,
-            search=args.search,
-            write_recipes=args.write_recipes,
-            floor_ms=args.floor_ms,
-            workers=args.workers,
-        )
-    )
 
 
 def _run_sandbox_check(args: argparse.Namespace) -> int:

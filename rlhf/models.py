@@ -130,6 +130,35 @@ def resolve_source(source: str | Path) -> str:
     return text
 
 
+def check_source(source: str | Path) -> None:
+    """Raise, naming the fix, when ``source`` can be seen not to be a model without loading it.
+
+    A built-in whose package is missing (ModuleNotFoundError), an unknown built-in (ValueError), a
+    ``.gguf`` file or a local path that does not exist (FileNotFoundError). A name that may be a
+    Hub id (``org/name``) passes: only loading can tell. ``tiny:`` models always pass.
+    """
+    text = str(source)
+    if text.startswith(BUILTIN_PREFIX):
+        builtin_gguf_path(text[len(BUILTIN_PREFIX) :])
+        return
+    if text.startswith("tiny:"):
+        return
+    path = Path(text).expanduser()
+    if path.exists():
+        return
+    if text.endswith(".gguf") or _looks_like_path(text):
+        builtins = ", ".join(BUILTIN_PREFIX + name for name in BUILTIN_MODELS)
+        raise FileNotFoundError(
+            f"no model at {text}: give an existing model folder or .gguf file, a Hub id like "
+            f"Qwen/Qwen2.5-Coder-1.5B-Instruct, or a built-in model ({builtins})"
+        )
+
+
+def _looks_like_path(text: str) -> bool:
+    # A Hub id is `name` or `org/name`; anything else with a separator can only be a local path.
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
+
+
 def load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer (with its chat template, when the source has one) of a model source.
 

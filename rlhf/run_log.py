@@ -17,7 +17,7 @@ class RunLog:
     """Appends one JSON object per step to ``metrics.jsonl`` and mirrors it to the enabled sinks.
 
     On resume, lines for steps after the checkpoint are dropped first, so the file always describes
-    one consistent history.
+    one consistent history. A new run refuses a folder whose files already hold records.
     """
 
     def __init__(
@@ -36,10 +36,14 @@ class RunLog:
         self.metrics_path = self.output_dir / METRICS_FILE
         self.eval_path = self.output_dir / EVAL_FILE
         for path in (self.metrics_path, self.eval_path):
-            if resume_step is None:
-                path.unlink(missing_ok=True)
-            else:
+            if resume_step is not None:
                 truncate_after(path, resume_step)
+            elif path.is_file() and path.stat().st_size:
+                # A new run never replaces another run's records (rlhf/run_folder.py moves them aside).
+                raise FileExistsError(
+                    f"{path} holds records of an earlier run; resume that run, or move it aside "
+                    "(`effirl train --overwrite` does)"
+                )
         self._tensorboard = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

@@ -56,11 +56,12 @@ def sft(config: ExperimentConfig) -> int:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from rewards.datasets import load_tasks
-    from rlhf.trainer import refuse_heldout_tasks
+    from rlhf.trainer import check_model_source, load_source_tasks, refuse_heldout_tasks
 
-    refuse_heldout_tasks((), config.data.dataset, config.data.split)
-    tasks = load_tasks(config.data.dataset, split=config.data.split, limit=config.data.limit)
+    data = config.data
+    check_model_source(config)
+    refuse_heldout_tasks((), data.dataset, data.split)
+    tasks = load_source_tasks("data.dataset", data.dataset, data.split, data.limit, data.columns)
     refuse_heldout_tasks(tasks)
     model, tokenizer = load_policy_model(config)
     examples = sft_examples(tasks, tokenizer, config.data.prompt_style)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -11,7 +12,9 @@ from typing import Any
 from rewards.datasets import check_training_tasks, evaluation_split, load_tasks
 from rewards.settings import UNTRUSTED_COST_WARNING
 from rewards.tasks import Task
+from rewards.user_error import one_line
 from rlhf.checkpoint import (
+    Checkpoint,
     CheckpointError,
     TrainerState,
     latest_checkpoint,
@@ -25,6 +28,13 @@ from rlhf.controller import Controller
 from rlhf.placement import make_placement
 from rlhf.policy import policy_tokenizer
 from rlhf.reward_stage import RewardStage
+from rlhf.run_folder import (
+    RunFolder,
+    continue_run_folder,
+    read_run_id,
+    refuse_used_folder,
+    start_run_folder,
+)
 from rlhf.run_log import RunLog
 from rlhf.task_sampler import TaskSampler
 from rlhf.warm_start import run_warm_start
@@ -41,13 +51,52 @@ def task_sources(config: ExperimentConfig) -> tuple[tuple[str, str | None], tupl
 
 
 def load_run_tasks(config: ExperimentConfig) -> tuple[list[Task], list[Task]]:
-    """Training tasks and evaluation tasks of a recipe (never tasks of a held-out split)."""
+    """Training tasks and evaluation tasks of a recipe (never tasks of a held-out split).
+
+    A dataset that cannot be loaded (files missing, an unknown name, rows that do not fit the
+    column mapping) is a ConfigError naming the key at fault.
+    """
+    data = config.data
     (train_source, train_split), (eval_source, eval_split) = task_sources(config)
     refuse_heldout_tasks((), train_source, train_split)
-    train_tasks = load_tasks(train_source, split=train_split, limit=config.data.limit)
+    train_tasks = load_source_tasks("data.dataset", train_source, train_split, data.limit, data.columns)
     refuse_heldout_tasks(train_tasks)
-    eval_tasks = load_tasks(eval_source, split=eval_split, limit=config.data.eval_limit)
+    eval_key, eval_columns = (
+        ("data.eval_dataset", data.eval_columns) if data.eval_dataset else ("data.dataset", data.columns)
+    )
+    eval_tasks = load_source_tasks(eval_key, eval_source, eval_split, data.eval_limit, eval_columns)
     return train_tasks, eval_tasks
+
+
+def load_source_tasks(
+    key: str, source: str, split: str | None, limit: int | None, columns: str | None
+) -> list[Task]:
+    """The tasks of one dataset of the config (``key`` names it); a ConfigError when they cannot load."""
+    options = {} if columns is None else {"columns": columns}
+    try:
+        return load_tasks(source, split=split, limit=limit, **options)
+    except ConfigError:
+        raise
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"`{key}` {source}: {one_line(exc)}", key=key) from exc
+
+
+def check_model_source(config: ExperimentConfig) -> None:
+    """ConfigError when the base model or the starting adapter can be seen to be missing."""
+    from rlhf.models import check_source
+
+    name = config.model.name_or_path
+    try:
+        check_source(name)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ConfigError(f"`model.name_or_path` {name}: {one_line(exc)}", key="model.name_or_path") from exc
+    adapter = config.lora.adapter_path
+    if adapter and not (Path(adapter) / "adapter_model.safetensors").is_file():
+        raise ConfigError(
+            f"`lora.adapter_path` {adapter} has no adapter_model.safetensors; point it at a PEFT adapter "
+            "folder (a checkpoint's adapter/, `effirl sft` output or `effirl export` output)",
+            key="lora.adapter_path",
+        )
 
 
 def refuse_heldout_tasks(
@@ -61,49 +110,86 @@ def refuse_heldout_tasks(
 
 
 def resolve_resume(config: ExperimentConfig) -> Path | None:
+    """The checkpoint to resume from: None for a new run; an error when there is none to resume."""
     if config.resume is None:
         return None
     if config.resume == "auto":
-        return latest_checkpoint(config.output_dir)
+        found = latest_checkpoint(config.output_dir)
+        if found is None:
+            raise CheckpointError(
+                f"--resume: output_dir {config.output_dir} has no checkpoint to resume from; start a new "
+                "run without --resume (with --overwrite if the folder holds an earlier run)"
+            )
+        return found
     path = Path(config.resume)
     if not path.is_dir():
         raise CheckpointError(f"resume={config.resume}: no such checkpoint directory")
     return path
 
 
+def _continues_own_run(config: ExperimentConfig, checkpoint: Checkpoint | None) -> bool:
+    """Whether the run resumes from a checkpoint in its own output_dir (so continues that run)."""
+    return (
+        checkpoint is not None
+        and checkpoint.path.resolve().parent.parent == Path(config.output_dir).resolve()
+    )
+
+
+def prepare_output_dir(config: ExperimentConfig, checkpoint: Checkpoint | None) -> RunFolder:
+    """The run folder, ready for this run: continued when resuming from one of its own checkpoints,
+    else a new run (a folder holding an earlier run needs ``overwrite``; see rlhf/run_folder.py)."""
+    output_dir = Path(config.output_dir)
+    if _continues_own_run(config, checkpoint):
+        return continue_run_folder(output_dir)
+    resumed_from = None
+    if checkpoint is not None:
+        resumed_from = {"checkpoint": str(checkpoint.path), "run_id": checkpoint.state.extra.get("run_id")}
+    folder = start_run_folder(output_dir, overwrite=config.overwrite, resumed_from=resumed_from)
+    if folder.moved_to is not None:
+        _say(f"effirl: --overwrite: moved the earlier run in {output_dir} to {folder.moved_to}")
+    return folder
+
+
 def train(config: ExperimentConfig) -> int:
     """Run a recipe to the end; returns the process exit code."""
     output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     resume_from = resolve_resume(config)
     checkpoint = (
         load_checkpoint(resume_from, expected_base_model=config.model.name_or_path) if resume_from else None
     )
     start_step = checkpoint.state.step if checkpoint else 0
-    (output_dir / "config.yaml").write_text(dump_config(config))
+    check_model_source(config)
     train_tasks, eval_tasks = load_run_tasks(config)
+    if not _continues_own_run(config, checkpoint):
+        refuse_used_folder(output_dir, overwrite=config.overwrite)
     _say(f"effirl: {len(train_tasks)} training tasks, {len(eval_tasks)} evaluation tasks -> {output_dir}")
 
     sampler = TaskSampler(
         train_tasks, config.data.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle
     )
-    placement = make_placement(config)
-    rewards = RewardStage(config)
-    if not rewards.settings.cost_trusted:
-        _say(f"effirl: WARNING: reward.{UNTRUSTED_COST_WARNING}")
-    for tasks, (source, split) in zip((train_tasks, eval_tasks), task_sources(config)):
-        rewards.register_tasks(tasks, source, split)
-    log = RunLog(
-        output_dir,
-        tensorboard=config.log_tensorboard,
-        wandb=config.log_wandb,
-        wandb_project=config.wandb_project,
-        run_name=config.run_name,
-        config=config_to_dict(config),
-        resume_step=start_step if checkpoint else None,
-    )
-    controller = Controller(config, placement, rewards, sampler)
+    placement = _make_placement(config)
+    rewards = None
+    log = None
     try:
+        rewards = RewardStage(config)
+        if not rewards.settings.cost_trusted:
+            _say(f"effirl: WARNING: reward.{UNTRUSTED_COST_WARNING}")
+        for tasks, (source, split) in zip((train_tasks, eval_tasks), task_sources(config)):
+            rewards.register_tasks(tasks, source, split)
+        # The folder is touched only now that the model and the tasks are loaded.
+        folder = prepare_output_dir(config, checkpoint)
+        (output_dir / "config.yaml").write_text(dump_config(dataclasses.replace(config, overwrite=False)))
+        _say(f"effirl: run {folder.run_id} in {output_dir}")
+        log = RunLog(
+            output_dir,
+            tensorboard=config.log_tensorboard,
+            wandb=config.log_wandb,
+            wandb_project=config.wandb_project,
+            run_name=config.run_name,
+            config=config_to_dict(config),
+            resume_step=start_step if checkpoint else None,
+        )
+        controller = Controller(config, placement, rewards, sampler)
         if checkpoint is not None:
             placement.load_training_state(
                 adapter=checkpoint.adapter,
@@ -132,10 +218,32 @@ def train(config: ExperimentConfig) -> int:
         if baseline and final_eval:
             _report(baseline, final_eval)
     finally:
-        log.close()
-        rewards.close()
+        if log is not None:
+            log.close()
+        if rewards is not None:
+            rewards.close()
         placement.close()
     return 0
+
+
+def _make_placement(config: ExperimentConfig) -> Any:
+    """The placement; a base model that cannot be loaded (a Hub id that does not exist, no network
+    and no cached copy) is a ConfigError."""
+    try:
+        return make_placement(config)
+    except OSError as exc:
+        frame = exc.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        module = frame.tb_frame.f_globals.get("__name__", "") if frame is not None else ""
+        if not module.startswith(("transformers", "huggingface_hub")):
+            raise
+        name = config.model.name_or_path
+        raise ConfigError(
+            f"`model.name_or_path` {name}: cannot load it ({one_line(exc)}); check the name, or put the "
+            "model in a local folder and give its path",
+            key="model.name_or_path",
+        ) from exc
 
 
 def _warm_start(config: ExperimentConfig, placement: Any, train_tasks: list[Task]) -> None:
@@ -207,7 +315,12 @@ def _save(
         data_position=controller.data_position(),
         base_model=config.model.name_or_path,
         metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
-        extra={"run_name": config.run_name, "algorithm": config.algorithm.name, "final": final},
+        extra={
+            "run_name": config.run_name,
+            "algorithm": config.algorithm.name,
+            "final": final,
+            "run_id": read_run_id(config.output_dir),
+        },
     )
     return save_checkpoint(
         config.output_dir,

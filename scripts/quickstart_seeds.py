@@ -100,14 +100,21 @@ class SeedState:
 def _start(args: argparse.Namespace, seed: int) -> tuple[subprocess.Popen[bytes], Any] | None:
     """Start (or, with --resume, continue) one seed's run; None when it already finished."""
     run_dir = args.out / f"seed-{seed}"
-    resuming = args.resume and run_dir.exists()
-    if resuming and SeedState(run_dir).done:
+    # A seed stopped before its first checkpoint has nothing to resume: it starts over.
+    resuming = args.resume and any((run_dir / "checkpoints").glob("step-*"))
+    if args.resume and run_dir.exists() and SeedState(run_dir).done:
         print(f"[seeds] seed {seed}: finished earlier", flush=True)
         return None
     if not resuming:
+        # The minutes already spent on this seed still count when it starts over.
+        spent = SeedState(run_dir).seconds if args.resume and run_dir.exists() else 0.0
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
+        if spent:
+            state = SeedState(run_dir)
+            state.seconds = spent
+            state.save()
     log = (run_dir / "train.log").open("ab")
     command = train_command(args.recipe, seed, run_dir, args.override)
     if resuming:

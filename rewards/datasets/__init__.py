@@ -11,6 +11,7 @@ Their perf tests (performance-exercising inputs grown from the plus inputs) are 
 (perf_inputs.py).
 """
 
+from rewards.datasets.columns import LAYOUTS, load_mapped_tasks
 from rewards.datasets.expected_outputs import (
     ExpectedOutputCache,
     ReferenceCall,
@@ -20,6 +21,7 @@ from rewards.datasets.expected_outputs import (
 )
 from rewards.datasets.humaneval import load_humaneval
 from rewards.datasets.humanevalplus import load_humanevalplus
+from rewards.datasets.layouts import parse_evalplus_test  # registers the published layouts
 from rewards.datasets.mbppplus import load_mbppplus
 from rewards.datasets.perf_inputs import PerfSettings, add_perf_tests, derive_perf_inputs
 from rewards.datasets.registry import (
@@ -41,6 +43,7 @@ from rewards.datasets.task_files import (
 )
 
 __all__ = [
+    "LAYOUTS",
     "ExpectedOutputCache",
     "PerfSettings",
     "ReferenceCall",
@@ -56,11 +59,13 @@ __all__ = [
     "heldout_splits",
     "load_humaneval",
     "load_humanevalplus",
+    "load_mapped_tasks",
     "load_mbppplus",
     "load_synthetic",
     "load_task_dataset",
     "load_task_file",
     "load_tasks",
+    "parse_evalplus_test",
     "register_dataset",
     "save_tasks",
     "task_from_record",

@@ -62,8 +62,9 @@ def default_release_path(source: ReleaseSource) -> Path:
     root = os.environ.get(DATA_DIR_ENV)
     if not root:
         raise FileNotFoundError(
-            f"no {source.name} release file given: pass path=... or set {DATA_DIR_ENV} to a folder holding "
-            f"{source.subdir}/{source.filename} (download it from {source.url})"
+            f"no {source.name} release file given: set {DATA_DIR_ENV} to a folder holding "
+            f"{source.subdir}/{source.filename} (`effirl data download {source.name}` fetches it there; "
+            f"or from {source.url}) or pass path=..."
         )
     return Path(root).expanduser() / source.subdir / source.filename
 
@@ -72,7 +73,10 @@ def read_release(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """The JSON records of a ``.jsonl`` or ``.jsonl.gz`` release file, checked for required fields."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"release file {path} does not exist")
+        raise FileNotFoundError(
+            f"release file {path} does not exist; `effirl data download humanevalplus|mbppplus` fetches "
+            f"the EvalPlus release files into ${DATA_DIR_ENV}"
+        )
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         for number, line in enumerate(f, 1):

@@ -25,6 +25,7 @@ from rewards.datasets.perf_inputs import (
     recipes_path,
     save_recipes,
 )
+from rewards.user_error import UserError, one_line
 
 RELEASES = ("humanevalplus", "mbppplus")
 
@@ -40,7 +41,8 @@ def perf_inputs_command(
     workers: int | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """Build and print ``dataset``'s perf inputs; returns the exit status (2: bad arguments).
+    """Build and print ``dataset``'s perf inputs; returns the exit status. A dataset that cannot be
+    loaded or an unknown task id is a :class:`rewards.user_error.UserError` (one line, status 2).
 
     search: search for the inputs again instead of building them from effirl's recipes.
     write_recipes: write the recipes of the result to this file (what ``perf_recipes/`` holds).
@@ -52,15 +54,15 @@ def perf_inputs_command(
     options: dict[str, Any] = {"perf_tests": False} if dataset in RELEASES else {}
     try:
         loaded = load_tasks(dataset, limit=None if tasks else limit, **options)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"effirl: error: {exc}", file=sys.stderr)
-        return 2
+    except UserError:
+        raise
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{dataset}: {one_line(exc)}") from exc
     if tasks:
         by_id = {t.id: t for t in loaded}
         unknown = [t for t in tasks if t not in by_id]
         if unknown:
-            print(f"effirl: error: {dataset} has no task(s) {', '.join(unknown)}", file=sys.stderr)
-            return 2
+            raise UserError(f"{dataset} has no task(s) {', '.join(unknown)}")
         loaded = [by_id[t] for t in tasks]
     usable = [t for t in loaded if t.reference and t.entry_point and t.function_tests]
     settings = PerfSettings() if floor_ms is None else PerfSettings(floor_ms=floor_ms)

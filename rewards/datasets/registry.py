@@ -9,6 +9,8 @@ load_tasks("synthetic_optimise")                 # the same tasks, the slow solu
 load_tasks("data/my_tasks.jsonl")                # a task file in effirl's schema (or .parquet)
 load_tasks("path/to/MbppPlus.jsonl.gz")          # an EvalPlus or HumanEval release file
 load_tasks("org/dataset", split="train")         # a Hub dataset / local dataset folder in effirl's schema
+load_tasks("evalplus/mbppplus")                  # a Hub dataset in a layout effirl knows (columns.py)
+load_tasks("rows.jsonl", columns="prompt=question,entry_point=fn,tests=cases")  # any other layout
 """
 
 from __future__ import annotations
@@ -170,13 +172,20 @@ def load_tasks(
     """Tasks of a registered dataset, a file, a dataset folder or a Hub dataset id.
 
     A file is recognised by its content: an EvalPlus release (``base_input``/``plus_input``), a
-    HumanEval file (``canonical_solution``/``test``) or a task file in effirl's schema. ``options``
+    HumanEval file (``canonical_solution``/``test``) or a task file in effirl's schema. With
+    ``columns`` (a layout name or ``role=column,...``) rows of another layout are mapped to tasks
+    (:mod:`rewards.datasets.columns`); Hub ids of known layouts need none. ``options``
     go to the loader (e.g. ``sandbox``, ``cache_dir`` for EvalPlus; ``seed``, ``families`` for
     synthetic); an option the loader does not take is an error.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     name = os.fspath(name_or_path)
+    columns = options.pop("columns", None)
+    if columns is not None:  # another layout: rewards/datasets/columns.py
+        from rewards.datasets.columns import load_mapped_tasks
+
+        return load_mapped_tasks(name, columns, split=split, limit=limit, **options)
     if name in LOADERS:
         return _call(name, LOADERS[name], split=split, limit=limit, **options)
     path = Path(name).expanduser()

@@ -15,10 +15,12 @@ started with an empty environment.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import inspect
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,6 +44,7 @@ from rewards.service.schema import (
 )
 from rewards.settings import RewardSettings
 from rewards.tasks import Task
+from rewards.user_error import UserError
 from sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -142,7 +145,12 @@ class RewardService:
         self._runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=1024)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise listen_error(self.config.host, self.config.port, exc) from exc
         sockets = getattr(site._server, "sockets", None) or []  # aiohttp exposes no public accessor
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
 
@@ -481,3 +489,24 @@ def _http_message(exc: web.HTTPException, request: web.Request) -> str:
         allowed = exc.headers.get("Allow", "another method")
         return f"{request.method} is not allowed on {request.path}; use {allowed}"
     return exc.reason or f"HTTP {exc.status}"
+
+
+def listen_error(host: str, port: int, exc: OSError) -> OSError | UserError:
+    """What went wrong when listening on ``host:port`` failed, as a one-line UserError when the
+    user can fix it (port taken, privileged port, host not of this machine); else ``exc`` itself."""
+    if exc.errno == errno.EADDRINUSE:
+        return UserError(
+            f"port {port} on {host} is already in use (another process listens there); stop that "
+            "process or choose another --port (0 picks a free one)"
+        )
+    if exc.errno == errno.EACCES:
+        return UserError(
+            f"no permission to listen on port {port} of {host} (ports below 1024 need root); choose "
+            "a --port from 1024 to 65535"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return UserError(
+            f"cannot listen on --host {host}: {exc.strerror or exc}; use an address of this machine "
+            "(127.0.0.1 for this machine only, 0.0.0.0 for every interface)"
+        )
+    return exc

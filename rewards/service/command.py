@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from rewards.service.config import ServiceConfig
 from rewards.settings import RewardSettings
+from rewards.user_error import UserError
 
 PROG = "python -m rewards.service"
 TOKEN_ENV = "EFFIRL_REWARD_TOKEN"
@@ -136,13 +137,17 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the service until SIGINT or SIGTERM."""
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the service until SIGINT or SIGTERM.
+
+    A flag value out of range or a port that cannot be bound raises :class:`UserError` (the
+    command line reports it on one line); argparse's own errors exit with status 2 and the usage.
+    """
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        parser.error(str(exc))
+        raise UserError(f"{exc}; fix the flag (`{prog} --help` lists them)") from exc
     from rewards.service import serve
 
     return serve(config)

@@ -47,8 +47,14 @@ class ExperimentConfig(Section):
     wandb_project: str = setting("effirl", "Weights & Biases project of the run.")
     resume: str | None = setting(
         None,
-        "null starts fresh; `auto` resumes from the newest checkpoint in `output_dir` if there is one; "
-        "a path resumes from that checkpoint (`effirl train --resume` sets `auto`).",
+        "null starts a new run; `auto` resumes from the newest checkpoint in `output_dir` (an error "
+        "when it has none); a path resumes from that checkpoint (`effirl train --resume` sets `auto`).",
+    )
+    overwrite: bool = setting(
+        False,
+        "Start a new run in an `output_dir` that holds an earlier one, after moving the earlier run's "
+        "files aside to `<output_dir>.old-<time>` (`effirl train --overwrite` sets it). Without it "
+        "(or `resume`) such a folder is refused, so no run's records are lost or mixed.",
     )
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -72,6 +78,12 @@ class ExperimentConfig(Section):
         self.require_positive("keep_checkpoints", "log_every")
         if self.resume is not None and not self.resume.strip():
             self.fail("resume", "must be null, `auto` or a checkpoint path")
+        if self.overwrite and self.resume == "auto":
+            raise ConfigError(
+                "`overwrite` and `resume=auto` contradict each other: pass --resume to continue the "
+                "run or --overwrite to start over, not both",
+                "overwrite",
+            )
         for section in self.sections().values():
             section.validate()
         self._check_across_sections()

@@ -17,8 +17,10 @@ import typing
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
+from rewards.user_error import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration problem the user can fix; the message names the key and the fix.
 
     key: the dotted key at fault (``rollout.n_samples``), or None when the problem is not one key's.

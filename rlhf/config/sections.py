@@ -107,13 +107,25 @@ class DataConfig(Section):
     dataset: str = setting(
         "synthetic",
         "Training tasks: a registered dataset (`synthetic`, `synthetic_optimise`, `humanevalplus`, "
-        "`mbppplus`, `humaneval`) or the path of a JSONL file of tasks.",
+        "`mbppplus`, `humaneval`), a Hub dataset whose layout effirl knows (`evalplus/humanevalplus`, "
+        "`evalplus/mbppplus`, `Elfsong/Mercury`, `DONG19/EffiBench`), a task file or folder, or "
+        "another Hub id with `columns`.",
+    )
+    columns: str | None = setting(
+        None,
+        "How the rows of `dataset` become tasks: a known layout (`evalplus_humanevalplus`, "
+        "`evalplus_mbppplus`, `effibench`, `mercury`) or a column mapping such as "
+        "`id=task_id,prompt=question,entry_point=fn_name,tests=test_cases` (docs/datasets.md); null "
+        "uses the layout the dataset is registered with, else effirl's task schema.",
     )
     split: str | None = setting(
         None, "Split of `dataset` to train on; null is the dataset's default (`train` for synthetic)."
     )
     eval_dataset: str | None = setting(
         None, "Tasks to evaluate on (same forms as `dataset`); null uses `dataset`."
+    )
+    eval_columns: str | None = setting(
+        None, "`columns` of `eval_dataset` (null: its registered layout); unused when `eval_dataset` is null."
     )
     eval_split: str | None = setting(
         None,
@@ -143,6 +155,9 @@ class DataConfig(Section):
                 self.fail(name, "must not be empty (use null for the dataset's default)")
         if self.eval_dataset is not None and not self.eval_dataset.strip():
             self.fail("eval_dataset", "must not be empty (use null to evaluate on `dataset`)")
+        for name in ("columns", "eval_columns"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                self.fail(name, "must not be empty (use null for the dataset's own layout)")
         self.require_positive("limit", "eval_limit", "prompts_per_step")
 
 

@@ -195,4 +195,4 @@ def test_cli_prints_perf_inputs_per_task(tmp_path, monkeypatch, capsys) -> None:
     assert list((tmp_path / "cache" / "perf_inputs").rglob("*.json"))  # cached where EFFIRL_CACHE says
     assert main(["data", "perf-inputs", str(tmp_path / "absent.jsonl")]) == 2
     assert main(["data", "perf-inputs", str(path), "--tasks", "toy/nope"]) == 2
-    assert capsys.readouterr().err.count("effirl: error:") == 2
+    assert capsys.readouterr().err.count("effirl data: error:") == 2

@@ -12,6 +12,7 @@ import pytest
 from rewards.service.command import NOT_FLAGS, build_parser, config_from_args, flag_fields, flag_name
 from rewards.service.config import ServiceConfig
 from rewards.settings import RewardSettings
+from rewards.user_error import UserError
 from tests.rewards.service_fixtures import REPO, ServiceProcess, get
 
 
@@ -61,10 +62,7 @@ def test_flags_become_the_service_config(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--speedup-clip", "1"], "reward setting `speedup_clip` must be > 1"),
         (["--cost-measure", "wall"], "invalid choice: 'wall'"),
-        (["--workers", "0"], "workers must be at least 1"),
-        (["--timeout-s", "90"], "reward.timeout_s (90.0) must not exceed max_run_timeout_s (60.0)"),
         (["--timeout"], "unrecognized arguments: --timeout"),
     ],
 )
@@ -76,6 +74,23 @@ def test_bad_flags_exit_2_and_say_why(argv: list[str], message: str, capsys: pyt
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "usage: effirl reward serve" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--speedup-clip", "1"], "reward setting `speedup_clip` must be > 1"),
+        (["--workers", "0"], "workers must be at least 1"),
+        (["--timeout-s", "90"], "reward.timeout_s (90.0) must not exceed max_run_timeout_s (60.0)"),
+        (["--port", "65536"], "port must be between 0 and 65535, got 65536"),
+    ],
+)
+def test_values_out_of_range_are_user_errors(argv: list[str], message: str) -> None:
+    from rewards.service.command import main
+
+    with pytest.raises(UserError) as raised:
+        main(argv, prog="effirl reward serve")
+    assert message in str(raised.value) and "effirl reward serve --help" in str(raised.value)
 
 
 def test_effirl_reward_serve_runs_with_its_flags() -> None:

@@ -85,6 +85,23 @@ def test_config_error_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) 
     assert err == "effirl: error: unknown key `rollout.temprature`; did you mean `rollout.temperature`?\n"
 
 
+def test_debug_anywhere_on_the_line_adds_the_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EFFIRL_DEBUG", raising=False)
+    for argv in (
+        ["--debug", "config", "show", SMOKE, "a.b=1"],
+        ["config", "show", SMOKE, "a.b=1", "--debug"],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback (most recent call last)") and "ConfigError" in err
+        assert err.splitlines()[-1].startswith("effirl: error: unknown key `a.b`; sections are model")
+    monkeypatch.setenv("EFFIRL_DEBUG", "1")
+    assert main(["config", "show", SMOKE, "a.b=1"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
 def test_config_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("train:\n  steps: many\n", encoding="utf-8")
@@ -132,6 +149,9 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         ["eval", "--help"],
         ["export", "--help"],
         ["reward", "serve", "--help"],
+        ["data", "--help"],
+        ["data", "download", "--help"],
+        ["data", "show", "--help"],
         ["config", "show", "--help"],
         ["config", "docs", "--help"],
     ],
