@@ -46,7 +46,7 @@ def test_the_slow_reference_costs_at_least_speedup_clip_times_the_fast_one(famil
     tasks = first_task_of_each_variant(family)
     jobs = []
     for task in tasks:
-        stress = list(task.function_tests[task.n_base_tests or 0 :])
+        stress = list(task.perf_tests)
         assert stress, f"{task.id} has no stress tests"
         for code in (task.reference, task.metadata["slow_reference"]):
             jobs.append(FunctionJob(code, task.entry_point, stress, atol=task.atol, repeats=REPEATS))
