@@ -74,7 +74,7 @@ class PythonRewardStage:
             rewards=rewards,
             parts={"correctness": rewards},
             evidence=[{} for _ in rollouts.texts],
-            metrics={"reward_mean": float(rewards.mean())},
+            metrics={"reward": float(rewards.mean())},
         )
 
 
@@ -237,7 +237,7 @@ def run_effirl(args: argparse.Namespace, checkpoint: Path, tasks: list[Task]) ->
         "step_s": step_s,
         "median_step_s": statistics.median(step_s),
         "breakdown_s": breakdown,
-        "completion_len_mean": statistics.mean(m["response_len_mean"] for m in steps),
+        "completion_len_mean": statistics.mean(m["completions/mean_length"] for m in steps),
         "ratio_max": statistics.mean(m.get("loss/ratio_max", float("nan")) for m in steps),
         "logprob_max_abs_diff": logprob_check,
         "decode_vs_behaviour_max_abs_diff": rollouts.metrics.get("rollout/decode_logprob_max_abs_diff"),

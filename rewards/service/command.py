@@ -42,13 +42,15 @@ The reward settings below are what a request is scored with when it does not say
 `settings` change the shaping keys freely and the execution keys where the service can run that way
 (--repeats, --timeout-s up to --max-repeats and --max-run-timeout-s); a request asking for another
 --cost-measure or --memory-mb than the service's is refused with 409, never scored with the
-service's own."""
+service's own. The sandbox's --isolation is the service's alone: no request can change it."""
 
 _EXAMPLES = """\
 examples:
   effirl reward serve --port 8080 --workers 8
   EFFIRL_REWARD_TOKEN=secret effirl reward serve --host 0.0.0.0
-  effirl reward serve --efficiency-weight 1.0 --repeats 3 --max-run-timeout-s 30"""
+  effirl reward serve --efficiency-weight 1.0 --repeats 3 --max-run-timeout-s 30
+  effirl reward serve --isolation bwrap            # `effirl sandbox check` says which levels work
+  effirl reward serve --isolation none --allow-weak-isolation   # trusted code only, loudly warned"""
 
 
 def flag_fields() -> dict[str, list[dataclasses.Field[Any]]]:

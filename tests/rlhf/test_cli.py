@@ -16,7 +16,7 @@ from rlhf.config import load_config
 from rlhf.config.docs import render_config_docs
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = str(REPO / "recipes" / "smoke.yaml")
+SMOKE = str(REPO / "rlhf" / "recipes" / "smoke.yaml")
 
 # A real module standing in for the command implementations other packages provide: it records
 # each call so the tests can check what the CLI passes along.

@@ -22,7 +22,7 @@ from rlhf.models import adapter_parameters, adapter_state_dict
 from rlhf.policy import adapter_config_of, load_policy_model
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = str(REPO / "recipes" / "smoke.yaml")
+SMOKE = str(REPO / "rlhf" / "recipes" / "smoke.yaml")
 PROMPT = "def add(a, b):\n"
 COMPLETION = "    return a + b\n"
 

@@ -19,7 +19,7 @@ from rlhf.run_log import read_metrics  # noqa: E402
 from rlhf.task_sampler import TaskSampler  # noqa: E402
 from rlhf.trainer import train  # noqa: E402
 
-SMOKE = Path(__file__).resolve().parents[2] / "recipes" / "smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[2] / "rlhf" / "recipes" / "smoke.yaml"
 MOVING = ["algorithm.entropy_coef=0.05", "train.lr=1e-2", "reward.workers=1"]
 
 

@@ -17,7 +17,7 @@ from rlhf.run_log import read_metrics
 from rlhf.trainer import train
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = REPO / "recipes" / "smoke.yaml"
+SMOKE = REPO / "rlhf" / "recipes" / "smoke.yaml"
 REQUIRED_METRICS = {
     "step", "reward_mean", "pass_rate", "speedup_mean", "kl", "entropy", "response_len_mean",
     "time_generate_s", "time_reward_s", "time_train_s", "time_sync_s", "sync_bytes", "tokens_per_s",
