@@ -86,8 +86,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if path is not None:
-        display = str(path)
-        if not Path(path).is_file():
+        display, path = str(path), Path(path)
+        if not path.is_file():
             path = resolve_recipe(path)
             display = path.name  # a built-in recipe: errors name its file, not a path into the package
         data, sources = _read_recipe(path, display=display, chain=())

@@ -89,9 +89,9 @@ def resolve_recipe(recipe: str | Path, *, gpu: bool | None = None) -> Path:
                 )
                 return known[variant]
             return known[name]
+    if len(parts) > 1 and not legacy:  # a path, not a name
+        raise ConfigError(f"recipe not found: {text}" + ("" if path.suffix else " (did you forget `.yaml`?)"))
     raise ConfigError(
-        f"recipe not found: {text}"
-        + (" (did you forget `.yaml`?)" if not path.suffix and len(parts) > 1 else "")
-        + f"; give a recipe file or a built-in recipe: {', '.join(builtin_recipes())} "
-        "(`effirl config recipes` describes them)"
+        f"recipe not found: {text}; give a recipe file or the name of a built-in recipe: "
+        f"{', '.join(builtin_recipes())} (`effirl config recipes` describes them)"
     )

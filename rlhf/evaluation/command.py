@@ -406,7 +406,9 @@ def _resolve_targets(
         folder = Path(adapter)
         adapter_config = read_adapter_config(folder)
         declared = adapter_config.get("base_model_name_or_path")
-        if declared and declared != model:
+        from rlhf.models import public_base_name  # an export names a built-in base by its Hub id
+
+        if declared and declared not in (model, public_base_name(model)):
             raise EvaluationInputError(
                 f"adapter {folder} was trained on {declared!r}, not --model {model!r}; "
                 f"pass --model {declared}"

@@ -30,8 +30,8 @@ def _record(name, *args, **kwargs):
 def train(config): return _record("train", config)
 def sft(config): return _record("sft", config)
 def run_evaluation(**options): return _record("eval", **options)
-def export_checkpoint(checkpoint, *, out, merge, dtype, base):
-    return _record("export", checkpoint, out=out, merge=merge, dtype=dtype, base=base)
+def export_checkpoint(checkpoint, *, out, merge, dtype, base, with_base):
+    return _record("export", checkpoint, out=out, merge=merge, dtype=dtype, base=base, with_base=with_base)
 def main(argv, *, prog):
     return _record("reward serve", list(argv), prog=prog)
 """
@@ -220,7 +220,7 @@ def test_other_commands_pass_their_arguments(recorder: Any, monkeypatch: pytest.
     assert main(["export", "runs/x/final", "--out", "exported", "--merge", "--dtype", "bf16"]) == 0
     assert recorder.CALLS[-1][1:] == (
         ("runs/x/final",),
-        {"out": "exported", "merge": True, "dtype": "bf16", "base": None},
+        {"out": "exported", "merge": True, "dtype": "bf16", "base": None, "with_base": False},
     )
     # `reward serve` hands every argument to the service's own command line (its one parser).
     assert main(["reward", "serve", "--port", "9001", "--workers", "3", "--help"]) == 0
