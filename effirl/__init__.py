@@ -67,7 +67,17 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        try:
+            module = importlib.import_module(_EXPORTS[name])
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.split(".")[0] in ("effirl", "rlhf", "rewards", "sandbox"):
+                raise
+            raise ModuleNotFoundError(
+                f"effirl.{name} needs {exc.name}, which is not installed: pip install 'effirl[train]' "
+                "(the reward service and its clients need only 'effirl[service]')",
+                name=exc.name,
+            ) from exc
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'effirl' has no attribute {name!r}")

@@ -15,7 +15,8 @@
     effirl config docs [--out FILE]                    print the configuration reference
 
 Commands other than ``config`` live in their own modules and are imported only when run (see
-``ENTRY_POINTS``), so ``effirl config`` stays fast and works without the training stack.
+``ENTRY_POINTS`` in rlhf/entry_points.py), so ``effirl config`` stays fast and works without the
+training stack.
 ``effirl reward serve`` hands its arguments to the reward service's own command line
 (``rewards.service.command``, also ``python -m rewards.service``), which defines its flags.
 Exit codes: 0 success, 1 failure, 2 a usage or configuration error: a user's error
@@ -32,8 +33,7 @@ import importlib.metadata
 import importlib.util
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,75 +42,13 @@ from rewards.user_error import UserError, debug_requested, report_user_error
 from rlhf.config import ExperimentConfig, builtin_recipes, dump_config, load_config
 from rlhf.config.docs import render_config_docs
 from rlhf.config.recipes import recipe_summary
+from rlhf.entry_points import DELEGATED, CommandUnavailable, resolve_entry_point
 from rlhf.sandbox_command import add_sandbox_commands
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 DEBUG_FLAG = "--debug"
-
-
-@dataclass(frozen=True)
-class EntryPoint:
-    """Where a command's implementation lives and how the CLI calls it (``signature``)."""
-
-    module: str
-    function: str
-    signature: str
-
-
-# The one table of commands implemented outside this module; each is imported only when run.
-ENTRY_POINTS: dict[str, EntryPoint] = {
-    "train": EntryPoint("rlhf.trainer", "train", "train(config: ExperimentConfig) -> int | None"),
-    "sft": EntryPoint("rlhf.sft", "sft", "sft(config: ExperimentConfig) -> int | None"),
-    "eval": EntryPoint(
-        "rlhf.evaluation",
-        "run_evaluation",
-        "run_evaluation(*, benchmark: str, out: str, model: str | None, adapter: str | None, "
-        "checkpoint: str | None, run: str | None, all_checkpoints: bool, ...) -> int | None",
-    ),
-    "export": EntryPoint(
-        "rlhf.export",
-        "export_checkpoint",
-        "export_checkpoint(checkpoint: str, *, out: str, merge: bool, dtype: str, base: str | None, "
-        "with_base: bool) -> int | None",
-    ),
-    "reward serve": EntryPoint(
-        "rewards.service.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
-    ),
-    "data": EntryPoint(
-        "rewards.datasets.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
-    ),
-}
-# Commands whose arguments are parsed by their own module's parser (one definition of the flags).
-DELEGATED = ("reward serve", "data")
-
-
-class CommandUnavailable(RuntimeError):
-    """A command whose implementation is not part of this installation."""
-
-
-def resolve_entry_point(command: str) -> Callable[..., Any]:
-    """The function implementing ``command`` (a key of ENTRY_POINTS), imported now.
-
-    Raises CommandUnavailable when its module or function does not exist. An ImportError raised
-    inside a module that does exist is a real bug and propagates.
-    """
-    entry = ENTRY_POINTS[command]
-    try:
-        found = importlib.util.find_spec(entry.module) is not None
-    except ModuleNotFoundError:
-        found = False
-    if not found:
-        raise CommandUnavailable(
-            f"`effirl {command}` is not available in this build: module `{entry.module}` is not installed"
-        )
-    function = getattr(importlib.import_module(entry.module), entry.function, None)
-    if not callable(function):
-        raise CommandUnavailable(
-            f"`effirl {command}` is not available in this build: `{entry.module}` has no `{entry.function}`"
-        )
-    return function
 
 
 def main(argv: Sequence[str] | None = None) -> int:

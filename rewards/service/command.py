@@ -18,6 +18,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, Literal, get_args, get_origin
 
+from rewards.console import configure_logging
 from rewards.service.config import ServiceConfig
 from rewards.settings import RewardSettings
 from rewards.user_error import UserError
@@ -76,6 +77,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="say more: -v details (INFO), -vv everything"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=0, help="say less: -q warnings and errors only, -qq errors"
+    )
     groups = {
         "service": parser.add_argument_group("service"),
         "reward": parser.add_argument_group(
@@ -126,7 +133,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
 
     Raises ValueError (from the dataclasses' own checks) for values out of range.
     """
-    given = vars(args)
+    given = {k: v for k, v in vars(args).items() if k not in ("verbose", "quiet")}
     service = {key.split(".", 1)[1]: v for key, v in given.items() if key.startswith("service.")}
     reward = {key.split(".", 1)[1]: v for key, v in given.items() if key.startswith("reward.")}
     if "token" not in service and os.environ.get(TOKEN_ENV):
@@ -146,6 +153,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    verbosity = args.verbose - args.quiet
+    if prog == PROG or verbosity:  # `effirl reward serve` has configured logging already
+        configure_logging(verbosity)
     try:
         config = config_from_args(args)
     except ValueError as exc:

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from rlhf.cli import ENTRY_POINTS, EntryPoint, main
+from rlhf.cli import main
 from rlhf.config import load_config
 from rlhf.config.docs import render_config_docs
+from rlhf.entry_points import ENTRY_POINTS, EntryPoint
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = str(REPO / "rlhf" / "recipes" / "smoke.yaml")

@@ -95,7 +95,7 @@ def test_a_spent_budget_stops_the_runs_and_resume_finishes_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     script = _script()
-    common = ["--recipe", str(REPO / "rlhf" / "recipes" / "smoke.yaml"), "--seeds", "0", "--out", str(tmp_path)]
+    common = ["--recipe", "smoke", "--seeds", "0", "--out", str(tmp_path)]
     overrides = ["eval_at_start=true", "save_every=1"]
     # The smoke run needs several seconds to load; a budget of 0.6 s stops it before its end.
     assert script.main([*common, "--budget-min", "0.01", *overrides]) == 3
