@@ -33,6 +33,7 @@ VERBOSE_FLAGS = {"-v": 1, "--verbose": 1, "-vv": 2, "-vvv": 3, "-q": -1, "--quie
 _LEVELS = {-2: logging.ERROR, -1: logging.WARNING, 0: NOTICE, 1: logging.INFO, 2: logging.DEBUG}
 # tqdm reads this (>= 4.66), in this process and in the Ray workers and subprocesses it starts.
 PROGRESS_OFF_ENV = "TQDM_DISABLE"
+_progress_switched_off = False  # whether configure_logging set it (and so may take it back)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -84,8 +85,13 @@ def configure_logging(verbosity: int = 0) -> None:
         logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False
-    if verbosity < 0:
+    global _progress_switched_off
+    if verbosity < 0 and PROGRESS_OFF_ENV not in os.environ:
         os.environ[PROGRESS_OFF_ENV] = "1"
+        _progress_switched_off = True
+    elif verbosity >= 0 and _progress_switched_off:
+        os.environ.pop(PROGRESS_OFF_ENV, None)
+        _progress_switched_off = False
 
 
 def pop_verbosity(argv: list[str]) -> tuple[list[str], int | None]:

@@ -174,6 +174,15 @@ def train(config: ExperimentConfig) -> int:
     log = None
     try:
         rewards = RewardStage(config)
+        settings = rewards.settings
+        logger.info(
+            "rewards: %s backend, cost %s, isolation %s, efficiency weight %g (%s)",
+            rewards.backend,
+            settings.cost_measure,
+            settings.isolation if rewards.backend != "http" else "the service's",
+            settings.efficiency_weight,
+            settings.efficiency_mode,
+        )
         if not rewards.settings.cost_trusted:
             logger.warning("reward.%s", UNTRUSTED_COST_WARNING)
         if rewards.settings.isolation_warning is not None and rewards.backend != "http":
@@ -329,6 +338,7 @@ def _save(
             "run_id": read_run_id(config.output_dir),
         },
     )
+    logger.info("saving the checkpoint of step %d in %s", step, Path(config.output_dir) / "checkpoints")
     return save_checkpoint(
         config.output_dir,
         state,

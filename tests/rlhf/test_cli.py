@@ -235,3 +235,22 @@ def test_other_commands_pass_their_arguments(recorder: Any, monkeypatch: pytest.
 def test_a_command_returning_nonzero_sets_the_exit_code(recorder: Any) -> None:
     recorder.train = lambda config: 3
     assert main(["train", SMOKE]) == 3
+
+
+@pytest.mark.slow
+def test_a_training_run_says_more_with_v_and_less_with_q(tmp_path: Path) -> None:
+    def run(*flags: str) -> str:
+        argv = ["train", "smoke", f"output_dir={tmp_path / str(len(flags))}", "train.steps=1", *flags]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env.pop("TQDM_DISABLE", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "rlhf.cli", *argv], capture_output=True, text=True, cwd=REPO, env=env
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+
+    verbose = run("-v")
+    assert "effirl: rewards: local backend, cost cpu, isolation namespaces" in verbose
+    assert "effirl: saving the checkpoint of step 1" in verbose and "effirl: eval at end:" in verbose
+    quiet = run("-q", "--quiet")
+    assert "eval at end" not in quiet and "train:" not in quiet and "rewards:" not in quiet
