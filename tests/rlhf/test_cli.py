@@ -252,5 +252,6 @@ def test_a_training_run_says_more_with_v_and_less_with_q(tmp_path: Path) -> None
     verbose = run("-v")
     assert "effirl: rewards: local backend, cost cpu, isolation namespaces" in verbose
     assert "effirl: saving the checkpoint of step 1" in verbose and "effirl: eval at end:" in verbose
+    assert "| 4/4 [" in verbose and "task/s]" in verbose  # the evaluation's progress bar (4 tasks)
     quiet = run("-q", "--quiet")
     assert "eval at end" not in quiet and "train:" not in quiet and "rewards:" not in quiet
