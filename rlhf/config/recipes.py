@@ -44,14 +44,16 @@ def builtin_recipes() -> dict[str, Path]:
 
 
 def recipe_summary(path: Path) -> str:
-    """The first line of a recipe's leading comment (what it is for)."""
+    """The first sentence of a recipe's leading comment (what it is for)."""
+    words: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        text = line.lstrip("# ").strip()
-        if not line.startswith("#"):
+        text = line.lstrip("#").strip()
+        if not line.startswith("#") or (not text and words):
             break
-        if text:
-            return text
-    return ""
+        words += text.split()
+    sentence = " ".join(words)
+    end = sentence.find(". ")
+    return sentence if end < 0 else sentence[: end + 1]
 
 
 def gpu_available() -> bool:
