@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -469,4 +468,9 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """What the evaluation is doing, for the person at the terminal (hidden by -q)."""
+    import logging
+
+    from rewards.console import notice
+
+    notice(logging.getLogger(__name__), text.removeprefix("effirl: "))

