@@ -88,12 +88,21 @@ def _without_positions(code: types.CodeType) -> types.CodeType:
 
 
 def task_fingerprint(task: Task) -> str:
-    """A digest of everything about ``task`` that decides a verdict (id, entry point, tests, tolerance).
+    """A digest of everything about ``task`` that decides a verdict (id, entry point, tests, perf tests,
+    tolerance).
 
     Two tasks with one id but different tests (two datasets, two HTTP clients) never share results.
     """
     payload = pickle.dumps(
-        (task.id, task.entry_point, task.function_tests, task.program_tests, task.test_script, task.atol),
+        (
+            task.id,
+            task.entry_point,
+            task.function_tests,
+            task.program_tests,
+            task.test_script,
+            task.atol,
+            task.perf_tests,
+        ),
         protocol=pickle.HIGHEST_PROTOCOL,
     )
     return hashlib.blake2b(payload, digest_size=16).hexdigest()

@@ -52,14 +52,18 @@ def submission(
     inputs: Iterable[Sequence[Any]] = (),
     reference: str | None = None,
     atol: float | None = None,
+    perf_tests: Iterable[tuple[Sequence[Any], Any]] = (),
+    perf_inputs: Iterable[Sequence[Any]] = (),
 ) -> dict[str, Any]:
     """A ``/v1/evaluate`` submission, values tagged for JSON.
 
     tests: ``(args, expected)`` pairs. inputs: argument lists without expected values; the service
-    computes those by running ``reference`` (required with ``inputs``).
+    computes those by running ``reference`` (required with ``inputs``). perf_tests / perf_inputs:
+    the same for perf tests, on which alone cost is measured once the tests pass.
     """
     pairs, bare = list(tests), list(inputs)
-    if bare and reference is None:
+    perf_pairs, perf_bare = list(perf_tests), list(perf_inputs)
+    if (bare or perf_bare) and reference is None:
         raise ValueError("`inputs` without expected values need a `reference` that computes them")
     encoded = [
         {"input": codec.to_jsonable(list(args)), "expected": codec.to_jsonable(expected)}
@@ -67,6 +71,11 @@ def submission(
     ]
     encoded += [{"input": codec.to_jsonable(list(args))} for args in bare]
     item: dict[str, Any] = {"id": id, "code": code, "entry_point": entry_point, "tests": encoded}
+    if perf_pairs or perf_bare:
+        item["perf_tests"] = [
+            {"input": codec.to_jsonable(list(args)), "expected": codec.to_jsonable(expected)}
+            for args, expected in perf_pairs
+        ] + [{"input": codec.to_jsonable(list(args))} for args in perf_bare]
     if reference is not None:
         item["reference"] = reference
     if atol is not None:

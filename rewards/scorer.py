@@ -3,6 +3,11 @@
 For each pair: extract the code from the completion, turn the task's tests into a sandbox job, run
 all jobs of the batch in parallel (identical pairs once, through :class:`ExecutionCache`), measure each
 task's reference once, and shape the rewards (:func:`rewards.shaping.shape_rewards`).
+
+A task with ``perf_tests`` runs in two steps (:func:`submit_run`): its correctness tests once, then,
+only if they all pass, its perf tests with the configured repeats. The perf run is judged like any
+other (a wrong output fails the sample) and its cost is the sample's cost; the reference is measured
+the same way, so speedups compare costs on the perf tests only.
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ from typing import Any
 from rewards.cache import DEFAULT_MAX_BYTES, ExecutionCache, ResultFuture, code_digest, task_fingerprint
 from rewards.extraction import extract_code, with_prompt_imports
 from rewards.settings import SHAPING_KEYS, RewardSettings
-from rewards.shaping import FormatSignals, Reward, shape_rewards
+from rewards.shaping import PERF_TIMEOUT, FormatSignals, Reward, shape_rewards
 from rewards.tasks import Task
 from sandbox.jobs import FunctionJob, Job, ProgramJob, ScriptJob
-from sandbox.types import Cost, ExecutionResult, Status
+from sandbox.types import Cost, ExecutionResult, FunctionTest, Status
 
 log = logging.getLogger(__name__)
 FINGERPRINTS_KEPT = 65536
@@ -65,6 +70,123 @@ def job_for(
     raise TaskError(
         f"task {task.id!r} has no function_tests, program_tests or test_script; "
         "give it tests to score against"
+    )
+
+
+def perf_job_for(
+    task: Task, code: str, *, timeout_s: float | None = None, repeats: int | None = None
+) -> Job | None:
+    """The sandbox job that measures ``code`` on ``task``'s perf tests (judged too); None without any."""
+    if not task.perf_tests:
+        return None
+    if isinstance(task.perf_tests[0], FunctionTest):
+        if not task.entry_point:
+            raise TaskError(f"task {task.id!r} has function perf_tests but no entry_point")
+        return FunctionJob(code, task.entry_point, tuple(task.perf_tests), task.atol, timeout_s, repeats)  # type: ignore[arg-type]
+    return ProgramJob(code, tuple(task.perf_tests), timeout_s, repeats)  # type: ignore[arg-type]
+
+
+def cost_job_for(task: Task, code: str, *, timeout_s: float | None = None) -> Job:
+    """The job whose cost counts for ``code`` on ``task``: its perf tests if any, else its tests."""
+    return perf_job_for(task, code, timeout_s=timeout_s) or job_for(task, code, timeout_s=timeout_s)
+
+
+def submit_run(
+    sandbox: Any,
+    task: Task,
+    code: str,
+    *,
+    timeout_s: float | None = None,
+    repeats: int | None = None,
+    allow_script: bool = True,
+) -> ResultFuture:
+    """Run ``code`` against ``task`` on ``sandbox``: one future for the verdict and the cost.
+
+    Without perf tests this is the task's job (:func:`job_for`) with ``repeats``. With them, the
+    correctness tests run once; a sample that fails them gets that verdict (its perf tests never run).
+    One that passes runs the perf tests ``repeats`` times: their verdict decides (a wrong output there
+    fails the sample) and their cost is the sample's cost. A run past the time limit there is
+    right-censored, as ENAMEL treats it: the sample passes (its correctness was judged on the
+    correctness tests) with ``error_kind`` :data:`PERF_TIMEOUT` and a CPU cost of the limit, so it
+    ranks as slow as can be measured. ``passed``/``total`` and ``tests`` cover both runs, correctness
+    tests first.
+    """
+    perf = perf_job_for(task, code, timeout_s=timeout_s, repeats=repeats)
+    check = job_for(
+        task, code, timeout_s=timeout_s, repeats=1 if perf is not None else repeats, allow_script=allow_script
+    )
+    config = getattr(sandbox, "config", None)
+    limit_s = timeout_s if timeout_s is not None else getattr(config, "timeout_s", None)
+    first = sandbox.submit(check)
+    if perf is None:
+        return first
+    combined: ResultFuture = concurrent.futures.Future()
+
+    def after_check(done: ResultFuture) -> None:
+        try:
+            result = done.result()
+            if result.status is not Status.PASSED:
+                _settle(combined, result)
+                return
+            second = sandbox.submit(perf)
+        except BaseException as exc:  # the sandbox closed or failed: the combined run fails alike
+            _settle(combined, exc)
+            return
+        second.add_done_callback(lambda ran: _finish_perf(combined, result, ran, limit_s))
+
+    first.add_done_callback(after_check)
+    return combined
+
+
+def _settle(future: ResultFuture, outcome: ExecutionResult | BaseException) -> None:
+    # A waiter may have cancelled the combined future meanwhile; the runs themselves still finish.
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
+def _finish_perf(
+    combined: ResultFuture, check: ExecutionResult, ran: ResultFuture, limit_s: float | None
+) -> None:
+    try:
+        perf = ran.result()
+    except BaseException as exc:
+        _settle(combined, exc)
+        return
+    if perf.status is Status.TIMEOUT and limit_s is not None:
+        # Right-censored: correct on the correctness tests, slower than the limit on the perf tests.
+        limit_ns = int(limit_s * 1e9)
+        _settle(
+            combined,
+            ExecutionResult(
+                status=Status.PASSED,
+                passed=check.passed + perf.passed,
+                total=check.total + perf.total,
+                tests=[*check.tests, *perf.tests],
+                cost=Cost(cpu_ns=limit_ns, wall_ns=limit_ns, peak_memory_bytes=0),
+                error=f"ran past the time limit ({limit_s:g} s) on the perf tests; cost taken as the limit",
+                error_kind=PERF_TIMEOUT,
+            ),
+        )
+        return
+    _settle(
+        combined,
+        ExecutionResult(
+            status=perf.status,
+            passed=check.passed + perf.passed,
+            total=check.total + perf.total,
+            tests=[*check.tests, *perf.tests],
+            cost=perf.cost,
+            costs=perf.costs,
+            stdout=perf.stdout,
+            stderr=perf.stderr,
+            error=None if perf.error is None else f"on a perf test: {perf.error}",
+            error_kind=perf.error_kind,
+        ),
     )
 
 
@@ -217,16 +339,20 @@ class RewardScorer:
                 )
                 code, signals = with_prompt_imports(extracted.code, task.prompt), extracted
             fingerprint = self.fingerprint(task)
-            job = job_for(
-                task,
-                code,
-                timeout_s=settings.timeout_s,
-                repeats=settings.repeats,
-                allow_script=settings.allow_script_tests,
-            )
-            future, cached = self.cache.get_or_submit(
-                run_key(fingerprint, code, settings), lambda job=job: self.sandbox.submit(job)
-            )
+            # A task that cannot be scored raises here, before anything is submitted.
+            job_for(task, code, allow_script=settings.allow_script_tests)
+
+            def run(task: Task = task, code: str = code) -> ResultFuture:
+                return submit_run(
+                    self.sandbox,
+                    task,
+                    code,
+                    timeout_s=settings.timeout_s,
+                    repeats=settings.repeats,
+                    allow_script=settings.allow_script_tests,
+                )
+
+            future, cached = self.cache.get_or_submit(run_key(fingerprint, code, settings), run)
             reference = (
                 self.reference_result(task, fingerprint, settings=settings)
                 if settings.uses_reference
@@ -247,14 +373,20 @@ class RewardScorer:
 
         The reference runs with the execution settings of the candidates it is compared with (the
         scorer's, or ``settings``): the minimum or median of more runs would be biased low against
-        them, and a different time limit would judge it differently.
+        them, and a different time limit would judge it differently. It runs like a candidate
+        (:func:`submit_run`), so with perf tests its cost is the cost on them.
         """
         if not task.reference:
             return None
         settings = self._execution(settings, repeats)
-        job = job_for(task, task.reference, timeout_s=settings.timeout_s, repeats=settings.repeats)
-        key = run_key(fingerprint or self.fingerprint(task), task.reference, settings)
-        future, _ = self.references.get_or_submit(key, lambda: self.sandbox.submit(job))
+        reference = task.reference
+        key = run_key(fingerprint or self.fingerprint(task), reference, settings)
+        future, _ = self.references.get_or_submit(
+            key,
+            lambda: submit_run(
+                self.sandbox, task, reference, timeout_s=settings.timeout_s, repeats=settings.repeats
+            ),
+        )
         return future
 
     def seed_reference(
@@ -265,9 +397,16 @@ class RewardScorer:
         *,
         settings: RewardSettings | None = None,
     ) -> None:
-        """Record an already-measured reference run (e.g. the one that produced expected outputs)."""
+        """Record an already-measured reference run (e.g. the one that produced expected outputs).
+
+        Only for tasks without perf tests: with them the reference's cost must come from its perf run.
+        """
         if not task.reference:
             raise ValueError(f"task {task.id!r} has no reference to record a measurement for")
+        if task.perf_tests:
+            raise ValueError(
+                f"task {task.id!r} has perf tests: its reference cost is measured on them, not recorded"
+            )
         done: ResultFuture = concurrent.futures.Future()
         done.set_result(result)
         key = run_key(self.fingerprint(task), task.reference, self._execution(settings, repeats))

@@ -29,6 +29,9 @@ from rewards.settings import RewardSettings, cost_trusted
 from rewards.tasks import Task
 from sandbox.types import Cost, ExecutionResult, Status
 
+# error_kind of a sample that passed its correctness tests but ran past the limit on its perf tests
+# (rewards.scorer.submit_run): correct, and as slow as can be measured.
+PERF_TIMEOUT = "perf_timeout"
 # Costs are floored at one unit of each measure's resolution so that a run too short to measure
 # cannot divide by zero or claim an unbounded speedup.
 COST_FLOOR = {"cpu": 1e-6, "instructions": 1.0, "python_events": 1.0}
@@ -263,6 +266,10 @@ def _shape_one(
     if settings.efficiency_mode in ("group", "both") and group_speedup is not None:
         scores.append(efficiency_score(group_speedup, settings.speedup_clip))
     efficiency = sum(scores) / len(scores) if scores else 0.0
+    if passed and result.error_kind == PERF_TIMEOUT and settings.efficiency_mode != "none":
+        # Past the time limit on perf tests: slower than anything measured, whatever the measure
+        # (Python events and instruction counts of a killed run are unknown).
+        efficiency = -1.0
     correctness = correctness_score(result, settings.correctness)
     fmt = format_score(signals, task)
     penalty = penalty_of(result, settings)

@@ -9,10 +9,11 @@ TRL calls each reward function with keyword arguments: ``prompts``, ``completion
     dataset = Dataset.from_list(trl_rows(tasks.values()))           # columns: prompt, task_id
     GRPOTrainer(model, reward_funcs=[reward], args=GRPOConfig(...), train_dataset=dataset).train()
 
-A row names its task by a ``task_id`` column (looked up in the tasks given), or carries the task itself
-in ``entry_point`` and ``tests`` columns (``tests`` as a list of ``{"input": [...], "expected": ...}``
-or that list as tagged JSON text; optional ``reference`` and ``atol`` columns), the schema of the
-service's ``/v1/evaluate`` submissions.
+A row names its task by a ``task_id`` column (looked up in the tasks given, perf tests and all), or
+carries the task itself in ``entry_point`` and ``tests`` columns (``tests`` as a list of
+``{"input": [...], "expected": ...}`` or that list as tagged JSON text; optional ``perf_tests`` in
+the same form, ``reference`` and ``atol`` columns), the schema of the service's ``/v1/evaluate``
+submissions.
 """
 
 from __future__ import annotations
@@ -143,30 +144,40 @@ def group_ids(prompts: Sequence[Any], tasks: Sequence[Task]) -> list[int]:
 
 
 def task_from_columns(row: Mapping[str, Any]) -> Task:
-    """A task from a row's ``entry_point``, ``tests`` and optional ``reference``/``atol``/``task_id``."""
-    tests = row["tests"]
-    tests = codec.loads(tests) if isinstance(tests, str) else codec.from_jsonable(tests)
-    if not isinstance(tests, list) or not tests:
+    """A task from a row's ``entry_point``, ``tests`` and optional ``perf_tests``/``reference``/
+    ``atol``/``task_id`` (``perf_tests`` in the form of ``tests``; cost is measured on them alone)."""
+    raw, tests = _column_tests(row, "tests")
+    if not tests:
         raise ValueError("the `tests` column must hold a non-empty list of {'input': [...], 'expected': ...}")
-    function_tests = []
-    for index, test in enumerate(tests):
-        if not isinstance(test, dict) or "input" not in test or "expected" not in test:
-            raise ValueError(f"test {index} of the `tests` column needs `input` and `expected`, got {test!r}")
-        function_tests.append(FunctionTest(tuple(test["input"]), test["expected"]))
+    raw_perf, perf = _column_tests(row, "perf_tests") if row.get("perf_tests") is not None else ([], [])
     reference = row.get("reference")
+    hashed = [row["entry_point"], raw, raw_perf] if raw_perf else [row["entry_point"], raw]
     ident = (
         row.get("task_id")
-        or "inline/"
-        + hashlib.blake2b(codec.dumps([row["entry_point"], tests]).encode(), digest_size=8).hexdigest()
+        or "inline/" + hashlib.blake2b(codec.dumps(hashed).encode(), digest_size=8).hexdigest()
     )
     return Task(
         id=str(ident),
         prompt=str(row.get("prompt", "")),
         entry_point=row["entry_point"],
-        function_tests=tuple(function_tests),
+        function_tests=tuple(tests),
+        perf_tests=tuple(perf),
         references=(reference,) if reference else (),
         atol=row.get("atol"),
     )
+
+
+def _column_tests(row: Mapping[str, Any], column: str) -> tuple[list[Any], list[FunctionTest]]:
+    raw = row[column]
+    raw = codec.loads(raw) if isinstance(raw, str) else codec.from_jsonable(raw)
+    if not isinstance(raw, list):
+        raise ValueError(f"the `{column}` column must hold a list of {{'input': [...], 'expected': ...}}")
+    tests = []
+    for index, test in enumerate(raw):
+        if not isinstance(test, dict) or "input" not in test or "expected" not in test:
+            raise ValueError(f"test {index} of the `{column}` column needs `input` and `expected`: {test!r}")
+        tests.append(FunctionTest(tuple(test["input"]), test["expected"]))
+    return raw, tests
 
 
 def trl_rows(

@@ -9,6 +9,7 @@
     effirl reward serve [--host] [--port] ...          the HTTP reward service (its flags: --help)
     effirl data download humanevalplus|mbppplus        fetch EvalPlus release files (data: --help)
     effirl data show SOURCE [--columns ...]            load a dataset and report its tasks
+    effirl data perf-inputs DATASET [--tasks ...]      build and print a dataset's perf inputs
     effirl sandbox check|audit                         what the sandbox can do on this machine
     effirl config show [RECIPE] [key=value ...]        print the resolved config
     effirl config recipes                              list the built-in recipes

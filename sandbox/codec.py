@@ -168,6 +168,8 @@ def loads(text: str | bytes) -> Any:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # e.g. a decimal integer of 5,000 digits
+        raise DecodeError(f"unreadable value: {str(exc)[:200]}") from None
     return from_jsonable(data)
 
 

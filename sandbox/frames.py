@@ -5,8 +5,10 @@ Standard library only: this runs inside the fork server and its monitors.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
+from typing import Any
 
 HEADER = struct.Struct(">I")
 
@@ -39,3 +41,26 @@ def read_all(fd: int) -> bytes:
     while chunk := os.read(fd, 1 << 20):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def encode_report(report: dict[str, Any]) -> bytes:
+    """A report as one frame's payload: its JSON, a newline, then its raw blobs back to back.
+
+    ``report["blobs"]`` (a list of bytes: return values as the candidate wrote them) is replaced by
+    their sizes, so large values are neither escaped into nor parsed out of the JSON.
+    """
+    blobs = report.pop("blobs", [])
+    report["blob_sizes"] = [len(blob) for blob in blobs]
+    return json.dumps(report, separators=(",", ":")).encode() + b"\n" + b"".join(blobs)
+
+
+def decode_report(data: bytes) -> dict[str, Any]:
+    """Inverse of :func:`encode_report`: ``report["blobs"]`` holds the raw values again."""
+    header, _, rest = data.partition(b"\n")
+    report = json.loads(header)
+    blobs, offset = [], 0
+    for size in report.pop("blob_sizes", []):
+        blobs.append(rest[offset : offset + size])
+        offset += size
+    report["blobs"] = blobs
+    return report

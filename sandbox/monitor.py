@@ -1,21 +1,18 @@
-"""One execution: a sealed candidate process and the trusted monitor that watches it.
+"""One execution: a sealed candidate process and the trusted side that watches it.
 
-A *monitor* is a short-lived process, one per execution, forked from the fork server's template
-(:mod:`sandbox.zygote`), a process that has never held a job's data. It makes the run's pid namespace
-(in the per-run scope all of the run's namespaces), then forks the candidate, which seals itself (own
-session, only its five descriptors, no capabilities, seccomp) and waits for its job on fd 4. Only then
-does the monitor receive the job. So the candidate's memory is a copy of a process that never saw
-another job's code, inputs or outputs.
-
-The candidate is pid 1 of its own pid namespace and its monitor lives outside it: the candidate
-cannot signal, trace or read the monitor, and when it dies the kernel kills everything it started.
+The fork server holds a :class:`Box` per execution: a candidate its template cloned ahead of time
+(pid 1 of its own pid namespace, with its own mount namespace, /tmp and /proc; see
+:mod:`sandbox.candidate`), whose parent is the fork server, and the pipes to it. Under bubblewrap the
+Box starts a fresh boxed interpreter instead. Whoever holds the Box is the *monitor*.
 
 When the job comes, the monitor forwards it, feeds stdin, reads the result records (fd 3; each one
 validated by :mod:`sandbox.records`), stdout and stderr with size caps, enforces the wall-clock
 deadline, and reads the candidate's CPU clock from the kernel at the two moments the candidate is
 blocked waiting for it: after its start record (before any candidate code ran) and after its done
 record. A program's end is its exit: the monitor reads the exit status and the CPU time from
-``wait4``. Then it kills the candidate. The monitor never runs candidate code. Standard library only.
+``wait4``. Then it kills the candidate, which, as pid 1 of its namespace, takes everything it started
+with it. The monitor never runs candidate code, and the candidate can neither see nor signal it.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -26,85 +23,47 @@ import selectors
 import signal
 import sys
 import time
-import traceback
-from dataclasses import dataclass
 from typing import Any
 
-from sandbox import harness, namespaces, readings, records, seccomp
-from sandbox.frames import read_frame, write_frame
+from sandbox import namespaces, readings, records
+from sandbox.candidate import Settings
+from sandbox.frames import write_frame
 
 _STDIO_CHUNK = 65536
-
-
-@dataclass(frozen=True)
-class Settings:
-    level: str
-    scope: str  # "worker": namespaces made once per fork server; "run": fresh ones per execution
-    seccomp_filter: seccomp.SeccompFilter | None
-    baseline_vm_bytes: int
-    work_dir_bytes: int
-    uid: int | None  # the unprivileged uid candidates run as when the server was started as root
-    bwrap_command: tuple[str, ...] = ()  # isolation 'bwrap': the command that starts a boxed candidate
-
-
-def serve_one(settings: Settings, job_fd: int, report_fd: int, proc_fd: int | None) -> None:
-    """Body of a monitor process: the run's namespaces, one Box, one job; ends in os._exit.
-
-    Writes the report as one frame on ``report_fd``, then tears the run down; the report pipe closes
-    when that is done. ``proc_fd`` is a /proc showing the worker's processes (None: the /proc mounted
-    here).
-    """
-    box = None
-    try:
-        namespaces.die_with_parent()
-        if settings.level == "namespaces" and settings.scope == "run":
-            namespaces.set_dumpable()  # the template is not dumpable; writing our uid map needs it
-            namespaces.enter_run_box(settings.work_dir_bytes)
-        elif settings.level == "namespaces":
-            # The candidate becomes pid 1 of its own pid namespace and gets a /tmp of its own: a fresh
-            # tmpfs in a mount namespace that dies with the run, so no trace of a run (not even how
-            # far /tmp's inode counter got) reaches the next one.
-            namespaces.unshare(namespaces.CLONE_NEWPID | namespaces.CLONE_NEWNS)
-            namespaces.mount_run_tmp(settings.work_dir_bytes)
-        if proc_fd is None:
-            proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
-        box = Box(settings, proc_fd)
-        job = read_frame(job_fd)
-        if job is None:
-            os._exit(0)  # the server shut down
-        report = box.run(job)
-    except BaseException as exc:
-        report = {"outcome": "sandbox_error", "msg": f"monitor failed: {_describe(exc)}"}
-    try:
-        write_frame(report_fd, json.dumps(report, separators=(",", ":")).encode())
-        if box is not None:
-            box.close()
-    finally:
-        os._exit(0)
+BLOBS = "blobs"  # a report's raw return values (see sandbox.frames.encode_report)
 
 
 class Box:
     """A sealed candidate process waiting for its job, and the pipes to it."""
 
-    def __init__(self, settings: Settings, proc_fd: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        proc_fd: int,
+        *,
+        pid: int | None = None,
+        fds: tuple[int, ...] = (),
+        work_dir: str = "/tmp",
+    ) -> None:
+        """Adopt a candidate the template cloned (``pid`` and the monitor's ends of its pipes: result,
+        stdout, stderr, job, stdin), or under bubblewrap start one."""
         self.settings = settings
         self.proc_fd = proc_fd
-        self.work_dir = "/tmp" if settings.level in ("namespaces", "bwrap") else _make_work_dir()
-        self.result_r, result_w = os.pipe()
-        self.out_r, out_w = os.pipe()
-        self.err_r, err_w = os.pipe()
-        job_r, self.job_w = os.pipe()
-        stdin_r, self.stdin_w = os.pipe()
-        child_fds = (stdin_r, out_w, err_w, result_w, job_r)
+        self.work_dir = work_dir
         self.launcher_pid: int | None = None
-        if settings.level == "bwrap":
-            self.launcher_pid, self.pid = _spawn_bwrap(settings.bwrap_command, child_fds)
+        if pid is not None:
+            self.pid = pid
+            self.result_r, self.out_r, self.err_r, self.job_w, self.stdin_w = fds
         else:
-            self.pid = os.fork()
-            if self.pid == 0:
-                _candidate(settings, self.work_dir, child_fds)
-        for fd in child_fds:
-            os.close(fd)
+            self.result_r, result_w = os.pipe()
+            self.out_r, out_w = os.pipe()
+            self.err_r, err_w = os.pipe()
+            job_r, self.job_w = os.pipe()
+            stdin_r, self.stdin_w = os.pipe()
+            child_fds = (stdin_r, out_w, err_w, result_w, job_r)
+            self.launcher_pid, self.pid = _spawn_bwrap(settings.bwrap_command, child_fds)
+            for fd in child_fds:
+                os.close(fd)
         self.reaped = False
 
     def run(self, job_bytes: bytes) -> dict[str, Any]:
@@ -166,95 +125,6 @@ def _wipe(path: str) -> None:
     shutil.rmtree(path, **{"onexc" if sys.version_info >= (3, 12) else "onerror": unlock})
 
 
-def _describe(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
-
-
-def _candidate(settings: Settings, work_dir: str, fds: tuple[int, int, int, int, int]) -> None:
-    """Body of a forked candidate process: seal the box, wait for the job, hand over to the harness."""
-    try:
-        namespaces.die_with_parent()
-        os.setsid()  # own process group: kill(0, ...) from the candidate reaches only its own run
-        notes = []
-        if settings.level == "namespaces" and settings.scope == "run" and not namespaces.mount_run_proc():
-            notes.append("fresh /proc refused by the kernel; /proc hidden instead")
-        elif settings.level == "process" and settings.uid is not None:
-            namespaces.become_unprivileged(settings.uid)
-        copies = [os.dup(fd) for fd in fds]
-        for target, fd in enumerate(copies):
-            os.dup2(fd, target)  # 0 stdin, 1 stdout, 2 stderr, 3 results, 4 job + acknowledgements
-        os.closerange(5, 1 << 16)
-        os.chdir(work_dir)
-        if work_dir != "/tmp":
-            os.environ.update({"HOME": work_dir, "TMPDIR": work_dir})
-        if settings.level == "namespaces":
-            namespaces.drop_capabilities()
-        if settings.seccomp_filter is not None:
-            settings.seccomp_filter.install()
-    except BaseException as exc:
-        _setup_failed(fds[3], exc)
-    receive_and_run(settings.baseline_vm_bytes, notes)
-
-
-def boxed_main() -> None:
-    """Entry point of a candidate interpreter started fresh inside bubblewrap (isolation 'bwrap').
-
-    bubblewrap already made the namespaces and the read-only root; fds 0-4 are set up as for a
-    forked candidate. What is left: seccomp, then the job.
-    """
-    try:
-        harness.preload()
-        allow = json.loads(os.environ.pop("EFFIRL_ALLOW_SUBPROCESSES", "false"))
-        seccomp.build_filter(allow_subprocesses=allow).install()
-        baseline = _vm_size_bytes()
-    except BaseException as exc:
-        _setup_failed(3, exc)
-    receive_and_run(baseline, [])
-
-
-def receive_and_run(baseline_vm_bytes: int, notes: list[str]) -> None:
-    """Wait for the job on fd 4, apply its limits, run it; never returns."""
-    try:
-        job_bytes = read_frame(4)
-        if job_bytes is None:
-            os._exit(0)
-        job = json.loads(job_bytes)
-        limits = job["limits"]
-        namespaces.apply_limits(
-            namespaces.Limits(
-                cpu_s=limits["cpu_s"],
-                address_space_bytes=baseline_vm_bytes + limits["memory_bytes"],
-                file_size_bytes=limits["file_size_bytes"],
-                open_files=limits["open_files"],
-                threads=limits["threads"],
-                stack_bytes=limits["stack_bytes"],
-            )
-        )
-        for note in notes:
-            os.write(3, (json.dumps({"t": "note", "msg": note}) + "\n").encode())
-    except BaseException as exc:
-        _setup_failed(3, exc)
-    try:
-        harness.run(job, limits["max_result_bytes"])
-    finally:
-        os._exit(71)
-
-
-def _setup_failed(fd: int, exc: BaseException) -> None:
-    try:
-        os.write(fd, (json.dumps({"t": "setup_error", "msg": _describe(exc)}) + "\n").encode())
-    finally:
-        os._exit(70)
-
-
-def _vm_size_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 class _Run:
     """What the monitor has learnt about the running candidate: its records and the kernel's readings."""
 
@@ -269,6 +139,7 @@ class _Run:
         self.done = False
         self.released = False
         self.values = 0
+        self.blobs: list[bytes] = []  # raw return values, decoded by the host (records.output_line)
         self.violation: str | None = None
 
     def take(self, buffer: bytearray) -> None:
@@ -282,6 +153,11 @@ class _Run:
             if self.done:
                 # A program's end is its exit, read from the kernel: records after a done record (the
                 # harness's own after a forged one) change nothing.
+                continue
+            output = records.output_line(line) if self.started and self.mode == "function" else None
+            if output is not None:
+                self.records.append({"t": "out", "i": output[0], "b": len(self.blobs)})
+                self.blobs.append(output[1])
                 continue
             self.values += records.value_count(line)
             if self.values > records.MAX_VALUES_PER_RUN:
@@ -432,6 +308,7 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "outcome": outcome,
         "records": run.records,
+        BLOBS: run.blobs,
         "stdout": buffers[box.out_r].decode("utf-8", "replace"),
         "stderr": buffers[box.err_r].decode("utf-8", "replace"),
         "stdout_overflow": box.out_r in overflow,
@@ -544,11 +421,3 @@ def _spawn_bwrap(command: tuple[str, ...], fds: tuple[int, ...]) -> tuple[int, i
     except (ValueError, KeyError) as exc:
         os.waitpid(launcher, 0)
         raise RuntimeError(f"bubblewrap did not start the candidate: {info[:200]!r}") from exc
-
-
-def _make_work_dir() -> str:
-    import tempfile
-
-    path = tempfile.mkdtemp(prefix="effirl-run-")
-    os.chmod(path, 0o777)
-    return path

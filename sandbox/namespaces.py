@@ -38,9 +38,11 @@ AT_RECURSIVE = 0x8000
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_CAPBSET_DROP = 1, 4, 24
 _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "mount_setattr": 442},
-    "aarch64": {"pivot_root": 41, "mount_setattr": 442},
+    "x86_64": {"pivot_root": 155, "mount_setattr": 442, "clone": 56},
+    "aarch64": {"pivot_root": 41, "mount_setattr": 442, "clone": 220},
 }
+CLONE_PARENT = 0x00008000
+_SIGCHLD = 17
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -74,6 +76,26 @@ def _syscall_number(name: str) -> int:
     if table is None:
         raise IsolationError(f"no syscall numbers for {platform.machine()!r}")
     return table[name]
+
+
+def clone_sibling(flags: int) -> int:
+    """A copy of this process made by clone(2) with CLONE_PARENT: its parent is *our* parent, and it
+    starts in the new namespaces ``flags``. Returns the child's pid here and 0 in the child.
+
+    This is how the fork server's template hands candidates to the server: the server can wait for
+    them (exit status, resource usage) although it never held the memory they are copies of. Call it
+    only from a single-threaded process: unlike os.fork(), no at-fork handlers run in the child
+    (Python's, like reseeding `random`, or glibc's), which a process with one thread does not need.
+    """
+    number = _syscall_number("clone")
+    zero = ctypes.c_long(0)
+    pid = _libc.syscall(
+        ctypes.c_long(number), ctypes.c_long(CLONE_PARENT | flags | _SIGCHLD), zero, zero, zero, zero
+    )
+    if pid < 0:
+        code = ctypes.get_errno()
+        raise IsolationError(f"clone({flags:#x}) failed: {os.strerror(code)} (errno {code})")
+    return pid
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
@@ -275,12 +297,12 @@ def _bind_into(root: str, path: str, notes: list[str]) -> bool:
         return False
 
 
-WORKER_NAMESPACES = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+# Each candidate gets its own pid and mount namespaces when it is cloned (sandbox.candidate); the
+# fork server's own pid namespace stays the host's, so its template can clone them as its siblings.
+WORKER_NAMESPACES = CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
 
 
-def enter_jail(
-    root: str, extra_paths: Iterable[str] = (), *, worker_namespaces: bool, work_dir_bytes: int
-) -> list[str]:
+def enter_jail(root: str, extra_paths: Iterable[str] = (), *, worker_namespaces: bool) -> list[str]:
     """Enter a fresh jail (the caller drops root privileges afterwards, see :func:`become_unprivileged`).
 
     As root the jail's namespaces are made directly and privileges are dropped once it is built, so
@@ -288,9 +310,7 @@ def enter_jail(
     per-user limits (RLIMIT_NPROC) count one worker's processes only. As an ordinary user a user
     namespace provides the privileges needed to build the jail.
 
-    With ``worker_namespaces`` the jail also gets its own pid, network, IPC and UTS namespaces and a
-    writable, size-capped tmpfs at /tmp; the next child forked becomes pid 1 of the pid namespace
-    (the fork server's template, see :mod:`sandbox.zygote`).
+    With ``worker_namespaces`` the jail also gets its own network, IPC and UTS namespaces.
     """
     flags = CLONE_NEWNS | (WORKER_NAMESPACES if worker_namespaces else 0)
     if running_as_real_root():
@@ -298,10 +318,7 @@ def enter_jail(
     else:
         enter_user_namespace()
         unshare(flags)
-    notes = build_jail(root, extra_paths)
-    if worker_namespaces:
-        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, _tmpfs_options(work_dir_bytes))
-    return notes
+    return build_jail(root, extra_paths)
 
 
 def running_as_real_root() -> bool:
@@ -329,34 +346,9 @@ def _tmpfs_options(size_bytes: int) -> str:
     return f"size={max(64, size_bytes // 1024)}k,nr_inodes=1024,mode=1777"
 
 
-def mount_hidden_worker_proc() -> int:
-    """In pid 1 of the worker's pid namespace: a /proc of that namespace, open for the monitors only.
-
-    Returns a descriptor of the new /proc, then covers the mount point with an empty read-only
-    tmpfs, so that a candidate (which keeps no descriptor but its five) sees no processes at all:
-    not its monitor, not the template, not itself.
-    """
-    # Writable: the template writes its user namespace's maps through it. No candidate reaches it.
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
-    mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k")
-    return proc_fd
-
-
 def mount_run_tmp(work_dir_bytes: int) -> None:
     """A fresh, size-capped tmpfs at /tmp for one run (call in the run's own mount namespace)."""
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, _tmpfs_options(work_dir_bytes))
-
-
-def enter_run_box(work_dir_bytes: int) -> None:
-    """Fresh namespaces for one run plus its private, size-capped working directory at /tmp.
-
-    The caller's next child becomes pid 1 of the new pid namespace: when it dies, the kernel kills
-    every process left in that namespace, so nothing a candidate starts can outlive its run.
-    """
-    enter_user_namespace()
-    unshare(RUN_NAMESPACES & ~CLONE_NEWUSER)
-    mount_run_tmp(work_dir_bytes)
 
 
 def mount_run_proc() -> bool:

@@ -19,6 +19,7 @@ failure, never a verdict of the sandbox. Standard library only: this runs inside
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from sandbox.codec import MAX_DEPTH
@@ -39,6 +40,21 @@ SCRIPT_KINDS = frozenset({"assertion", "memory", "exception"})
 
 class Violation(ValueError):
     """A record the harness would never write at this point of the run."""
+
+
+# How the harness writes a return value. Such a line's value is not decoded here at all: it travels to
+# the host as raw bytes beside the report and is decoded there (with limits, in linear time, outside
+# any run's deadline), so a large but valid output (a reference's expected values) costs the monitor
+# nothing, and a hostile one is the candidate's failure when the host decodes it.
+_OUTPUT_LINE = re.compile(rb'\{"t":"out","i":(0|[1-9][0-9]{0,8}),"v":')
+
+
+def output_line(line: bytes) -> tuple[int, bytes] | None:
+    """(test index, the value's raw JSON) for a line in the harness's own output format, else None."""
+    match = _OUTPUT_LINE.match(line)
+    if match is None or not line.endswith(b"}"):
+        return None
+    return int(match.group(1)), line[match.end() : -1]
 
 
 def value_count(line: bytes) -> int:

@@ -178,7 +178,11 @@ def _judge_function_run(
             outputs.append(None)
             continue
         try:
-            value = codec.from_jsonable(record.get("v"))
+            blob = record.get("b")
+            if isinstance(blob, int):
+                value = codec.loads(report["blobs"][blob])  # the raw value the candidate wrote
+            else:
+                value = codec.from_jsonable(record.get("v"))
         except codec.DecodeError as exc:
             outcomes.append(TestOutcome(False, f"malformed output: {exc}"))
             outputs.append(None)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sandbox.config import SandboxConfig
 from sandbox.frames import HEADER as _HEADER
+from sandbox.frames import decode_report
 from sandbox.namespaces import ETC_PATHS, SYSTEM_PATHS, python_paths
 from sandbox.zygote import CANDIDATE_ENV
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _PATH = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); "
 _BOOT = _PATH + "from sandbox.zygote import main; main()"
-_BOOT_BOXED = _PATH + "from sandbox.monitor import boxed_main; boxed_main()"
+_BOOT_BOXED = _PATH + "from sandbox.candidate import boxed_main; boxed_main()"
 _START_TIMEOUT_S = 60.0
 # Not -I: it implies -E, which ignores PYTHONHASHSEED and so gives every worker its own str hashes
 # (and set order). The environment is set explicitly instead; -s and -P keep the rest of -I.
@@ -162,7 +163,7 @@ class Worker:
         assert self.process is not None and self.process.stdout is not None
         fd = self.process.stdout.fileno()
         (size,) = _HEADER.unpack(self._read_exact(fd, _HEADER.size, deadline))
-        return json.loads(self._read_exact(fd, size, deadline))
+        return decode_report(self._read_exact(fd, size, deadline))
 
     def _read_exact(self, fd: int, size: int, deadline: float) -> bytes:
         chunks, remaining = [], size

@@ -1,20 +1,20 @@
-"""The fork server: a small warm Python that runs each job in a freshly forked, sealed box.
+"""The fork server: a small warm Python that runs each job in a freshly cloned, sealed box.
 
 Started once per worker by :mod:`sandbox.worker` as ``python -s -P -S`` with an explicit environment.
 It imports what candidates commonly use (so their imports cost nothing, and the same for everyone),
 enters its jail, then serves jobs read from stdin as length-prefixed JSON, answering each with one
 length-prefixed JSON report on stdout.
 
-The server itself reads every job and report, so no candidate may ever be forked from it: its heap
-holds earlier jobs' code, inputs and outputs, and freed memory is not zeroed. Right after set-up,
-before any job exists, it forks a *template* that only ever receives one-byte commands. Each
-execution is a monitor forked from that template (see :mod:`sandbox.monitor`), which forks its
-candidate before it receives its job: a candidate's address space is a copy of a process that never
-held another job's data.
+The server reads every job and every report, so no candidate may ever be a copy of it: its heap holds
+earlier jobs' code, inputs and outputs, and freed memory is not zeroed. Right after set-up, before any
+job exists, it forks a *template* that only ever receives one-byte commands. For each, the template
+clones a candidate with CLONE_PARENT, straight into new namespaces (:mod:`sandbox.candidate`): a copy
+of a process that never held another job's data, yet a child of the server, which watches it and
+reads its exit status (:mod:`sandbox.monitor`). The candidate sees neither of them.
 
-To keep set-up off the critical path, the server always holds one *spare*: a monitor that has already
-made the next run's namespaces and forked a sealed candidate waiting for its job. A job goes straight
-to the spare; a new spare is made right after the report has been sent. Standard library only.
+To keep set-up off the critical path, the server always holds one *spare*: a candidate cloned and
+sealed ahead of time, waiting for its job. A job goes straight to it; a new spare is made right after
+the report has been sent. Standard library only.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import gc
 import json
 import os
 import socket
+import struct
 import sys
-import time
+import tempfile
 import traceback
 from typing import Any
 
-from sandbox import harness, monitor, namespaces, seccomp
-from sandbox.frames import read_all, read_frame, write_frame
+from sandbox import candidate, harness, monitor, namespaces, seccomp
+from sandbox.frames import encode_report, read_frame, write_frame
 
 CANDIDATE_ENV = {
     "PATH": "/usr/bin:/bin",
@@ -38,131 +39,99 @@ CANDIDATE_ENV = {
     "LANG": "C.UTF-8",
     "PYTHONUTF8": "1",
 }
+_PID = struct.Struct("=i")
 
 
 class Template:
-    """The process every execution's monitor is forked from; it never holds a job's data.
+    """The process every candidate is cloned from; it never holds a job's data.
 
-    It serves one command on a Unix socket: for each byte received it forks a monitor and passes
-    back that monitor's job pipe (write end) and report pipe (read end). In the worker scope it is
-    pid 1 of the worker's pid namespace and reaps whatever is left there.
+    It serves one command on a Unix socket: for each request (carrying only the path of a working
+    directory, for the weak ``process`` level) it clones a sealed candidate whose parent is the fork
+    server, and passes back its pid and the server's ends of its five pipes.
     """
 
-    def __init__(self, settings: monitor.Settings, *, drop_to_uid: int | None, worker_pid_namespace: bool):
+    def __init__(self, settings: candidate.Settings, *, drop_to_uid: int | None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.pid = os.fork()
         if self.pid == 0:
             ours.close()
-            _template_main(settings, theirs, drop_to_uid, worker_pid_namespace)
+            _template_main(settings, theirs, drop_to_uid)
         theirs.close()
         self.sock = ours
         ready = self.sock.recv(4096)
         if ready != b"ready":
             raise RuntimeError(ready.decode("utf-8", "replace") or "the template process died during set-up")
 
-    def fork_monitor(self) -> tuple[int, int]:
-        """A new monitor waiting for its job: (job pipe write end, report pipe read end)."""
-        self.sock.sendall(b"m")
-        _, fds, _, _ = socket.recv_fds(self.sock, 16, 2)
-        if len(fds) != 2:
+    def clone_candidate(self, work_dir: str) -> tuple[int, tuple[int, ...]]:
+        """A new sealed candidate waiting for its job: its pid and (result, stdout, stderr, job, stdin)."""
+        request = work_dir.encode()
+        self.sock.sendall(struct.pack("=H", len(request)) + request)
+        data, fds, _, _ = socket.recv_fds(self.sock, 64, candidate.FD_COUNT)
+        if len(fds) != candidate.FD_COUNT or len(data) < _PID.size:
             for fd in fds:
                 os.close(fd)
-            raise RuntimeError("the template process did not fork a monitor")
-        return fds[0], fds[1]
+            reason = data.decode("utf-8", "replace") if data else "it closed its socket"
+            raise RuntimeError(f"the template process did not clone a candidate: {reason}")
+        return _PID.unpack(data[: _PID.size])[0], tuple(fds)
 
 
-def _template_main(
-    settings: monitor.Settings, sock: socket.socket, drop_to_uid: int | None, worker_pid_namespace: bool
-) -> None:
+def _template_main(settings: candidate.Settings, sock: socket.socket, drop_to_uid: int | None) -> None:
     try:
         namespaces.die_with_parent()
-        proc_fd = namespaces.mount_hidden_worker_proc() if worker_pid_namespace else None
         if drop_to_uid is not None:
             namespaces.become_unprivileged(drop_to_uid)
-            if worker_pid_namespace:
+            if settings.level == "namespaces":
                 # As root no user namespace was needed to build the jail; candidates still get one.
-                namespaces.enter_user_namespace(proc_fd)
+                namespaces.enter_user_namespace()
         # Not dumpable: no process of the same uid may read or write this memory through /proc.
         namespaces.set_dumpable(False)
+        outside_ids = (os.geteuid(), os.getegid())
     except BaseException as exc:
         sock.sendall(f"template set-up failed: {_describe(exc)}".encode())
         os._exit(1)
     sock.sendall(b"ready")
     while True:
-        try:
-            command = sock.recv(1)
-        except OSError:
-            command = b""
-        if not command:
+        header = _recv_exact(sock, 2)
+        if header is None:
             os._exit(0)
-        _reap_finished()
-        job_r, job_w = os.pipe()
-        report_r, report_w = os.pipe()
-        if os.fork() == 0:
-            sock.close()
-            os.close(job_w)
-            os.close(report_r)
-            monitor.serve_one(settings, job_r, report_w, proc_fd)  # never returns
-        os.close(job_r)
-        os.close(report_w)
+        work_dir = (_recv_exact(sock, struct.unpack("=H", header)[0]) or b"").decode()
+        pipes = [os.pipe() for _ in range(candidate.FD_COUNT)]
+        # The candidate's ends, as its 0 stdin, 1 stdout, 2 stderr, 3 results, 4 job.
+        theirs = (pipes[4][0], pipes[1][1], pipes[2][1], pipes[0][1], pipes[3][0])
+        # The server's ends: result, stdout, stderr, job, stdin.
+        ours = (pipes[0][0], pipes[1][0], pipes[2][0], pipes[3][1], pipes[4][1])
         try:
-            socket.send_fds(sock, [b"m"], [job_w, report_r])
-        finally:
-            os.close(job_w)
-            os.close(report_r)
-
-
-def _reap_finished() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
+            pid = namespaces.clone_sibling(settings.clone_flags)
+        except namespaces.IsolationError as exc:
+            sock.sendall(str(exc).encode())
+            for fd in (*theirs, *ours):
+                os.close(fd)
+            continue
         if pid == 0:
-            return
-
-
-class Spare:
-    """The next execution, set up ahead of time: a monitor with a sealed candidate waiting.
-
-    Under bubblewrap the candidate is a fresh interpreter (it starts from an exec, not a fork), so
-    the server holds its :class:`monitor.Box` itself.
-    """
-
-    def __init__(self, server: Server) -> None:
-        self.box: monitor.Box | None = None
-        if server.template is None:
-            self.box = monitor.Box(server.settings, server.proc_fd)
-            return
-        self.job_w, self.report_r = server.template.fork_monitor()
-
-    def run(self, job: bytes) -> bytes:
-        """The JSON report of the job, or b"" if the monitor died before answering."""
-        if self.box is not None:
             try:
-                report = self.box.run(job)
-            except Exception as exc:
-                report = {"outcome": "sandbox_error", "msg": f"monitor failed: {exc!r}"}
-            return json.dumps(report, separators=(",", ":")).encode()
+                sock.close()
+                for fd in ours:
+                    os.close(fd)
+                candidate.seal_and_run(settings, theirs, work_dir, outside_ids)
+            finally:
+                os._exit(70)
+        for fd in theirs:
+            os.close(fd)
         try:
-            write_frame(self.job_w, job)
-        except BrokenPipeError:
-            return b""
+            socket.send_fds(sock, [_PID.pack(pid)], list(ours))
         finally:
-            os.close(self.job_w)
-        return read_frame(self.report_r) or b""
+            for fd in ours:
+                os.close(fd)
 
-    def close(self) -> None:
-        """Wait until the execution is torn down (its monitor closes the report pipe as it exits)."""
-        if self.box is not None:
-            self.box.close()
-            return
-        try:
-            os.close(self.job_w)
-        except OSError:
-            pass
-        read_all(self.report_r)
-        os.close(self.report_r)
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
 
 
 class Server:
@@ -190,33 +159,27 @@ class Server:
                 options["jail_root"],
                 options.get("extra_paths", ()),
                 worker_namespaces=scope == "worker",
-                work_dir_bytes=work_dir_bytes,
             )
         self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
-        self.settings = monitor.Settings(
+        self.settings = candidate.Settings(
             level=self.level,
             scope=scope if self.level == "namespaces" else "worker",
             seccomp_filter=seccomp_filter,
-            baseline_vm_bytes=_vm_size_bytes(),
+            baseline_vm_bytes=candidate.vm_size_bytes(),
             work_dir_bytes=work_dir_bytes,
             uid=uid if real_root else None,
             bwrap_command=tuple(options.get("bwrap_command", ())),
         )
         os.environ.clear()
         os.environ.update(CANDIDATE_ENV)
-        # Objects that exist now are never collected: keeping the collector off them means a forked
-        # child does not write to (and so copy) every page of the interpreter's heap when gc runs.
+        # Objects that exist now are never collected: keeping the collector off them means a cloned
+        # candidate does not write to (and so copy) every page of the interpreter's heap when gc runs.
         gc.collect()
         gc.freeze()
         drop_to_uid = uid if real_root and self.level == "namespaces" else None
         if self.level != "bwrap":
-            # Forked before any job exists, and (as root) before this server drops its privileges:
-            # in the worker scope the template mounts the worker's /proc as pid 1 of its namespace.
-            self.template = Template(
-                self.settings,
-                drop_to_uid=drop_to_uid,
-                worker_pid_namespace=self.settings.scope == "worker" and self.level == "namespaces",
-            )
+            # Forked before any job exists, and (as root) before this server drops its privileges.
+            self.template = Template(self.settings, drop_to_uid=drop_to_uid)
         if drop_to_uid is not None:
             namespaces.become_unprivileged(drop_to_uid)
         return {
@@ -228,38 +191,39 @@ class Server:
             "pid": os.getpid(),
         }
 
+    def spare(self) -> monitor.Box:
+        """The next execution's box: a candidate from the template, or under bubblewrap a fresh one."""
+        if self.template is None:
+            return monitor.Box(self.settings, self.proc_fd)
+        # Only the weak `process` level works in a host folder; the others have a tmpfs of their own.
+        work_dir = "/tmp" if self.level == "namespaces" else _make_work_dir()
+        pid, fds = self.template.clone_candidate(work_dir)
+        return monitor.Box(self.settings, self.proc_fd, pid=pid, fds=fds, work_dir=work_dir)
+
     def serve(self) -> None:
-        spare = Spare(self)
+        box = self.spare()
         while True:
             job = read_frame(0)
             if job is None:
-                spare.close()
+                box.close()
                 return
-            started = time.monotonic()
-            report = spare.run(job)
-            if not report:  # the monitor died before or during the job: once more with a fresh one
-                spare.close()
-                spare = Spare(self)
-                report = spare.run(job)
-                if not report:
-                    elapsed = time.monotonic() - started
-                    failure = {"outcome": "sandbox_error", "msg": f"monitor died after {elapsed:.3f}s"}
-                    report = json.dumps(failure).encode()
-            write_frame(1, report)
-            spare.close()  # after answering: the run's teardown is off the critical path
-            spare = Spare(self)
+            try:
+                report = box.run(job)
+            except Exception as exc:
+                report = {"outcome": "sandbox_error", "msg": f"monitor failed: {exc!r}"}
+            write_frame(1, encode_report(report))
+            box.close()  # after answering: tearing the run down is off the critical path
+            box = self.spare()
+
+
+def _make_work_dir() -> str:
+    path = tempfile.mkdtemp(prefix="effirl-run-")
+    os.chmod(path, 0o777)
+    return path
 
 
 def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
-
-
-def _vm_size_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def main() -> None:

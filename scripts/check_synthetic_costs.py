@@ -66,7 +66,7 @@ def _in_split(family: str, split: str) -> bool:
 
 
 def stress_tests(task: Task) -> list[Any]:
-    return list(task.function_tests[task.n_base_tests or 0 :])
+    return list(task.perf_tests)
 
 
 def in_process_ns(code: str, entry_point: str, tests: list[Any], repeats: int) -> int:

@@ -7,6 +7,8 @@
 
 HumanEval+ and MBPP+ ship inputs without outputs: their expected outputs come from running the
 reference solution in the sandbox once, cached under ``$EFFIRL_CACHE`` (see expected_outputs.py).
+Their perf tests (performance-exercising inputs grown from the plus inputs) are cached alike
+(perf_inputs.py).
 """
 
 from rewards.datasets.columns import LAYOUTS, load_mapped_tasks
@@ -21,6 +23,7 @@ from rewards.datasets.humaneval import load_humaneval
 from rewards.datasets.humanevalplus import load_humanevalplus
 from rewards.datasets.layouts import parse_evalplus_test  # registers the published layouts
 from rewards.datasets.mbppplus import load_mbppplus
+from rewards.datasets.perf_inputs import PerfSettings, add_perf_tests, derive_perf_inputs
 from rewards.datasets.registry import (
     check_training_tasks,
     dataset_names,
@@ -42,13 +45,16 @@ from rewards.datasets.task_files import (
 __all__ = [
     "LAYOUTS",
     "ExpectedOutputCache",
+    "PerfSettings",
     "ReferenceCall",
     "ReferenceFailed",
     "ReferenceOutputs",
     "TaskFormatError",
+    "add_perf_tests",
     "check_training_tasks",
     "compute_expected_outputs",
     "dataset_names",
+    "derive_perf_inputs",
     "evaluation_split",
     "heldout_splits",
     "load_humaneval",

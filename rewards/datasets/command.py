@@ -4,6 +4,7 @@ effirl data download humanevalplus          # the EvalPlus release file, into $E
 effirl data show evalplus/mbppplus --limit 5
 effirl data show rows.jsonl --columns prompt=question,entry_point=fn,tests=cases
 effirl data layouts                         # the layouts effirl reads as they are
+effirl data perf-inputs humanevalplus       # build (or read) the perf inputs, print them per task
 """
 
 from __future__ import annotations
@@ -62,7 +63,72 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
     layouts = commands.add_parser("layouts", help="list the layouts and the roles of --columns")
     layouts.set_defaults(run=_layouts)
+
+    perf = commands.add_parser(
+        "perf-inputs",
+        help="build and print a dataset's perf inputs",
+        description="Build the performance-exercising inputs of a dataset's tasks (from effirl's recipes "
+        "for HumanEval+ and MBPP+, else by profiling the reference and growing its inputs), cache them "
+        "like expected outputs, and print per task the reference's cost on them and each input's size "
+        "(docs/datasets.md, perf tests).",
+        epilog="examples:\n  effirl data perf-inputs humanevalplus\n"
+        "  effirl data perf-inputs mbppplus --tasks Mbpp/2 Mbpp/3\n"
+        "  effirl data perf-inputs humanevalplus --search --write-recipes recipes.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    perf.add_argument("dataset", metavar="DATASET", help="humanevalplus, mbppplus, or a task file")
+    perf.add_argument("--tasks", nargs="+", metavar="ID", help="only these task ids")
+    perf.add_argument("--limit", type=_count, metavar="N", help="only the first N tasks")
+    perf.add_argument(
+        "--search", action="store_true", help="search for the inputs again instead of using effirl's recipes"
+    )
+    perf.add_argument("--write-recipes", metavar="FILE", help="write the recipes of the result to FILE")
+    perf.add_argument(
+        "--floor-ms",
+        type=_positive,
+        metavar="MS",
+        help="reference CPU ms to reach when searching (default: 20)",
+    )
+    perf.add_argument(
+        "--workers", type=_positive_int, help="sandbox worker processes (default: one per CPU core)"
+    )
+    perf.set_defaults(run=_perf_inputs)
     return parser
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _perf_inputs(args: argparse.Namespace) -> int:
+    from rewards.datasets.perf_command import perf_inputs_command
+
+    return perf_inputs_command(
+        args.dataset,
+        tasks=args.tasks,
+        limit=args.limit,
+        search=args.search,
+        write_recipes=args.write_recipes,
+        floor_ms=args.floor_ms,
+        workers=args.workers,
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:

@@ -5,6 +5,8 @@ with ``task_id``, ``prompt``, ``entry_point``, ``canonical_solution``, ``base_in
 ``plus_input`` (lists of argument lists), ``atol`` and ``contract``, plus an assertion test
 (``test`` for HumanEval+, ``assertion`` for MBPP+). It gives inputs but no outputs: the expected
 outputs come from running the reference in the sandbox (:mod:`rewards.datasets.expected_outputs`).
+Perf tests (performance-exercising inputs grown from the plus inputs, with their expected outputs)
+come from :mod:`rewards.datasets.perf_inputs`, built from the recipes effirl ships for each release.
 
 The files are read with :mod:`json`, not through ``datasets``/Arrow: the argument lists mix types
 from row to row and hold integers beyond 64 bits, which an Arrow column cannot represent.
@@ -101,8 +103,13 @@ def load_release_tasks(
     sandbox: Sandbox | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    perf_tests: bool = True,
 ) -> list[Task]:
-    """Tasks of an EvalPlus release file with expected outputs from the (cached) reference runs."""
+    """Tasks of an EvalPlus release file with expected outputs from the (cached) reference runs.
+
+    With ``perf_tests`` each task also gets perf tests (cached like the expected outputs, under
+    ``cache_dir/perf_inputs`` when ``cache_dir`` is given).
+    """
     if split not in (None, "test"):
         raise ValueError(f"{source.name} has only a 'test' split, got split={split!r}")
     if limit is not None and limit < 0:
@@ -122,10 +129,20 @@ def load_release_tasks(
     outputs = compute_expected_outputs(
         sandbox, calls, cache=ExpectedOutputCache(cache_dir), timeout_s=timeout_s, allow_failed_inputs=True
     )
-    return [
+    tasks = [
         _task(source, record, call, expected, len(base))
         for record, call, expected, base in zip(records, calls, outputs, base_inputs)
     ]
+    if not perf_tests:
+        return tasks
+    from rewards.datasets.perf_inputs import add_perf_tests, load_recipes, recipes_path
+
+    return add_perf_tests(
+        tasks,
+        sandbox=sandbox,
+        recipes=load_recipes(recipes_path(source.name)),
+        cache_dir=None if cache_dir is None else Path(cache_dir) / "perf_inputs",
+    )
 
 
 def _task(

@@ -49,11 +49,14 @@ def load_humanevalplus(
     sandbox: Sandbox | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    perf_tests: bool = True,
 ) -> list[Task]:
     """HumanEval+ tasks from ``path`` (default ``$EFFIRL_DATA_DIR/humanevalplus/HumanEvalPlus.jsonl.gz``).
 
     ``sandbox`` runs the references whose outputs are not cached yet (a default one is started
-    when None and needed); ``cache_dir`` overrides the expected-output cache folder.
+    when None and needed); ``cache_dir`` overrides the expected-output cache folder. With
+    ``perf_tests`` (default) each task gets performance-exercising tests too
+    (:mod:`rewards.datasets.perf_inputs`).
     """
     return load_release_tasks(
         HUMANEVALPLUS,
@@ -63,4 +66,5 @@ def load_humanevalplus(
         sandbox=sandbox,
         cache_dir=cache_dir,
         timeout_s=timeout_s,
+        perf_tests=perf_tests,
     )

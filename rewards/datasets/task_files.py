@@ -14,6 +14,7 @@ any task. Values that vary in type from task to task are stored as tagged-JSON *
       "n_base_tests": 1,                         # or null
       "program_tests": [{"stdin": "3\\n", "expected_stdout": "6\\n"}],
       "test_script": null,                       # or assertion-script text
+      "perf_tests": "[{\\"args\\": [10000000], \\"expected\\": 49999995000000}]",   # or null
       "references": ["def f(n): ..."],
       "atol": null,                              # or a float
       "metadata": "{\\"family\\": \\"multiples_sum\\", ...}"
@@ -21,7 +22,10 @@ any task. Values that vary in type from task to task are stored as tagged-JSON *
 
 ``function_tests`` is the tagged-JSON text of a list of ``{"args", "expected", "kwargs"}`` objects
 (``args`` a tuple or list of the positional arguments, ``kwargs`` an object); ``metadata`` is the
-tagged-JSON text of an object. ``save_tasks`` then ``load_task_file`` gives back equal tasks.
+tagged-JSON text of an object. ``perf_tests`` (performance-exercising tests, see
+:class:`rewards.tasks.Task`) is tagged-JSON text of a list of function tests in that form or of
+``{"stdin", "expected_stdout"}`` program tests; null, empty or absent (files written before it
+existed) means none. ``save_tasks`` then ``load_task_file`` gives back equal tasks.
 Files are read with ``datasets`` (``load_dataset("json" | "parquet", data_files=...)``).
 """
 
@@ -47,6 +51,7 @@ COLUMNS = (
     "n_base_tests",
     "program_tests",
     "test_script",
+    "perf_tests",
     "references",
     "atol",
     "metadata",
@@ -62,9 +67,8 @@ class TaskFormatError(ValueError):
 def task_to_record(task: Task) -> dict[str, Any]:
     """One row of the task-file schema."""
     try:
-        tests = codec.dumps(
-            [{"args": t.args, "expected": t.expected, "kwargs": dict(t.kwargs)} for t in task.function_tests]
-        )
+        tests = codec.dumps([_function_test_record(t) for t in task.function_tests])
+        perf = codec.dumps([_perf_test_record(t) for t in task.perf_tests]) if task.perf_tests else None
         metadata = codec.dumps(dict(task.metadata))
     except codec.EncodeError as exc:
         raise TaskFormatError(f"task {task.id!r} holds a value a task file cannot store: {exc}") from None
@@ -79,10 +83,21 @@ def task_to_record(task: Task) -> dict[str, Any]:
             {"stdin": t.stdin, "expected_stdout": t.expected_stdout} for t in task.program_tests
         ],
         "test_script": task.test_script,
+        "perf_tests": perf,
         "references": list(task.references),
         "atol": None if task.atol is None else float(task.atol),
         "metadata": metadata,
     }
+
+
+def _function_test_record(test: FunctionTest) -> dict[str, Any]:
+    return {"args": test.args, "expected": test.expected, "kwargs": dict(test.kwargs)}
+
+
+def _perf_test_record(test: FunctionTest | ProgramTest) -> dict[str, Any]:
+    if isinstance(test, ProgramTest):
+        return {"stdin": test.stdin, "expected_stdout": test.expected_stdout}
+    return _function_test_record(test)
 
 
 def task_from_record(record: Mapping[str, Any]) -> Task:
@@ -95,17 +110,36 @@ def task_from_record(record: Mapping[str, Any]) -> Task:
             raise TaskFormatError(f"{label}: field {name!r} must be a string, got {record.get(name)!r}")
     try:
         raw_tests = _decode_text(record.get("function_tests"), [])
+        raw_perf = _decode_text(record.get("perf_tests"), [])
         metadata = _decode_text(record.get("metadata"), {})
     except codec.DecodeError as exc:
         raise TaskFormatError(f"{label}: {exc}") from None
-    if not isinstance(raw_tests, list) or not isinstance(metadata, dict):
-        raise TaskFormatError(f"{label}: function_tests must encode a list and metadata an object")
+    if not isinstance(raw_tests, list) or not isinstance(raw_perf, list) or not isinstance(metadata, dict):
+        raise TaskFormatError(
+            f"{label}: function_tests and perf_tests must encode a list each, metadata an object"
+        )
     function_tests = tuple(_function_test(t, label, i) for i, t in enumerate(raw_tests))
+    perf_tests = tuple(_perf_test(t, label, i) for i, t in enumerate(raw_perf))
     program_tests = tuple(
         ProgramTest(str(t["stdin"]), str(t["expected_stdout"])) for t in record.get("program_tests") or ()
     )
     atol = record.get("atol")
     n_base = record.get("n_base_tests")
+    try:
+        return _task(record, function_tests, perf_tests, program_tests, atol, n_base, metadata)
+    except ValueError as exc:  # Task's own checks, e.g. function perf tests without an entry point
+        raise TaskFormatError(str(exc)) from None
+
+
+def _task(
+    record: Mapping[str, Any],
+    function_tests: tuple[FunctionTest, ...],
+    perf_tests: tuple[FunctionTest | ProgramTest, ...],
+    program_tests: tuple[ProgramTest, ...],
+    atol: Any,
+    n_base: Any,
+    metadata: dict[str, Any],
+) -> Task:
     return Task(
         id=record["id"],
         prompt=record["prompt"],
@@ -114,6 +148,7 @@ def task_from_record(record: Mapping[str, Any]) -> Task:
         n_base_tests=None if n_base is None else int(n_base),
         program_tests=program_tests,
         test_script=record.get("test_script"),
+        perf_tests=perf_tests,
         references=tuple(record.get("references") or ()),
         atol=None if atol is None else float(atol),
         metadata=metadata,
@@ -127,16 +162,20 @@ def _decode_text(value: Any, empty: Any) -> Any:
     return codec.loads(value) if isinstance(value, str) else codec.from_jsonable(value)
 
 
-def _function_test(raw: Any, label: str, index: int) -> FunctionTest:
+def _perf_test(raw: Any, label: str, index: int) -> FunctionTest | ProgramTest:
+    if isinstance(raw, dict) and "stdin" in raw:
+        if not isinstance(raw["stdin"], str) or not isinstance(raw.get("expected_stdout"), str):
+            raise TaskFormatError(f"{label}: perf test {index}: stdin and expected_stdout must be strings")
+        return ProgramTest(raw["stdin"], raw["expected_stdout"])
+    return _function_test(raw, label, index, what="perf test")
+
+
+def _function_test(raw: Any, label: str, index: int, what: str = "function test") -> FunctionTest:
     if not isinstance(raw, dict) or "args" not in raw:
-        raise TaskFormatError(
-            f"{label}: function test {index} must be an object with 'args', got {raw!r:.80}"
-        )
+        raise TaskFormatError(f"{label}: {what} {index} must be an object with 'args', got {raw!r:.80}")
     args, kwargs = raw["args"], raw.get("kwargs") or {}
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
-        raise TaskFormatError(
-            f"{label}: function test {index}: args must be a list/tuple and kwargs an object"
-        )
+        raise TaskFormatError(f"{label}: {what} {index}: args must be a list/tuple and kwargs an object")
     return FunctionTest(args, raw.get("expected"), dict(kwargs))
 
 
@@ -182,6 +221,7 @@ def _arrow_schema() -> Any:
                 pa.list_(pa.struct([("stdin", pa.string()), ("expected_stdout", pa.string())])),
             ),
             ("test_script", pa.string()),
+            ("perf_tests", pa.large_string()),
             ("references", pa.list_(pa.string())),
             ("atol", pa.float64()),
             ("metadata", pa.large_string()),

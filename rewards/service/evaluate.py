@@ -76,9 +76,10 @@ class Evaluator:
         self.outputs = ExecutionCache(outputs_cache_size, outputs_cache_bytes)
 
     def reference_outputs(self, submission: Submission, settings: RewardSettings) -> ResultFuture:
-        """The run of the submission's reference that returns its outputs on the test inputs (cached)."""
+        """The run of the submission's reference that returns its outputs on the test inputs, perf
+        inputs after them (cached)."""
         assert submission.reference is not None
-        tests = tuple(FunctionTest(tuple(args)) for args in submission.inputs)
+        tests = tuple(FunctionTest(tuple(args)) for args in (*submission.inputs, *submission.perf_inputs))
         job = FunctionJob(
             submission.reference,
             submission.entry_point,
@@ -89,7 +90,7 @@ class Evaluator:
             want_outputs=True,
         )
         key = (
-            _digest((submission.entry_point, submission.inputs)),
+            _digest((submission.entry_point, submission.inputs, submission.perf_inputs)),
             code_digest(submission.reference),
             settings.repeats,
             settings.timeout_s,
@@ -122,7 +123,9 @@ class Evaluator:
                 early.append(ran if ran.error_kind == "deadline" else bad_reference_result(ran))
                 continue
             task = task_of(submission, None if ran is None else ran.outputs)
-            if ran is not None:
+            if ran is not None and not task.perf_tests:
+                # That run's cost is the reference cost on the tests; with perf tests it must be
+                # measured on them alone, which the scorer does.
                 self.scorer.seed_reference(task, ran, settings=settings)
             tasks.append(task)
             early.append(None)
@@ -179,22 +182,27 @@ async def collect(
 
 
 def task_of(submission: Submission, reference_outputs: list[Any] | None) -> Task:
-    """A task for the submission, its missing expected values taken from the reference's outputs.
+    """A task for the submission, its missing expected values taken from the reference's outputs
+    (those of the tests first, then those of the perf tests).
 
     The id is a digest of everything that decides a verdict, so equal problems share cached runs.
     """
-    expected = [
+    values = [*submission.expected, *submission.perf_expected]
+    filled = [
         reference_outputs[i] if value is MISSING and reference_outputs is not None else value
-        for i, value in enumerate(submission.expected)
+        for i, value in enumerate(values)
     ]
-    tests = tuple(FunctionTest(tuple(args), value) for args, value in zip(submission.inputs, expected))
+    split = len(submission.expected)
+    tests = tuple(FunctionTest(tuple(a), v) for a, v in zip(submission.inputs, filled[:split]))
+    perf = tuple(FunctionTest(tuple(a), v) for a, v in zip(submission.perf_inputs, filled[split:]))
     references = (submission.reference,) if submission.reference else ()
-    ident = _digest((submission.entry_point, tests, submission.atol, references))
+    ident = _digest((submission.entry_point, tests, perf, submission.atol, references))
     return Task(
         id=f"evaluate/{ident}",
         prompt="",
         entry_point=submission.entry_point,
         function_tests=tests,
+        perf_tests=perf,
         references=references,
         atol=submission.atol,
     )

@@ -37,7 +37,11 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class Submission:
-    """One piece of code to check. ``expected[i]`` is MISSING where the reference must supply it."""
+    """One piece of code to check. ``expected[i]`` is MISSING where the reference must supply it.
+
+    ``perf_inputs``/``perf_expected``: the perf tests (cost is measured on them only, after the
+    tests pass), in the same form.
+    """
 
     id: str
     code: str
@@ -46,10 +50,12 @@ class Submission:
     expected: list[Any]
     reference: str | None
     atol: float | None
+    perf_inputs: list[list[Any]] = field(default_factory=list)
+    perf_expected: list[Any] = field(default_factory=list)
 
     @property
     def needs_reference_outputs(self) -> bool:
-        return any(value is MISSING for value in self.expected)
+        return any(value is MISSING for value in (*self.expected, *self.perf_expected))
 
 
 @dataclass(frozen=True)
@@ -204,7 +210,7 @@ _SUBMISSION_EXAMPLE = (
     '{"id": "a", "code": "def add(x, y): return x + y", "entry_point": "add", '
     '"tests": [{"input": [1, 2], "expected": 3}]}'
 )
-_SUBMISSION_KEYS = ("id", "code", "entry_point", "tests", "reference", "atol")
+_SUBMISSION_KEYS = ("id", "code", "entry_point", "tests", "perf_tests", "reference", "atol")
 
 
 def parse_evaluate(data: Any, *, max_submissions: int, max_repeats: int) -> EvaluateRequest:
@@ -247,9 +253,22 @@ def _submission(value: Any, where: str) -> Submission:
     atol = data.get("atol")
     if atol is not None:
         atol = _number(atol, f"{where}.atol", low=0.0)
+    inputs, expected = _tests(tests, f"{where}.tests", where, reference)
+    perf_inputs: list[list[Any]] = []
+    perf_expected: list[Any] = []
+    if data.get("perf_tests") is not None:
+        perf_tests = _array(data["perf_tests"], f"{where}.perf_tests", '[{"input": [100000], "expected": 1}]')
+        perf_inputs, perf_expected = _tests(perf_tests, f"{where}.perf_tests", where, reference)
+    return Submission(ident, code, entry_point, inputs, expected, reference, atol, perf_inputs, perf_expected)
+
+
+def _tests(
+    tests: list[Any], at_list: str, where: str, reference: str | None
+) -> tuple[list[list[Any]], list[Any]]:
+    """The inputs and expected values (MISSING where the reference must supply them) of a test list."""
     inputs, expected = [], []
     for index, test in enumerate(tests):
-        at = f"{where}.tests[{index}]"
+        at = f"{at_list}[{index}]"
         test = _object(test, at, '{"input": [1, 2], "expected": 3}')
         _unknown_keys(test, ("input", "expected"), at)
         args = _tagged(_required(test, "input", at, '{"input": [1, 2], "expected": 3}'), f"{at}.input")
@@ -268,7 +287,7 @@ def _submission(value: Any, where: str) -> Submission:
             )
         else:
             expected.append(MISSING)
-    return Submission(ident, code, entry_point, inputs, expected, reference, atol)
+    return inputs, expected
 
 
 # --------------------------------------------------------------------------------------- /v1/score

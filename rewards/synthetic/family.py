@@ -66,6 +66,8 @@ class Family:
     small_inputs: (rng, variant key, constants) -> small argument tuples for correctness tests.
     stress_inputs: (variant key, constants) -> argument tuples big enough that the slow solution
         costs at least 5x the fast one; deterministic, so tasks with equal parameters share them.
+        They become the task's ``perf_tests``: cost is measured on them alone, after the small
+        correctness tests pass.
     example_input: (variant key, constants) -> the argument tuple shown in the prompt.
     prompt_values: constants -> extra format fields for descriptions (e.g. the first terms).
     hint: a sentence on input sizes, with the same format fields as descriptions.

@@ -226,8 +226,9 @@ def _build(
         id=f"synthetic/{family.name}/{split}/{index}",
         prompt=render_prompt(family, choice, example, _call(fast, example)),
         entry_point=choice.function_name,
-        function_tests=(*small, *stress),
+        function_tests=tuple(small),
         n_base_tests=len(small),
+        perf_tests=tuple(stress),
         references=(fast_source,),
         metadata={
             "source": "synthetic",

@@ -146,6 +146,8 @@ def run_evaluation(
         "seed": seed,
         "adapter": adapter,
         "run": run,
+        # Costs (speedups, NET, eff@k) of these tasks come from their perf tests alone.
+        "tasks_with_perf_tests": sum(1 for task in tasks if task.perf_tests),
     }
     if earlier is not None:
         _check_rescored(earlier, meta)

@@ -142,7 +142,7 @@ def write_report(
         "",
         f"{int(metrics['tasks'])} tasks, {int(metrics['samples_per_task'])} samples each "
         f"(temperature {meta.get('temperature')}, prompt style {meta.get('prompt_style')}); cost measured as "
-        f"{meta.get('cost')} ({unit}), {meta.get('repeats')} run(s) per solution.",
+        f"{meta.get('cost')} ({unit}), {meta.get('repeats')} run(s) per solution{_perf_note(meta)}.",
         "",
         "## Correctness",
         "",
@@ -203,6 +203,16 @@ def write_report(
     path = folder / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _perf_note(meta: dict[str, Any]) -> str:
+    count = meta.get("tasks_with_perf_tests")
+    if not count:
+        return ""
+    return (
+        f", on the perf tests of the {count} task(s) that have them "
+        "(after the correctness tests pass; on all tests elsewhere)"
+    )
 
 
 def group_tables(result: EvaluationResult) -> list[str]:

@@ -3,8 +3,10 @@
 Each completion becomes ``response_prefix(task, style) + completion`` (the part of the answer the
 prompt already wrote, e.g. an opening code fence), code is extracted and run against all of the
 task's tests by :class:`rewards.scorer.RewardScorer`, and each task's reference solution is
-measured once, by the same sandbox, with the same repeats. With ``cost="callgrind"`` the passing
-samples and the references are measured again, exactly, by :mod:`sandbox.callgrind`.
+measured once, by the same sandbox, with the same repeats. Tasks with perf tests are measured on
+those alone, after the correctness tests pass, so speedups, NET and eff@k compare costs there. With
+``cost="callgrind"`` the passing samples and the references are measured again, exactly, by
+:mod:`sandbox.callgrind` (on the perf tests where a task has them).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rewards.scorer import RewardScorer, job_for, reference_cost
+from rewards.scorer import RewardScorer, cost_job_for, reference_cost
 from rewards.settings import RewardSettings
-from rewards.shaping import cost_value, shape_rewards
+from rewards.shaping import PERF_TIMEOUT, cost_value, shape_rewards
 from rewards.tasks import Task
 from rlhf.evaluation.records import SampleRecord
 from rlhf.rollout import response_prefix
@@ -166,14 +168,14 @@ class SolutionScorer:
 
         def measure(task: Task, code: str) -> float | None:
             try:
-                return float(count_instructions(job_for(task, code), config=config))
+                return float(count_instructions(cost_job_for(task, code), config=config))
             except CallgrindFailed:
                 return None
 
         jobs: dict[tuple[str, str], tuple[Task, str]] = {}
         for task, record in zip(tasks, records):
             record.cost = record.reference_cost = None
-            if record.passed:
+            if record.passed and record.error_kind != PERF_TIMEOUT:  # past the limit: not worth 50x
                 jobs[(task.id, record.code)] = (task, record.code)
                 if task.id not in self._callgrind_references and task.reference:
                     jobs[(task.id, "\0reference")] = (task, task.reference)
@@ -188,7 +190,7 @@ class SolutionScorer:
             if key[1] == "\0reference":
                 self._callgrind_references[key[0]] = count
         for record in records:
-            if record.passed:
+            if record.passed and record.error_kind != PERF_TIMEOUT:
                 record.cost = counts.get((record.task_id, record.code))
                 record.reference_cost = self._callgrind_references.get(record.task_id)
 

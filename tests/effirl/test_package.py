@@ -109,6 +109,8 @@ def test_the_wheel_carries_the_packages_recipes_and_licence(tmp_path: Path) -> N
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"effirl/__init__.py", "effirl/trl.py", "effirl/verl.py", "rlhf/recipes/quickstart.yaml"} <= names
     assert {f"rlhf/recipes/{p.name}" for p in (REPO / "rlhf" / "recipes").glob("*.yaml")} <= names
+    perf_recipes = REPO / "rewards" / "datasets" / "perf_recipes"
+    assert {f"rewards/datasets/perf_recipes/{p.name}" for p in perf_recipes.glob("*.json")} <= names
     info = next(n for n in names if n.endswith(".dist-info/METADATA"))
     metadata = zipfile.ZipFile(wheel).read(info).decode()
     assert "License-Expression: Apache-2.0" in metadata

@@ -41,14 +41,15 @@ def humaneval_tasks(
 ) -> list[Task]:
     root = tmp_path_factory.mktemp("heplus")
     path = subset(humanevalplus_file, HUMANEVAL_IDS, root / "HumanEvalPlus.jsonl.gz")
-    return load_humanevalplus(path, sandbox=box, cache_dir=root / "cache")
+    # Perf tests have their own tests (test_perf_inputs.py, test_perf_variants.py).
+    return load_humanevalplus(path, sandbox=box, cache_dir=root / "cache", perf_tests=False)
 
 
 @pytest.fixture(scope="module")
 def mbpp_tasks(mbppplus_file: Path, box: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> list[Task]:
     root = tmp_path_factory.mktemp("mbppplus")
     path = subset(mbppplus_file, MBPP_IDS, root / "MbppPlus.jsonl.gz")
-    return load_mbppplus(path, sandbox=box, cache_dir=root / "cache")
+    return load_mbppplus(path, sandbox=box, cache_dir=root / "cache", perf_tests=False)
 
 
 def test_humanevalplus_task_fields(humaneval_tasks: list[Task], humanevalplus_file: Path) -> None:

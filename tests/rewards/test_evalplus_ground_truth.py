@@ -88,7 +88,8 @@ def function_tests(box: Sandbox, task: Task, code: str, timeout_s: float | None 
 def dataset(request: pytest.FixtureRequest, box: Sandbox) -> tuple[str, list[Task]]:
     path: Path = request.getfixturevalue(f"{request.param}_file")
     loader: Any = load_humanevalplus if request.param == "humanevalplus" else load_mbppplus
-    return request.param, loader(path, sandbox=box)
+    # Perf tests are checked where they are derived (test_perf_inputs.py, effirl data perf-inputs).
+    return request.param, loader(path, sandbox=box, perf_tests=False)
 
 
 def test_task_counts_and_base_plus_split(dataset: tuple[str, list[Task]]) -> None:

@@ -128,10 +128,9 @@ def test_metadata_and_test_layout(train: list[Task]) -> None:
         assert meta["family"] in FAMILIES and meta["difficulty"] == FAMILIES[meta["family"]].difficulty
         assert "slow_reference" in meta and meta["slow_reference"] not in task.prompt
         assert task.n_base_tests is not None and task.n_base_tests >= 4
-        assert (
-            len(task.function_tests) == task.n_base_tests + meta["n_stress_tests"]
-            and meta["n_stress_tests"] >= 1
-        )
+        # small correctness tests, then the stress inputs as perf tests (cost is measured on those)
+        assert len(task.function_tests) == task.n_base_tests
+        assert len(task.perf_tests) == meta["n_stress_tests"] >= 1
         assert task.references == (task.reference,)
 
 
@@ -156,7 +155,7 @@ def test_slow_references_agree_on_stress_tests_of_every_variant(
             continue
         seen.add(key)
         _, slow = fast_and_slow(task)
-        for test in task.function_tests[task.n_base_tests :]:
+        for test in task.perf_tests:
             assert slow(*copy.deepcopy(test.args)) == test.expected, task.id
     assert len(seen) >= 2 * len(FAMILIES)
     assert {family for family, _ in seen} == set(FAMILIES)
@@ -166,14 +165,18 @@ def test_generation_does_not_mutate_shared_stress_inputs() -> None:
     for split in ("train", "heldout_families"):
         first = synthetic_tasks(split, n=len(FAMILIES) * 2)
         again = synthetic_tasks(split, n=len(FAMILIES) * 2)
-        assert [t.function_tests for t in first] == [t.function_tests for t in again]
+        assert [(t.function_tests, t.perf_tests) for t in first] == [
+            (t.function_tests, t.perf_tests) for t in again
+        ]
 
 
 def test_fast_references_pass_their_own_tests_in_the_sandbox(
     train: list[Task], heldout: list[Task], unseen: list[Task], box: Sandbox
 ) -> None:
     tasks = train[::11] + heldout[::3] + unseen[::2]
-    jobs = [FunctionJob(t.reference, t.entry_point, t.function_tests, t.atol) for t in tasks]
+    jobs = [
+        FunctionJob(t.reference, t.entry_point, (*t.function_tests, *t.perf_tests), t.atol) for t in tasks
+    ]
     results = box.run_many(jobs)
     assert [(t.id, r.error) for t, r in zip(tasks, results) if not r.ok] == []
 
@@ -182,9 +185,9 @@ def test_naive_solutions_fail_nothing_but_cost_more_in_the_sandbox(train: list[T
     by_family = {t.metadata["family"]: t for t in reversed(train)}
     for name in ("pair_sum", "multiples_sum"):
         task = by_family[name]
-        fast = box.run_function_tests(task.reference, task.entry_point, task.function_tests, repeats=3)
+        fast = box.run_function_tests(task.reference, task.entry_point, task.perf_tests, repeats=3)
         slow = box.run_function_tests(
-            task.metadata["slow_reference"], task.entry_point, task.function_tests, repeats=3
+            task.metadata["slow_reference"], task.entry_point, task.perf_tests, repeats=3
         )
         assert fast.ok and slow.ok
         assert slow.cost.cpu_ns >= 3 * fast.cost.cpu_ns, name  # the cost script checks 5x on every family
@@ -206,7 +209,7 @@ def test_in_process_slow_over_fast_ratio_on_two_families(train: list[Task]) -> N
     for name in ("max_subarray", "membership_count"):
         task = by_family[name]
         fast, slow = fast_and_slow(task)
-        stress = list(task.function_tests[task.n_base_tests :])
+        stress = list(task.perf_tests)
         assert cpu_ns(slow, stress) >= 3 * cpu_ns(fast, stress), name
 
 

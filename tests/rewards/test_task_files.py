@@ -32,6 +32,7 @@ def tricky_tasks() -> list[Task]:
             ),
             n_base_tests=2,
             test_script="assert f((1,), set(), frozenset(), scale=1) is not None\n",
+            perf_tests=(FunctionTest(([1] * 50, {7}, frozenset()), expected=(b"", 3), kwargs={"scale": 2}),),
             references=("def f(*a, **k):\n    return 1\n", "def f(*a, **k):\n    return 2\n"),
             atol=1e-6,
             metadata={
@@ -46,6 +47,7 @@ def tricky_tasks() -> list[Task]:
             id="t/1",
             prompt="Read n and print n*2.",
             program_tests=(ProgramTest("3\n", "6\n"), ProgramTest("", "")),
+            perf_tests=(ProgramTest("100000\n", "200000\n"),),
             metadata={"split": "heldout"},
         ),
         Task(id="t/2", prompt="Nothing else set."),
@@ -85,6 +87,7 @@ def test_jsonl_layout_is_the_documented_one(tmp_path: Path) -> None:
         "n_base_tests",
         "program_tests",
         "test_script",
+        "perf_tests",
         "references",
         "atol",
         "metadata",
@@ -96,6 +99,29 @@ def test_jsonl_layout_is_the_documented_one(tmp_path: Path) -> None:
     }
     assert tests[0]["kwargs"] == {"scale": -1}
     assert json.loads(row["metadata"])["tags"] == {"__tuple__": ["a", "b"]}
+    assert json.loads(row["perf_tests"])[0]["args"]["__tuple__"][1] == {"__set__": [7]}
+
+
+def test_files_written_before_perf_tests_still_load(tmp_path: Path) -> None:
+    # A row of the format as it was before the perf_tests column existed.
+    row = task_to_record(tricky_tasks()[0])
+    del row["perf_tests"]
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    (task,) = load_task_file(path)
+    assert task.perf_tests == () and task.function_tests == tricky_tasks()[0].function_tests
+    old_parquet = tmp_path / "old.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([row]), old_parquet)
+    (task,) = load_task_file(old_parquet)
+    assert task.perf_tests == ()
+
+
+def test_tasks_without_perf_tests_write_null() -> None:
+    record = task_to_record(tricky_tasks()[2])
+    assert record["perf_tests"] is None
 
 
 def test_hand_written_file_with_plain_json_values(tmp_path: Path) -> None:
@@ -162,6 +188,17 @@ def test_unknown_suffix_is_refused(tmp_path: Path) -> None:
         ),
         ({"id": "x", "prompt": "p", "function_tests": '{"args": []}'}, "must encode a list"),
         ({"id": "x", "prompt": "p", "function_tests": '[{"args": 5}]'}, "args must be a list"),
+        ({"id": "x", "prompt": "p", "perf_tests": '[{"expected": 1}]'}, "perf test 0 must be an object"),
+        ({"id": "x", "prompt": "p", "perf_tests": '[{"args": [1]}]'}, "need an entry_point"),
+        (
+            {
+                "id": "x",
+                "prompt": "p",
+                "entry_point": "f",
+                "perf_tests": '[{"args": [1]}, {"stdin": "", "expected_stdout": ""}]',
+            },
+            "all FunctionTest or all ProgramTest",
+        ),
     ],
 )
 def test_bad_rows_name_the_problem(tmp_path: Path, row: dict, message: str) -> None:

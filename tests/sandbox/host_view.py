@@ -58,7 +58,7 @@ def worker_trees(box: Sandbox) -> list[list[HostProcess]]:
     return [descendants(worker.process.pid) for worker in box._workers if worker.process is not None]
 
 
-def settled_worker_trees(box: Sandbox, expected: int = 3, timeout_s: float = 30.0) -> list[list[HostProcess]]:
+def settled_worker_trees(box: Sandbox, expected: int = 2, timeout_s: float = 30.0) -> list[list[HostProcess]]:
     """:func:`worker_trees` once every worker holds ``expected`` live processes that all sleep.
 
     After a run each fork server tears the run down and prepares the next one in the background, so

@@ -131,7 +131,7 @@ def test_the_template_and_monitors_are_out_of_reach():
         "probe",
         """
         import os, ctypes
-        out = {"proc": sorted(os.listdir("/proc"))}
+        out = {"proc": sorted(p for p in os.listdir("/proc") if p.isdigit())}
         for pid in (1, 2, 3):
             try:
                 os.kill(pid, 0)
@@ -143,7 +143,7 @@ def test_the_template_and_monitors_are_out_of_reach():
     )
     with Sandbox(workers=1) as box:
         seen = box.call_function(probe, "probe", [()]).outputs[0]
-    assert seen["proc"] == []
+    assert seen["proc"] == ["1"]
     assert seen[1] == "signal allowed"  # pid 1 is the candidate itself
     assert seen[2] == seen[3] == "ProcessLookupError"  # nothing else shares its pid namespace
 
@@ -180,7 +180,8 @@ def test_runs_look_alike_from_inside(box):
         "look",
         """
         import os
-        seen = [os.getpid(), os.getppid(), sorted(os.listdir("/tmp")), os.listdir("/proc"), os.getcwd()]
+        pids = sorted(p for p in os.listdir("/proc") if p.isdigit())
+        seen = [os.getpid(), os.getppid(), sorted(os.listdir("/tmp")), pids, os.getcwd()]
         open("/tmp/was-here", "w").write("x")
         return seen
         """,
@@ -189,7 +190,7 @@ def test_runs_look_alike_from_inside(box):
     result = box.call_function(looks, "look", [(1,)], repeats=6)
     # A reference-style call fails when any repeat returned something else: these all agree.
     assert result.ok, result
-    assert result.outputs[0] == [1, 0, [], [], "/tmp"]
+    assert result.outputs[0] == [1, 0, [], ["1"], "/tmp"]
 
 
 def test_repeats_of_a_program_are_judged_too(box):
@@ -221,6 +222,9 @@ RECORDS_AFTER_START = {
 }
 
 
+OUTPUT_SHAPED = {"bare_nan", "huge_decimal", "deep_nesting", "too_deep_value", "extra_field"}
+
+
 @pytest.mark.parametrize("where", ["module", "function"])
 @pytest.mark.parametrize("record", sorted(RECORDS_AFTER_START))
 def test_records_written_by_candidate_code_are_its_own_failure(box, record, where):
@@ -230,9 +234,15 @@ def test_records_written_by_candidate_code_are_its_own_failure(box, record, wher
         code = write + "while True:\n    pass\n"  # would time out; no function is defined either
     else:
         code = function("add", write + "while True:\n    pass", "a, b")
-    result = box.run_function_tests(code, "add", ADD_TESTS, timeout_s=5)
-    assert result.status is Status.RUNTIME_ERROR, (record, result.status, result.error)
-    assert result.error_kind == "protocol_violation", (record, result.error)
+    result = box.run_function_tests(code, "add", ADD_TESTS, timeout_s=2)
+    if record in OUTPUT_SHAPED:
+        # In the harness's own output format: the value goes to the host undecoded, fails to decode
+        # there (a wrong answer), and the code then loops until its time is up.
+        assert result.status is Status.TIMEOUT, (record, result.status, result.error)
+        assert "malformed output" in str(result.tests[0].error), (record, result.tests)
+    else:
+        assert result.status is Status.RUNTIME_ERROR, (record, result.status, result.error)
+        assert result.error_kind == "protocol_violation", (record, result.error)
     assert box.run_function_tests(ADD, "add", ADD_TESTS).ok
 
 

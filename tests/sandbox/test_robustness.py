@@ -21,10 +21,10 @@ def assert_next_run_works(box: Sandbox) -> None:
     for _ in range(3):  # reaches both workers
         result = box.run_function_tests(HEALTHY, "f", CHECK)
         assert result.status is Status.PASSED, (result.error, result.stderr)
-    # From the host: each worker holds its template, the next run's monitor and its candidate; nothing
+    # From the host: each worker holds its template and the next run's candidate; nothing
     # a candidate started outlives its run.
     for tree in settled_worker_trees(box):
-        assert len(tree) == 3, f"processes left behind: {tree}"
+        assert len(tree) == 2, f"processes left behind: {tree}"
     assert box.call_function("import os\ndef f():\n    return os.listdir('/tmp')\n", "f", [()]).outputs == [
         []
     ]
