@@ -114,4 +114,12 @@ def test_builtin_export_declares_the_hub_id_and_loads_offline(tmp_path: Path) ->
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
     assert "Q4_1 GGUF" in card and "dequantised to float32" in card
     assert torch.allclose(offline_logits(out, tmp_path), own_logits(run), atol=1e-4)
+    # effirl's own evaluation takes the export with the built-in base it names by its Hub id.
+    from rlhf.evaluation.command import EvaluationInputError, _resolve_targets
+
+    assert _resolve_targets("builtin:smollm2-135m-instruct", str(out), None, None, False)[0].startswith(
+        "builtin:"
+    )
+    with pytest.raises(EvaluationInputError, match="HuggingFaceTB/SmolLM2-135M-Instruct"):
+        _resolve_targets("tiny:llama", str(out), None, None, False)
     print(f"\nbuilt-in export with its base, loaded offline, in {time.perf_counter() - started:.1f} s")
