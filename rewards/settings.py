@@ -13,8 +13,9 @@ The keys fall into three groups:
 - ``EXECUTION_KEYS`` change how code runs and so what is measured: a service honours them per
   request where it can run that way and refuses the request where it cannot, never substituting
   its own values.
-- ``PLACEMENT_KEYS`` say where the caller scores (its own sandbox processes, a service's URL); they
-  change no reward and never travel to a service.
+- ``PLACEMENT_KEYS`` say where and how the caller's own sandbox runs (its processes, their isolation
+  level, or a service's URL instead); they change no reward and never travel to a service: a client
+  cannot ask a service to weaken its isolation (``effirl reward serve --isolation`` sets it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sandbox.config import SandboxConfig
+from sandbox.config import ISOLATION_LEVELS, STRONG_LEVELS, SandboxConfig, weak_isolation_warning
 
 CORRECTNESS_MODES = ("binary", "fraction")
 EFFICIENCY_MODES = ("reference", "group", "both", "none")
@@ -53,7 +54,7 @@ SHAPING_KEYS = (
     "format_weight",
 )
 EXECUTION_KEYS = ("cost_measure", "repeats", "timeout_s", "memory_mb", "allow_script_tests")
-PLACEMENT_KEYS = ("workers", "service_url")
+PLACEMENT_KEYS = ("workers", "isolation", "allow_weak_isolation", "service_url")
 # What decides a reward: the settings a client sends a reward service.
 SCORING_KEYS = SHAPING_KEYS + EXECUTION_KEYS
 
@@ -129,6 +130,20 @@ class RewardSettings:
         "0 disables it.",
     )
     workers: int | None = setting(None, "Sandbox processes scoring in parallel; null uses one per CPU core.")
+    isolation: Literal["namespaces", "bwrap", "process", "none"] = setting(
+        "namespaces",
+        "How the sandbox boxes each completion: `namespaces` (user, pid, mount, network, IPC and UTS "
+        "namespaces, a read-only minimal root, seccomp, rlimits), `bwrap` (the same built by "
+        "bubblewrap), or the weak levels for containers without user namespaces, which do NOT contain "
+        "untrusted code: `process` (seccomp and rlimits only) and `none` (rlimits only); those need "
+        "`allow_weak_isolation` and warn at every start. `effirl sandbox check` says which work here. "
+        "Never sent to a reward service, which uses its own (`effirl reward serve --isolation`).",
+    )
+    allow_weak_isolation: bool = setting(
+        False,
+        "Opt in to `isolation: process` or `none`: a completion can then read, write and reach what "
+        "this user can. For code you trust, or inside a disposable container.",
+    )
     timeout_s: float = setting(5.0, "Wall-clock limit for running one completion against all of its tests.")
     memory_mb: int = setting(1024, "Memory limit of one sandboxed run, in MiB.")
     allow_script_tests: bool = setting(
@@ -190,6 +205,25 @@ class RewardSettings:
             not isinstance(self.service_url, str) or not re.match(r"https?://\S+$", self.service_url)
         ):
             raise SettingError("service_url", "must be an http:// or https:// URL", self.service_url)
+        _one_of("isolation", self.isolation, ISOLATION_LEVELS)
+        if not isinstance(self.allow_weak_isolation, bool):
+            raise SettingError("allow_weak_isolation", "must be true or false", self.allow_weak_isolation)
+        if self.isolation not in STRONG_LEVELS and not self.allow_weak_isolation:
+            raise SettingError(
+                "isolation",
+                f"does not contain untrusted code; to use it anyway also set allow_weak_isolation "
+                f"(`reward.allow_weak_isolation: true` in a recipe, `--allow-weak-isolation` for "
+                f"`effirl reward serve`), or choose {' or '.join(STRONG_LEVELS)} "
+                "(`effirl sandbox check` says which work here)",
+                self.isolation,
+            )
+        if self.service_url is not None and self.isolation != "namespaces":
+            raise SettingError(
+                "isolation",
+                "applies to local sandbox workers; with service_url the service runs code with its own "
+                "isolation (`effirl reward serve --isolation`), so leave it out",
+                self.isolation,
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RewardSettings:
@@ -220,6 +254,11 @@ class RewardSettings:
         return cost_trusted(self.cost_measure)
 
     @property
+    def isolation_warning(self) -> str | None:
+        """What to tell the user when ``isolation`` does not contain untrusted code (else None)."""
+        return None if self.isolation in STRONG_LEVELS else weak_isolation_warning(self.isolation)
+
+    @property
     def uses_reference(self) -> bool:
         """Whether scoring needs each task's reference cost."""
         return self.efficiency_weight > 0 and self.efficiency_mode in ("reference", "both")
@@ -227,6 +266,8 @@ class RewardSettings:
     def sandbox_config(self, **overrides: Any) -> SandboxConfig:
         """A :class:`SandboxConfig` that measures what these settings need (cost counters, limits)."""
         values: dict[str, Any] = {
+            "isolation": self.isolation,
+            "allow_weak_isolation": self.allow_weak_isolation,
             "timeout_s": self.timeout_s,
             "memory_mb": self.memory_mb,
             "repeats": self.repeats,

@@ -63,9 +63,9 @@ class TrlReward:
     ) -> None:
         self.scorer = scorer
         if tasks is None:
-            self.tasks: dict[str, Task] = {}
+            self.tasks: Mapping[str, Task] = {}
         elif isinstance(tasks, Mapping):
-            self.tasks = dict(tasks)
+            self.tasks = tasks  # not copied: a lazy mapping loads its dataset when first asked
         else:
             self.tasks = {task.id: task for task in tasks}
         self.task_id_column = task_id_column
@@ -180,7 +180,78 @@ def _column_tests(row: Mapping[str, Any], column: str) -> tuple[list[Any], list[
     return raw, tests
 
 
-def trl_rows(tasks: Iterable[Task], *, prompt: Callable[[Task], Any] | None = None) -> list[dict[str, Any]]:
-    """Dataset rows for TRL: ``{"prompt": ..., "task_id": ...}`` per task (``prompt`` renders it)."""
+def trl_rows(
+    tasks: Iterable[Task],
+    *,
+    prompt: Callable[[Task], Any] | None = None,
+    conversational: bool = False,
+    system_prompt: str | None = None,
+) -> list[dict[str, Any]]:
+    """Dataset rows for TRL: ``{"prompt": ..., "task_id": ...}`` per task (``prompt`` renders it).
+
+    conversational: the prompt as chat messages (``[{"role": "user", "content": ...}]``, after a
+        system turn when ``system_prompt`` is given), so TRL applies the model's chat template and
+        completions come back as messages; otherwise the rendered text as it is.
+    """
     render = prompt or (lambda task: task.prompt)
-    return [{"prompt": render(task), "task_id": task.id} for task in tasks]
+    rows = []
+    for task in tasks:
+        text = render(task)
+        if conversational:
+            messages = [{"role": "user", "content": text}]
+            if system_prompt is not None:
+                messages.insert(0, {"role": "system", "content": system_prompt})
+            text = messages
+        rows.append({"prompt": text, "task_id": task.id})
+    return rows
+
+
+# ------------------------------------------------------------------- a reward function TRL can name
+
+_reward: TrlReward | None = None
+
+
+def efficiency_reward(
+    prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None, **kwargs: Any
+) -> list[float]:
+    """effirl's reward (correctness plus efficiency) as a module-level TRL reward function.
+
+    For command lines that name reward functions by import path, e.g. ``trl grpo --reward_funcs
+    effirl.trl.efficiency_reward``. It is configured by the environment (``EFFIRL_REWARD_CONFIG``, a
+    small YAML file, and ``EFFIRL_REWARD_<KEY>`` variables; see :mod:`rewards.hook`): rows name their
+    task by ``task_id`` in the configured dataset, or carry ``entry_point`` and ``tests`` columns.
+    Logs as :class:`TrlReward` does, under TRL's ``rewards/efficiency_reward/*``.
+    """
+    global _reward
+    if _reward is None:
+        from rewards.hook import shared_hook
+
+        hook = shared_hook()
+        _reward = TrlReward(_HookScorer(hook), _LazyTasks(hook), name="efficiency_reward")
+    return _reward(prompts, completions, completion_ids, **kwargs)
+
+
+class _HookScorer:
+    def __init__(self, hook: Any) -> None:
+        self.hook = hook
+
+    def score(
+        self, tasks: Sequence[Task], completions: Sequence[str], group_ids: Sequence[Hashable] | None = None
+    ) -> list[Reward]:
+        return self.hook.score(tasks, completions, group_ids)
+
+
+class _LazyTasks(Mapping[str, Task]):
+    """The configured dataset's tasks, loaded when a row first names one by id."""
+
+    def __init__(self, hook: Any) -> None:
+        self.hook = hook
+
+    def __getitem__(self, key: str) -> Task:
+        return self.hook.tasks()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self.hook.tasks())
+
+    def __len__(self) -> int:
+        return len(self.hook.tasks())

@@ -31,6 +31,29 @@ def final_rewards(scored: Scored, algorithm: AlgorithmConfig, max_new_tokens: in
     return rewards
 
 
+def reward_spread_metrics(
+    scored: Scored, algorithm: AlgorithmConfig, max_new_tokens: int
+) -> dict[str, float]:
+    """How the rewards the advantages are computed from spread, under TRL's names.
+
+    ``reward_std``: their standard deviation over the batch. ``frac_reward_zero_std``: the share of
+    samples whose group (one prompt's samples) got the same reward throughout, so a group-relative
+    advantage of zero. ``kept_fraction``: the share ``algorithm.filter_uniform_groups`` keeps (1
+    without it). With DAPO's overlong penalty on, ``reward/overlong_penalty`` is its mean, and the
+    rewards here include it.
+    """
+    rewards = final_rewards(scored, algorithm, max_new_tokens)
+    varied = uniform_group_mask(rewards, scored.rollouts.group_ids)
+    metrics = {
+        "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+        "frac_reward_zero_std": 1.0 - float(varied.float().mean()),
+        "kept_fraction": float(varied.float().mean()) if algorithm.filter_uniform_groups else 1.0,
+    }
+    if algorithm.overlong_buffer > 0:
+        metrics["reward/overlong_penalty"] = float((rewards - scored.rewards.float()).mean())
+    return metrics
+
+
 def make_train_batch(
     scored: Scored,
     algorithm: AlgorithmConfig,
@@ -50,10 +73,7 @@ def make_train_batch(
     keep = torch.ones(len(rollouts), dtype=torch.bool)
     if algorithm.filter_uniform_groups:
         keep = uniform_group_mask(rewards, rollouts.group_ids)
-    metrics = {
-        "reward_with_penalties_mean": float(rewards.mean()),
-        "kept_fraction": float(keep.float().mean()),
-    }
+    metrics: dict[str, float] = {}
     if not bool(keep.any()):
         return None
     if not bool(keep.all()):

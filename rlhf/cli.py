@@ -1,24 +1,29 @@
 """The ``effirl`` command line.
 
     effirl train RECIPE [key=value ...] [--resume|--overwrite]  RL-train a LoRA adapter
+                                                       (RECIPE: a file or a built-in name)
     effirl sft RECIPE [key=value ...]                  supervised warm-up on reference solutions
     effirl eval --benchmark B --out DIR [--model M] [--adapter|--checkpoint|--run ...]
                                                        pass@k, eff@k and speedups; reports and plots
-    effirl export CHECKPOINT --out DIR [--merge]       write an adapter or a merged model
+    effirl export CHECKPOINT --out DIR [--merge|--with-base]   write an adapter or a merged model
     effirl reward serve [--host] [--port] ...          the HTTP reward service (its flags: --help)
     effirl data download humanevalplus|mbppplus        fetch EvalPlus release files (data: --help)
     effirl data show SOURCE [--columns ...]            load a dataset and report its tasks
     effirl data perf-inputs DATASET [--tasks ...]      build and print a dataset's perf inputs
+    effirl sandbox check|audit                         what the sandbox can do on this machine
     effirl config show [RECIPE] [key=value ...]        print the resolved config
+    effirl config recipes                              list the built-in recipes
     effirl config docs [--out FILE]                    print the configuration reference
 
 Commands other than ``config`` live in their own modules and are imported only when run (see
-``ENTRY_POINTS``), so ``effirl config`` stays fast and works without the training stack.
+``ENTRY_POINTS`` in rlhf/entry_points.py), so ``effirl config`` stays fast and works without the
+training stack.
 ``effirl reward serve`` hands its arguments to the reward service's own command line
 (``rewards.service.command``, also ``python -m rewards.service``), which defines its flags.
 Exit codes: 0 success, 1 failure, 2 a usage or configuration error: a user's error
 (``rewards.user_error.UserError``) is reported on one line naming the problem and the fix;
-``--debug`` (or ``EFFIRL_DEBUG=1``) prints its traceback too.
+``--debug`` (or ``EFFIRL_DEBUG=1``) prints its traceback too. ``-v``/``-q`` (anywhere on the line)
+set how much is said (rewards/console.py).
 """
 
 from __future__ import annotations
@@ -29,82 +34,22 @@ import importlib.metadata
 import importlib.util
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rewards.console import configure_logging, pop_verbosity
 from rewards.user_error import UserError, debug_requested, report_user_error
-from rlhf.config import ExperimentConfig, dump_config, load_config
+from rlhf.config import ExperimentConfig, builtin_recipes, dump_config, load_config
 from rlhf.config.docs import render_config_docs
+from rlhf.config.recipes import recipe_summary
+from rlhf.entry_points import DELEGATED, CommandUnavailable, resolve_entry_point
+from rlhf.sandbox_command import add_sandbox_commands
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 DEBUG_FLAG = "--debug"
-
-
-@dataclass(frozen=True)
-class EntryPoint:
-    """Where a command's implementation lives and how the CLI calls it (``signature``)."""
-
-    module: str
-    function: str
-    signature: str
-
-
-# The one table of commands implemented outside this module; each is imported only when run.
-ENTRY_POINTS: dict[str, EntryPoint] = {
-    "train": EntryPoint("rlhf.trainer", "train", "train(config: ExperimentConfig) -> int | None"),
-    "sft": EntryPoint("rlhf.sft", "sft", "sft(config: ExperimentConfig) -> int | None"),
-    "eval": EntryPoint(
-        "rlhf.evaluation",
-        "run_evaluation",
-        "run_evaluation(*, benchmark: str, out: str, model: str | None, adapter: str | None, "
-        "checkpoint: str | None, run: str | None, all_checkpoints: bool, ...) -> int | None",
-    ),
-    "export": EntryPoint(
-        "rlhf.export",
-        "export_checkpoint",
-        "export_checkpoint(checkpoint: str, *, out: str, merge: bool, dtype: str, base: str | None) "
-        "-> int | None",
-    ),
-    "reward serve": EntryPoint(
-        "rewards.service.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
-    ),
-    "data": EntryPoint(
-        "rewards.datasets.command", "main", "main(argv: list[str], *, prog: str) -> int | None"
-    ),
-}
-# Commands whose arguments are parsed by their own module's parser (one definition of the flags).
-DELEGATED = ("reward serve", "data")
-
-
-class CommandUnavailable(RuntimeError):
-    """A command whose implementation is not part of this installation."""
-
-
-def resolve_entry_point(command: str) -> Callable[..., Any]:
-    """The function implementing ``command`` (a key of ENTRY_POINTS), imported now.
-
-    Raises CommandUnavailable when its module or function does not exist. An ImportError raised
-    inside a module that does exist is a real bug and propagates.
-    """
-    entry = ENTRY_POINTS[command]
-    try:
-        found = importlib.util.find_spec(entry.module) is not None
-    except ModuleNotFoundError:
-        found = False
-    if not found:
-        raise CommandUnavailable(
-            f"`effirl {command}` is not available in this build: module `{entry.module}` is not installed"
-        )
-    function = getattr(importlib.import_module(entry.module), entry.function, None)
-    if not callable(function):
-        raise CommandUnavailable(
-            f"`effirl {command}` is not available in this build: `{entry.module}` has no `{entry.function}`"
-        )
-    return function
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv or debug_requested()
     argv = [a for a in argv if a != DEBUG_FLAG]
+    argv, verbosity = pop_verbosity(argv)
+    configure_logging(verbosity or 0)
     for command in DELEGATED:
         words = command.split()
         if argv[: len(words)] == words:
@@ -159,17 +106,31 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the traceback of an error too (anywhere on the line; or set EFFIRL_DEBUG=1)",
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="say more: -v adds details (INFO), -vv everything (DEBUG); anywhere on the line",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        help="say less: -q only warnings and errors, no progress bars; -qq errors only",
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     train = _command(
         commands,
         "train",
         "RL-train a LoRA adapter with a recipe",
-        "Train the policy's LoRA adapter with the algorithm, data and rewards of RECIPE.",
-        "effirl train recipes/quickstart.yaml\n"
-        "  effirl train recipes/grpo_humanevalplus.yaml train.steps=200 rollout.n_samples=8\n"
-        "  effirl train recipes/quickstart.yaml --resume      # continue the run in its output_dir\n"
-        "  effirl train recipes/quickstart.yaml --overwrite   # start over; the old run is moved aside",
+        "Train the policy's LoRA adapter with the algorithm, data and rewards of RECIPE (a recipe file, "
+        "or a built-in recipe's name: `effirl config recipes` lists them).",
+        "effirl train quickstart            # quickstart_gpu when a GPU is present\n"
+        "  effirl train grpo_humanevalplus train.steps=200 rollout.n_samples=8\n"
+        "  effirl train my_recipe.yaml\n"
+        "  effirl train quickstart --resume      # continue the run in its output_dir\n"
+        "  effirl train quickstart --overwrite   # start over; the old run is moved aside",
     )
     _recipe_arguments(train, required=True)
     train.add_argument(
@@ -193,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "supervised warm-up on reference solutions",
         "Fine-tune the LoRA adapter on the tasks' reference solutions (a warm start for RL; point "
         "lora.adapter_path at its output).",
-        "effirl sft recipes/quickstart.yaml train.steps=50",
+        "effirl sft quickstart train.steps=50",
     )
     _recipe_arguments(sft, required=True)
     sft.set_defaults(run=_run_sft)
@@ -329,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Write a checkpoint's LoRA adapter as a standalone PEFT adapter, or with --merge the base model "
         "with the adapter merged in, loadable by transformers and vLLM without effirl.",
         "effirl export runs/quickstart/checkpoints/step-200 --out exported/quickstart\n"
+        "  effirl export runs/quickstart --out exported/quickstart --with-base   # + DIR/base\n"
         "  effirl export runs/quickstart --out exported/merged --merge --dtype bf16",
     )
     export.add_argument(
@@ -348,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--base",
         metavar="MODEL",
         help="the base model you expect; refused unless the checkpoint was trained on it",
+    )
+    export.add_argument(
+        "--with-base",
+        action="store_true",
+        help="also write the base model the adapter was trained on (for the built-in model: its "
+        "dequantised GGUF weights) to DIR/base, so the adapter loads offline with plain transformers "
+        "+ peft",
     )
     export.set_defaults(run=_run_export)
 
@@ -375,45 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         "effirl data download humanevalplus\n  effirl data show evalplus/mbppplus --limit 5",
     )
 
-    sandbox = _command(
-        commands, "sandbox", "inspect the code sandbox", "Inspect the sandbox on this machine."
-    )
-    sandbox_commands = sandbox.add_subparsers(title="commands", metavar="COMMAND")
-    check = _command(
-        sandbox_commands,
-        "check",
-        "report which isolation layers work here",
-        "Start each sandbox isolation level and counter for real and report what this kernel allows. "
-        "Exit status 1 when the default level ('namespaces') is unavailable.",
-        "effirl sandbox check",
-    )
-    check.set_defaults(run=_run_sandbox_check)
-    audit = _command(
-        sandbox_commands,
-        "audit",
-        "run the known attacks and say which are contained",
-        "Run the adversarial programs of every attack class (forged passes, costs and verdict kinds, "
-        "malformed records, escapes, ...) against a sandbox on this machine, or with --url against a "
-        "reward service, and report per attack: contained, NOT CONTAINED, weak by design, untrusted "
-        "measure, inconclusive or not applicable. Exit status 0 when nothing is NOT CONTAINED or "
-        "inconclusive, 1 otherwise, 2 for a usage error.",
-        "effirl sandbox audit\n"
-        "  effirl sandbox audit --isolation namespaces --scope run --only memory --only repeats\n"
-        "  effirl sandbox audit --url http://HOST:8080 --token $EFFIRL_REWARD_TOKEN --json audit.json",
-    )
-    audit.add_argument("--url", help="audit the reward service at this URL instead of a local sandbox")
-    audit.add_argument("--token", help="the service's bearer token (default: $EFFIRL_REWARD_TOKEN)")
-    audit.add_argument(
-        "--isolation",
-        choices=("namespaces", "bwrap", "process"),
-        help="local isolation level to audit (default: namespaces; 'process' is the weak opt-in level)",
-    )
-    audit.add_argument("--scope", choices=("worker", "run"), help="namespace scope (default: worker)")
-    audit.add_argument("--json", metavar="FILE", help="also write the findings as JSON to FILE")
-    audit.add_argument(
-        "--only", metavar="CLASS", action="append", help="run only this attack class (repeatable)"
-    )
-    audit.set_defaults(run=_run_sandbox_audit)
+    add_sandbox_commands(commands, _command)
 
     config = _command(
         commands, "config", "show resolved configs and the config reference", "Inspect configurations."
@@ -425,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print the resolved config of a recipe",
         "Print the fully resolved config (recipe, its bases, defaults and overrides) as YAML; the output "
         "is itself a recipe.",
-        "effirl config show recipes/smoke.yaml rollout.n_samples=3\n"
+        "effirl config show smoke rollout.n_samples=3\n"
         "  effirl config show train.steps=10        # the defaults with one override",
     )
     _recipe_arguments(show, required=False)
@@ -438,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     docs.add_argument("--out", metavar="FILE", help="write to FILE instead of printing")
     docs.set_defaults(run=_run_config_docs)
+    recipes = _command(
+        config_commands,
+        "recipes",
+        "list the built-in recipes",
+        "List the recipes that ship with effirl: `effirl train NAME` runs one (a bare name takes its "
+        "GPU variant, NAME_gpu, when a GPU is present). `effirl config show NAME` prints one in full.",
+    )
+    recipes.set_defaults(run=_run_config_recipes)
     return parser
 
 
@@ -460,7 +399,8 @@ def _recipe_arguments(command: argparse.ArgumentParser, *, required: bool) -> No
         "recipe",
         metavar="RECIPE",
         nargs=None if required else "?",
-        help="YAML recipe (see recipes/)" + ("" if required else "; leave out to start from the defaults"),
+        help="a YAML recipe file, or a built-in recipe's name (`effirl config recipes`)"
+        + ("" if required else "; leave out to start from the defaults"),
     )
     command.add_argument(
         "overrides",
@@ -531,7 +471,14 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_export(args: argparse.Namespace) -> int:
     export = resolve_entry_point("export")
     return _exit_code(
-        export(args.checkpoint, out=args.out, merge=args.merge, dtype=args.dtype, base=args.base)
+        export(
+            args.checkpoint,
+            out=args.out,
+            merge=args.merge,
+            dtype=args.dtype,
+            base=args.base,
+            with_base=args.with_base,
+        )
     )
 
 
@@ -551,53 +498,16 @@ def _run_delegated(command: str, argv: list[str], *, debug: bool = False) -> int
         return 130
 
 
-def _run_sandbox_check(args: argparse.Namespace) -> int:
-    from sandbox.probe import probe_isolation
-
-    reports = probe_isolation()
-    width = max(len(r.name) for r in reports)
-    for report in reports:
-        mark = "ok  " if report.available else "NO  "
-        print(f"{mark}{report.name.ljust(width)}  {report.detail}")
-    return EXIT_OK if reports[0].available else EXIT_FAILURE
-
-
-def _run_sandbox_audit(args: argparse.Namespace) -> int:
-    import os
-
-    from sandbox.audit import render, write_json
-
-    if args.url and (args.isolation or args.scope):
-        args.command_parser.error("--isolation and --scope choose a local sandbox; leave them out with --url")
-    if args.scope and (args.isolation or "namespaces") != "namespaces":
-        args.command_parser.error("--scope applies to --isolation namespaces only")
-    try:
-        if args.url:
-            from rewards.audit import audit_service
-
-            token = args.token if args.token is not None else os.environ.get("EFFIRL_REWARD_TOKEN")
-            report = audit_service(args.url, token=token, classes=args.only, progress=True)
-        else:
-            from sandbox.local_audit import audit_local
-            from sandbox.worker import SandboxUnavailable
-
-            try:
-                report = audit_local(
-                    args.isolation or "namespaces", args.scope or "worker", classes=args.only, progress=True
-                )
-            except SandboxUnavailable as exc:
-                raise ValueError(f"{exc} (`effirl sandbox check` shows what this machine allows)") from None
-    except ValueError as exc:  # an unknown class, an unreachable service, a refused token
-        print(f"effirl: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_USAGE
-    print(render(report))
-    if args.json:
-        write_json(report, args.json)
-    return report.exit_code
-
-
 def _run_config_show(args: argparse.Namespace) -> int:
     sys.stdout.write(dump_config(_config_of(args)))
+    return EXIT_OK
+
+
+def _run_config_recipes(args: argparse.Namespace) -> int:
+    found = builtin_recipes()
+    width = max(map(len, found), default=0)
+    for name, path in found.items():
+        print(f"{name.ljust(width)}  {recipe_summary(path)}")
     return EXIT_OK
 
 

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from rewards.tasks import Task
-from rlhf.advantage_step import make_train_batch
+from rlhf.advantage_step import make_train_batch, reward_spread_metrics
 from rlhf.config import ExperimentConfig
 from rlhf.policy import evaluation_sampling
-from rlhf.reward_stage import RewardStage
+from rlhf.reward_stage import RewardStage, reward_metrics
 from rlhf.task_sampler import TaskSampler
 from rlhf.types import Rollouts
 
@@ -78,22 +78,28 @@ class Controller:
         sync = sync_before if self.asynchronous else self.placement.sync()
         tokens = float(rollouts.completion_mask.sum())
         total = time_generate + time_reward + time_train + (0.0 if sync is None else sync.ms / 1e3)
+        learned = batch.metrics if batch is not None else {}
         metrics = {
             **scored.metrics,
-            "kl": float(update.get("kl", batch.metrics.get("kl", math.nan) if batch else math.nan)),
-            "entropy": float(update.get("entropy", math.nan)),
-            "response_len_mean": float(rollouts.completion_lengths.float().mean()),
-            "truncated_frac": float(rollouts.truncated.float().mean()),
+            **reward_spread_metrics(scored, config.algorithm, config.rollout.max_new_tokens),
+            **completion_metrics(rollouts),
             "time_generate_s": time_generate,
             "time_reward_s": time_reward,
             "time_train_s": time_train,
             "time_sync_s": 0.0 if sync is None else sync.ms / 1e3,
             "sync_bytes": 0 if sync is None else sync.bytes,
             "tokens_per_s": tokens / max(total, 1e-9),
-            **(batch.metrics if batch is not None else {}),
+            **{k: v for k, v in learned.items() if k != "kl"},
             **{k: v for k, v in update.items() if k not in ("kl", "entropy")},
-            **{k: v for k, v in rollouts.metrics.items()},
+            **rollouts.metrics,
         }
+        # Logged only when measured (KL every algorithm.kl_metric_every steps; neither when filtering
+        # left nothing to train on): a step without them has no such key rather than a NaN.
+        kl = update.get("kl", learned.get("kl"))
+        if kl is not None and math.isfinite(kl):
+            metrics["kl"] = float(kl)
+        if "entropy" in update:
+            metrics["entropy"] = float(update["entropy"])
         return metrics
 
     def data_position(self) -> dict[str, Any]:
@@ -115,15 +121,41 @@ class Controller:
         """Resume with the rollout a checkpoint kept (see :meth:`pending_rollouts`)."""
         self._pending, self._ready = None, rollouts
 
-    def evaluate(self, tasks: Sequence[Task]) -> dict[str, float]:
-        """Pass rate, mean speedup and reward of the current policy on ``tasks`` (eval sampling)."""
+    def evaluate(self, tasks: Sequence[Task], *, label: str = "eval") -> dict[str, float]:
+        """Pass rate, mean speedup and reward of the current policy on ``tasks`` (eval sampling).
+
+        The tasks are generated and scored in chunks of one training step's completions, so a
+        progress bar (``label``) can follow them and no batch is larger than training's.
+        """
+        from tqdm.auto import tqdm
+
         if self.config.placement.mode == "split":
             self.placement.sync()
         started = time.perf_counter()
-        rollouts = self.placement.generate(tasks, evaluation_sampling(self.config))
-        scored = self.rewards.score(rollouts)
-        metrics = dict(scored.metrics)
-        metrics["response_len_mean"] = float(rollouts.completion_lengths.float().mean())
+        sampling = evaluation_sampling(self.config)
+        rollout = self.config.rollout
+        chunk = max(1, self.config.data.prompts_per_step * rollout.n_samples // max(sampling.n_samples, 1))
+        rewards, lengths = [], []
+        with tqdm(total=len(tasks), desc=label, unit="task", leave=False, dynamic_ncols=True) as bar:
+            for first in range(0, len(tasks), chunk):
+                part = tasks[first : first + chunk]
+                rollouts = self.placement.generate(part, sampling)
+                rewards += self.rewards.rewards_of(rollouts)
+                lengths += rollouts.completion_lengths.tolist()
+                bar.update(len(part))
+        metrics = reward_metrics(rewards)
+        metrics["completions/mean_length"] = sum(lengths) / max(len(lengths), 1)
         metrics["time_eval_s"] = time.perf_counter() - started
         metrics["tasks"] = float(len(tasks))
         return metrics
+
+
+def completion_metrics(rollouts: Rollouts) -> dict[str, float]:
+    """Completion lengths in tokens, and the share cut off at max_new_tokens (TRL's names)."""
+    lengths = rollouts.completion_lengths.float()
+    return {
+        "completions/mean_length": float(lengths.mean()),
+        "completions/min_length": float(lengths.min()),
+        "completions/max_length": float(lengths.max()),
+        "completions/clipped_ratio": float(rollouts.truncated.float().mean()),
+    }

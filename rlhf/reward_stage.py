@@ -98,9 +98,12 @@ class RewardStage:
         return rewards  # type: ignore[return-value]
 
     def score(self, rollouts: Rollouts) -> Scored:
+        return to_scored(rollouts, self.rewards_of(rollouts))
+
+    def rewards_of(self, rollouts: Rollouts) -> list[Reward]:
+        """One reward per sample of ``rollouts``."""
         tasks = [rollouts.task_of(i) for i in range(len(rollouts))]
-        rewards = self.score_texts(tasks, rollouts.texts, rollouts.group_ids.tolist())
-        return to_scored(rollouts, rewards)
+        return self.score_texts(tasks, rollouts.texts, rollouts.group_ids.tolist())
 
     def close(self) -> None:
         closer = getattr(self._scorer, "close", None)
@@ -122,12 +125,13 @@ def to_scored(rollouts: Rollouts, rewards: Sequence[Reward]) -> Scored:
 
 
 def reward_metrics(rewards: Sequence[Reward]) -> dict[str, float]:
-    """pass_rate, reward_mean, speedup_mean (over passing samples with a reference) and status shares."""
+    """``reward`` (the mean; TRL's name), pass_rate, speedup_mean and speedup_geomean (over passing
+    samples with a reference), the mean of each reward part and the share of each verdict."""
     n = max(len(rewards), 1)
     passed = [r for r in rewards if r.evidence.status == "passed"]
     speedups = [r.evidence.speedup for r in passed if r.evidence.speedup is not None]
     metrics = {
-        "reward_mean": sum(r.value for r in rewards) / n,
+        "reward": sum(r.value for r in rewards) / n,
         "pass_rate": len(passed) / n,
         "speedup_mean": sum(speedups) / len(speedups) if speedups else float("nan"),
         "speedup_geomean": _geomean(speedups),

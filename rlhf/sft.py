@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import logging
 from pathlib import Path
 
 import torch
 
+from rewards.console import notice
 from rewards.tasks import Task
 from rlhf.config import ExperimentConfig
 from rlhf.policy import adapter_config_of, load_policy_model, resolve_device_name
 from rlhf.rollout import render_prompt, response_prefix
 from rlhf.rollout.prompts import CODE_FENCE
+
+log = logging.getLogger(__name__)
 
 CLOSE_FENCE = "\n```"
 
@@ -106,10 +109,9 @@ def sft(config: ExperimentConfig) -> int:
     write_adapter_folder(model, config, adapter_dir)
     summary = {"examples": len(examples), "steps": config.train.steps, "train_loss": result.training_loss}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    message = (
-        f"effirl: SFT on {len(examples)} examples, loss {result.training_loss:.4f}; adapter in {adapter_dir}"
+    notice(
+        log, "SFT on %d examples, loss %.4f; adapter in %s", len(examples), result.training_loss, adapter_dir
     )
-    print(message, file=sys.stderr)
     return 0
 
 

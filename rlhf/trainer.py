@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from rewards.console import notice
 from rewards.datasets import check_training_tasks, evaluation_split, load_tasks
 from rewards.settings import UNTRUSTED_COST_WARNING
 from rewards.tasks import Task
@@ -39,7 +40,8 @@ from rlhf.run_log import RunLog
 from rlhf.task_sampler import TaskSampler
 from rlhf.warm_start import run_warm_start
 
-HEADLINE = ("pass_rate", "speedup_mean", "reward_mean")
+logger = logging.getLogger(__name__)
+HEADLINE = ("pass_rate", "speedup_mean", "reward")
 
 
 def task_sources(config: ExperimentConfig) -> tuple[tuple[str, str | None], tuple[str, str | None]]:
@@ -172,8 +174,19 @@ def train(config: ExperimentConfig) -> int:
     log = None
     try:
         rewards = RewardStage(config)
+        settings = rewards.settings
+        logger.info(
+            "rewards: %s backend, cost %s, isolation %s, efficiency weight %g (%s)",
+            rewards.backend,
+            settings.cost_measure,
+            settings.isolation if rewards.backend != "http" else "the service's",
+            settings.efficiency_weight,
+            settings.efficiency_mode,
+        )
         if not rewards.settings.cost_trusted:
-            _say(f"effirl: WARNING: reward.{UNTRUSTED_COST_WARNING}")
+            logger.warning("reward.%s", UNTRUSTED_COST_WARNING)
+        if rewards.settings.isolation_warning is not None and rewards.backend != "http":
+            logger.warning("reward.isolation: this run's %s", rewards.settings.isolation_warning)
         for tasks, (source, split) in zip((train_tasks, eval_tasks), task_sources(config)):
             rewards.register_tasks(tasks, source, split)
         # The folder is touched only now that the model and the tasks are loaded.
@@ -267,6 +280,7 @@ def _loop(
     from tqdm.auto import tqdm
 
     metrics: dict[str, float] = {}
+    shown: dict[str, str] = {}
     steps = config.train.steps
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", unit="step", dynamic_ncols=True)
     for index in bar:
@@ -276,11 +290,13 @@ def _loop(
         metrics["time_step_s"] = time.perf_counter() - step_started
         if step % config.log_every == 0 or step == steps:
             log.log(step, metrics)
+        if _finite(metrics.get("kl")):
+            shown["kl"] = f"{metrics['kl']:.4f}"  # the newest measured value (algorithm.kl_metric_every)
         bar.set_postfix(
-            reward=f"{metrics['reward_mean']:.3f}",
+            reward=f"{metrics['reward']:.3f}",
             passed=f"{metrics['pass_rate']:.2f}",
             speedup=_fmt(metrics.get("speedup_mean")),
-            kl=f"{metrics['kl']:.4f}",
+            **shown,
         )
         if config.eval_every and step % config.eval_every == 0 and step != steps:
             _evaluate(controller, eval_tasks, log, step, f"step {step}")
@@ -291,13 +307,13 @@ def _loop(
 
 
 def _evaluate(
-    controller: Controller, tasks: list[Task], log: RunLog, step: int, label: str
+    controller: Controller, tasks: list[Task], run_log: RunLog, step: int, label: str
 ) -> dict[str, float]:
-    metrics = controller.evaluate(tasks)
-    log.log(step, metrics, kind="eval")
+    metrics = controller.evaluate(tasks, label=f"eval at {label}")
+    run_log.log(step, metrics, kind="eval")
     _say(
         f"effirl: eval at {label}: pass rate {metrics['pass_rate']:.3f}, mean speedup "
-        f"{_fmt(metrics.get('speedup_mean'))}, reward {metrics['reward_mean']:.3f} on {len(tasks)} tasks"
+        f"{_fmt(metrics.get('speedup_mean'))}, reward {metrics['reward']:.3f} on {len(tasks)} tasks"
     )
     return metrics
 
@@ -322,6 +338,7 @@ def _save(
             "run_id": read_run_id(config.output_dir),
         },
     )
+    logger.info("saving the checkpoint of step %d in %s", step, Path(config.output_dir) / "checkpoints")
     return save_checkpoint(
         config.output_dir,
         state,
@@ -344,8 +361,13 @@ def _report(start: dict[str, float], end: dict[str, float]) -> None:
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    return f"{value:.3f}" if _finite(value) else "n/a"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """What the run is doing, for the person at the terminal (hidden by -q; rewards/console.py)."""
+    notice(logger, text.removeprefix("effirl: "))

@@ -7,9 +7,24 @@ from dataclasses import asdict, dataclass, field
 
 ISOLATION_LEVELS = ("namespaces", "bwrap", "process", "none")
 STRONG_LEVELS = ("namespaces", "bwrap")
+WEAK_LEVELS = ("process", "none")
 COST_AGGREGATES = ("min", "median")
 NAMESPACE_SCOPES = ("worker", "run")
 MiB = 1 << 20
+
+
+def weak_isolation_warning(level: str) -> str:
+    """What a pool with a weak isolation level says every time it starts."""
+    what = {
+        "process": "seccomp and rlimits only: no namespaces, the host's filesystem, network and /proc",
+        "none": "rlimits only: no namespaces, no seccomp; candidates can read and write what this "
+        "user can, reach the network and signal this user's processes",
+    }.get(level, "no namespaces")
+    return (
+        f"sandbox isolation {level!r} does NOT contain untrusted code ({what}). Use it only for code "
+        "you trust, or inside a disposable container or VM; `effirl sandbox check` shows whether "
+        "namespaces or bwrap work here"
+    )
 
 
 @dataclass(frozen=True)

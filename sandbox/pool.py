@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from sandbox import jobs as jobspec
-from sandbox.config import STRONG_LEVELS, SandboxConfig
+from sandbox.config import STRONG_LEVELS, SandboxConfig, weak_isolation_warning
 from sandbox.identity import claim_uid_block
 from sandbox.jobs import FunctionJob, Job, JobError, ProgramJob, ScriptJob
 from sandbox.types import ExecutionResult, FunctionTest, ProgramTest, Status
@@ -43,11 +43,8 @@ class Sandbox:
         config = config or SandboxConfig()
         self.config = replace(config, **overrides) if overrides else config
         if self.config.isolation not in STRONG_LEVELS:
-            message = (
-                f"effirl sandbox: isolation level {self.config.isolation!r} does NOT contain untrusted code "
-                "(no namespaces); use it only for code you trust"
-            )
-            print(f"WARNING: {message}", file=sys.stderr)
+            # Printed, not logged: no logging setup (or -q) may hide it.
+            print(f"WARNING: effirl {weak_isolation_warning(self.config.isolation)}", file=sys.stderr)
         self._uids = claim_uid_block()
         self._workers = [Worker(self.config, i, self._uids.uid(i)) for i in range(self.config.workers)]
         try:

@@ -15,8 +15,8 @@ with and without the chunked head. Unchunked, the float32 logits, their log-soft
 exponential are each tokens x vocab (vocab is 151,936 for Qwen2.5) and are kept for the backward
 pass; chunked, only chunk x vocab exists at a time, so the extra memory grows with tokens x hidden.
 
-Prints a table, writes JSON (--json) and appends a row to docs/benchmarks.md (--no-markdown skips;
---tiny never writes it).
+Prints a table, writes JSON (--json) and, with --markdown, appends a row to docs/benchmarks.md
+(--tiny never does).
 
 Time: about a minute on one H100; --tiny runs on a CPU in about 20 seconds.
 """
@@ -37,7 +37,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import torch  # noqa: E402
-from benchmark_table import DEFAULT_TABLE, append_row, machine_description, reproduce_command, table_row  # noqa: E402
+from benchmark_table import (  # noqa: E402
+    add_table_flag,
+    append_row,
+    machine_description,
+    reproduce_command,
+    table_row,
+)
 
 from rlhf.logprobs import completion_logprobs_and_entropy  # noqa: E402
 from rlhf.model_shapes import MODEL_SHAPES, random_model  # noqa: E402
@@ -60,12 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-lengths", type=int, nargs="+", default=[256, 1024, 2048])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="write results here")
-    parser.add_argument("--markdown", type=Path, default=DEFAULT_TABLE, help="table to append a row to")
-    parser.add_argument("--no-markdown", action="store_true", help="do not append to the table")
+    add_table_flag(parser)
     args = parser.parse_args(argv)
     if args.tiny:
         args.shape, args.device, args.rows, args.max_prompt, args.max_completion = "tiny", "cpu", 4, 24, 24
-        args.chunk, args.memory_lengths, args.repeats, args.no_markdown = 16, [16, 32], 1, True
+        args.chunk, args.memory_lengths, args.repeats, args.markdown = 16, [16, 32], 1, None
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"chunked +{entry['chunked_peak_gib']:.2f} GiB", flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if not args.no_markdown:
+    if args.markdown:
         v = results["variants"]
         first, last = results["memory"][0], results["memory"][-1]
         timing = ", ".join(

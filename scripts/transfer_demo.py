@@ -3,7 +3,7 @@
 
 Two phases, so that the GPU is used only for what needs it:
 
-    # on the GPU, after `scripts/quickstart_seeds.py --recipe recipes/transfer_gpu.yaml --out runs/transfer`:
+    # on the GPU, after `scripts/quickstart_seeds.py --recipe transfer_gpu --out runs/transfer`:
     python scripts/transfer_demo.py generate --runs runs/transfer --out eval/transfer
     # anywhere (a quiet machine measures costs best):
     python scripts/transfer_demo.py measure --out eval/transfer [--json summary.json] [--markdown]

@@ -224,7 +224,10 @@ def _run_references(
         for i in missing
     ]
     failures = []
-    for index, result in zip(missing, sandbox.run_many(jobs)):
+    # The first load of a dataset runs every reference (minutes for thousands of tasks); later loads
+    # read the cache. A bar says how far the first one is.
+    progress = "expected outputs (first load; cached after)" if len(jobs) > 1 else False
+    for index, result in zip(missing, sandbox.run_many(jobs, progress=progress)):
         call = calls[index]
         problem = _run_problem(result, len(call.inputs))
         if problem is not None:

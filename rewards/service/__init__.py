@@ -38,6 +38,8 @@ def serve(config: ServiceConfig | None = None, **options: Any) -> int:
         )
     if not config.reward.cost_trusted:
         print(f"WARNING: {UNTRUSTED_COST_WARNING}", file=sys.stderr)
+    if config.reward.isolation_warning is not None:
+        print(f"WARNING: this reward service's {config.reward.isolation_warning}", file=sys.stderr)
     service = RewardService(config)
     try:
         asyncio.run(_run_until_signalled(service))

@@ -32,7 +32,7 @@ from rewards.scorer import RewardScorer, TaskError
 from rewards.service.admission import Admission
 from rewards.service.config import ServiceConfig
 from rewards.service.evaluate import Evaluator, score_items
-from rewards.service.metrics import Metrics
+from rewards.service.metrics import CONTENT_TYPE, Metrics, Readings
 from rewards.service.run_code import program_job, run_code_response
 from rewards.service.schema import (
     RequestError,
@@ -111,6 +111,7 @@ class RewardService:
         self.evaluator = Evaluator(self.scorer, outputs_cache_bytes=self.config.cache_max_bytes)
         self.admission = Admission(self.config.queue_capacity)
         self.metrics = Metrics()
+        self.metrics.read_at_scrape(self._readings)
         self.task_source = task_source or registered_datasets(
             self.sandbox, allow_paths=self.config.dataset_paths
         )
@@ -428,31 +429,31 @@ class RewardService:
         )
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(self.metrics.render)  # reads /proc: off the event loop
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **_PROMETHEUS})
+
+    def _readings(self) -> Readings:
+        """The gauges and counters /metrics reads from the pool, the caches and the queue."""
         info = self.sandbox.info
         stats = self.scorer.cache.stats
-        text = self.metrics.render(
-            gauges={
-                "effirl_queue_depth": (
-                    "Submissions accepted and not yet executed.",
-                    self.admission.in_flight,
-                ),
-                "effirl_queue_capacity": ("Most submissions the queue holds.", self.admission.capacity),
-                "effirl_sandbox_workers": ("Sandbox worker processes.", info["workers"]),
-                "effirl_cache_entries": ("Results held in the execution cache.", len(self.scorer.cache)),
-                "effirl_cache_bytes": (
-                    "Bytes held by the result caches (runs, reference runs, reference outputs).",
-                    self.scorer.cache.bytes + self.scorer.references.bytes + self.evaluator.outputs.bytes,
-                ),
-            },
-            counters={
-                "effirl_executions_total": ("Sandbox executions (repeats count).", info["executions"]),
-                "effirl_sandbox_restarts_total": ("Sandbox worker restarts.", info["restarts"]),
-                "effirl_cache_hits_total": ("Submissions answered from the cache.", stats.hits),
-                "effirl_cache_misses_total": ("Submissions that had to run.", stats.misses),
-                "effirl_accepted_total": ("Submissions admitted to the queue.", self.admission.accepted),
-            },
-        )
-        return web.Response(text=text, content_type="text/plain", charset="utf-8", headers=_PROMETHEUS)
+        gauges = {
+            "effirl_queue_depth": ("Submissions accepted and not yet executed.", self.admission.in_flight),
+            "effirl_queue_capacity": ("Most submissions the queue holds.", self.admission.capacity),
+            "effirl_sandbox_workers": ("Sandbox worker processes.", info["workers"]),
+            "effirl_cache_entries": ("Results held in the execution cache.", len(self.scorer.cache)),
+            "effirl_cache_bytes": (
+                "Bytes held by the result caches (runs, reference runs, reference outputs).",
+                self.scorer.cache.bytes + self.scorer.references.bytes + self.evaluator.outputs.bytes,
+            ),
+        }
+        counters = {
+            "effirl_executions_total": ("Sandbox executions (repeats count).", info["executions"]),
+            "effirl_sandbox_restarts_total": ("Sandbox worker restarts.", info["restarts"]),
+            "effirl_cache_hits_total": ("Submissions answered from the cache.", stats.hits),
+            "effirl_cache_misses_total": ("Submissions that had to run.", stats.misses),
+            "effirl_accepted_total": ("Submissions admitted to the queue.", self.admission.accepted),
+        }
+        return gauges, counters
 
 
 _PROMETHEUS = {"X-Content-Type-Options": "nosniff"}

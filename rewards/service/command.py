@@ -18,6 +18,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, Literal, get_args, get_origin
 
+from rewards.console import configure_logging
 from rewards.service.config import ServiceConfig
 from rewards.settings import RewardSettings
 from rewards.user_error import UserError
@@ -42,13 +43,15 @@ The reward settings below are what a request is scored with when it does not say
 `settings` change the shaping keys freely and the execution keys where the service can run that way
 (--repeats, --timeout-s up to --max-repeats and --max-run-timeout-s); a request asking for another
 --cost-measure or --memory-mb than the service's is refused with 409, never scored with the
-service's own."""
+service's own. The sandbox's --isolation is the service's alone: no request can change it."""
 
 _EXAMPLES = """\
 examples:
   effirl reward serve --port 8080 --workers 8
   EFFIRL_REWARD_TOKEN=secret effirl reward serve --host 0.0.0.0
-  effirl reward serve --efficiency-weight 1.0 --repeats 3 --max-run-timeout-s 30"""
+  effirl reward serve --efficiency-weight 1.0 --repeats 3 --max-run-timeout-s 30
+  effirl reward serve --isolation bwrap            # `effirl sandbox check` says which levels work
+  effirl reward serve --isolation none --allow-weak-isolation   # trusted code only, loudly warned"""
 
 
 def flag_fields() -> dict[str, list[dataclasses.Field[Any]]]:
@@ -73,6 +76,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="say more: -v details (INFO), -vv everything"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=0, help="say less: -q warnings and errors only, -qq errors"
     )
     groups = {
         "service": parser.add_argument_group("service"),
@@ -124,7 +133,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
 
     Raises ValueError (from the dataclasses' own checks) for values out of range.
     """
-    given = vars(args)
+    given = {k: v for k, v in vars(args).items() if k not in ("verbose", "quiet")}
     service = {key.split(".", 1)[1]: v for key, v in given.items() if key.startswith("service.")}
     reward = {key.split(".", 1)[1]: v for key, v in given.items() if key.startswith("reward.")}
     if "token" not in service and os.environ.get(TOKEN_ENV):
@@ -144,6 +153,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    verbosity = args.verbose - args.quiet
+    if prog == PROG or verbosity:  # `effirl reward serve` has configured logging already
+        configure_logging(verbosity)
     try:
         config = config_from_args(args)
     except ValueError as exc:

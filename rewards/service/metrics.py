@@ -1,91 +1,93 @@
-"""Prometheus text-format metrics of the reward service (no client library needed)."""
+"""Prometheus metrics of the reward service, through ``prometheus_client``.
+
+Each service has a registry of its own (several services may share a process, as tests do), with
+the process's own metrics (``process_cpu_seconds_total``, ``process_resident_memory_bytes``, open
+file descriptors, ...), the interpreter's (``python_info``, ``python_gc_*``) and the service's
+(``effirl_*``, docs/reward_service.md). Counters the service keeps elsewhere (the sandbox's
+executions, the cache's hits) and gauges (queue depth) are read when ``/metrics`` is scraped.
+"""
 
 from __future__ import annotations
 
-import bisect
-import threading
-from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# name -> (help, value), read at scrape time; see :meth:`Metrics.read_at_scrape`.
+Readings = tuple[Mapping[str, tuple[str, float]], Mapping[str, tuple[str, float]]]
 
 
-class Histogram:
-    """Cumulative-bucket histogram as Prometheus exposes it."""
+class _ScrapeTimeReadings(Collector):
+    """Gauges and counters whose values live elsewhere, read when the registry is scraped."""
 
-    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.sum = 0.0
-        self.count = 0
+    def __init__(self, read: Callable[[], Readings]) -> None:
+        self.read = read
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def lines(self, name: str, labels: str) -> list[str]:
-        out, running = [], 0
-        sep = "," if labels else ""
-        for bound, count in zip((*self.buckets, float("inf")), self.counts):
-            running += count
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {running}')
-        wrapped = f"{{{labels}}}" if labels else ""
-        out.append(f"{name}_sum{wrapped} {self.sum!r}")
-        out.append(f"{name}_count{wrapped} {self.count}")
-        return out
+    def collect(self) -> Iterator[Metric]:
+        gauges, counters = self.read()
+        for name, (help_text, value) in gauges.items():
+            yield GaugeMetricFamily(name, help_text, value=value)
+        for name, (help_text, value) in counters.items():
+            yield CounterMetricFamily(name.removesuffix("_total"), help_text, value=value)
 
 
 class Metrics:
-    """Counters and histograms the service updates; :meth:`render` writes the exposition text."""
+    """The service's metrics; :meth:`render` is the body of ``/metrics``."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: Counter[tuple[str, int]] = Counter()
-        self.latency: dict[str, Histogram] = {}
-        self.verdicts: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "effirl_requests",
+            "HTTP requests by route and status code.",
+            ("route", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "effirl_request_duration_seconds",
+            "Time from request received to response.",
+            ("route",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.verdicts = Counter(
+            "effirl_submissions", "Submissions answered, by verdict.", ("status",), registry=self.registry
+        )
+        self.rejected = Counter(
+            "effirl_rejected", "Requests refused, by reason.", ("reason",), registry=self.registry
+        )
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+    def read_at_scrape(self, read: Callable[[], Readings]) -> None:
+        """Expose the (gauges, counters) ``read`` returns, each ``name -> (help, value)``, read at
+        every scrape."""
+        self.registry.register(_ScrapeTimeReadings(read))
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(route, status)] += 1
-            self.latency.setdefault(route, Histogram()).observe(seconds)
+        self.requests.labels(route=route, status=str(status)).inc()
+        self.latency.labels(route=route).observe(seconds)
 
     def count_verdict(self, status: str, n: int = 1) -> None:
-        with self._lock:
-            self.verdicts[status] += n
+        self.verdicts.labels(status=status).inc(n)
 
     def count_rejection(self, reason: str) -> None:
-        with self._lock:
-            self.rejected[reason] += 1
+        self.rejected.labels(reason=reason).inc()
 
-    def render(
-        self, gauges: Mapping[str, tuple[str, float]], counters: Mapping[str, tuple[str, float]]
-    ) -> str:
-        """The exposition text; ``gauges``/``counters`` map a metric name to (help, value)."""
-        lines: list[str] = []
-        with self._lock:
-            lines += _header("effirl_requests_total", "counter", "HTTP requests by route and status code.")
-            for (route, status), n in sorted(self.requests.items()):
-                lines.append(f'effirl_requests_total{{route="{route}",status="{status}"}} {n}')
-            lines += _header(
-                "effirl_request_duration_seconds", "histogram", "Time from request received to response."
-            )
-            for route, histogram in sorted(self.latency.items()):
-                lines += histogram.lines("effirl_request_duration_seconds", f'route="{route}"')
-            lines += _header("effirl_submissions_total", "counter", "Submissions answered, by verdict.")
-            for status, n in sorted(self.verdicts.items()):
-                lines.append(f'effirl_submissions_total{{status="{status}"}} {n}')
-            lines += _header("effirl_rejected_total", "counter", "Requests refused, by reason.")
-            for reason, n in sorted(self.rejected.items()):
-                lines.append(f'effirl_rejected_total{{reason="{reason}"}} {n}')
-        for name, (help_text, value) in counters.items():
-            lines += [*_header(name, "counter", help_text), f"{name} {value!r}"]
-        for name, (help_text, value) in gauges.items():
-            lines += [*_header(name, "gauge", help_text), f"{name} {value!r}"]
-        return "\n".join(lines) + "\n"
-
-
-def _header(name: str, kind: str, help_text: str) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    def render(self) -> bytes:
+        """The exposition text (Prometheus text format; its content type is :data:`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)

@@ -1,7 +1,7 @@
 """Typed configuration of an effirl run: sections, recipe loading with overrides, and YAML dumps.
 
     from rlhf.config import load_config
-    config = load_config("recipes/quickstart.yaml", ["rollout.n_samples=8"])
+    config = load_config("quickstart", ["rollout.n_samples=8"])  # a built-in recipe, or a file
     config.rollout.n_samples  # 8
 
 Keys match names in code: ``rollout.n_samples`` is ``RolloutConfig.n_samples``. The reference of
@@ -18,6 +18,7 @@ from rlhf.config.loading import (
     load_config,
     parse_override,
 )
+from rlhf.config.recipes import builtin_recipes, resolve_recipe
 from rlhf.config.schema import ConfigError
 from rlhf.config.sections import (
     BUILTIN_PREFIX,
@@ -43,10 +44,12 @@ __all__ = [
     "RolloutConfig",
     "TrainConfig",
     "WarmStartConfig",
+    "builtin_recipes",
     "config_from_dict",
     "config_to_dict",
     "dump_config",
     "known_keys",
     "load_config",
     "parse_override",
+    "resolve_recipe",
 ]

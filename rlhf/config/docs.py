@@ -24,10 +24,14 @@ _INTRO = """\
 A run is configured by a YAML recipe plus `key=value` overrides on the command line:
 
 ```bash
-effirl train recipes/quickstart.yaml rollout.n_samples=8 lora.target_modules=[q_proj,v_proj]
-effirl config show recipes/quickstart.yaml train.steps=5   # print the resolved config
+effirl train quickstart rollout.n_samples=8 lora.target_modules=[q_proj,v_proj]
+effirl config show quickstart train.steps=5   # print the resolved config
+effirl config recipes                         # the built-in recipes
 ```
 
+- A recipe is a file, or the name of a recipe that ships with effirl (`quickstart`, `smoke`, ...;
+  `effirl config recipes` lists them). A bare name takes the recipe's GPU variant (`quickstart_gpu`)
+  when a CUDA GPU is present; `quickstart.yaml` is always that file.
 - A recipe is a mapping of the sections below (`rollout: {n_samples: 8}`) and top-level keys; keys it
   leaves out take the defaults listed here.
 - `base: other.yaml` (or a list of files; `defaults:` means the same) makes a recipe extend others,

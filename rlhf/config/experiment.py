@@ -28,7 +28,7 @@ class ExperimentConfig(Section):
     run_name: str = setting(
         "run",
         "Name of the run in logs and the default output directory; `effirl` sets it to the recipe's "
-        "file name (`quickstart` for recipes/quickstart.yaml) unless the recipe sets it.",
+        "file name (`quickstart` for quickstart.yaml) unless the recipe sets it.",
     )
     eval_every: int = setting(
         0, "Evaluate every N steps; 0 evaluates only as `eval_at_start` and `eval_at_end` say."

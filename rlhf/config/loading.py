@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from rlhf.config.experiment import ExperimentConfig, section_types, top_level_fields
+from rlhf.config.recipes import resolve_recipe
 from rlhf.config.schema import ConfigError, admits, admits_str, show_value, type_hints
 
 BASE_KEYS = ("base", "defaults")
@@ -76,6 +77,8 @@ RecipeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _co
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """The resolved config of recipe ``path`` (None: the defaults) with ``overrides`` applied.
 
+    path: a recipe file, or a built-in recipe's name (``quickstart``; see rlhf/config/recipes.py).
+
     overrides: ``key=value`` strings with dotted keys, e.g. ``rollout.n_samples=8``,
         ``lora.target_modules=[q_proj,v_proj]``, ``data.limit=null``.
     Raises ConfigError naming the file or override, the key and the fix.
@@ -83,7 +86,11 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if path is not None:
-        data, sources = _read_recipe(Path(path), display=str(path), chain=())
+        display, path = str(path), Path(path)
+        if not path.is_file():
+            path = resolve_recipe(path)
+            display = path.name  # a built-in recipe: errors name its file, not a path into the package
+        data, sources = _read_recipe(path, display=display, chain=())
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(data, key, value)

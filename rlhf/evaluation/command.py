@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -408,7 +407,9 @@ def _resolve_targets(
         folder = Path(adapter)
         adapter_config = read_adapter_config(folder)
         declared = adapter_config.get("base_model_name_or_path")
-        if declared and declared != model:
+        from rlhf.models import public_base_name  # an export names a built-in base by its Hub id
+
+        if declared and declared not in (model, public_base_name(model)):
             raise EvaluationInputError(
                 f"adapter {folder} was trained on {declared!r}, not --model {model!r}; "
                 f"pass --model {declared}"
@@ -469,4 +470,9 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """What the evaluation is doing, for the person at the terminal (hidden by -q)."""
+    import logging
+
+    from rewards.console import notice
+
+    notice(logging.getLogger(__name__), text.removeprefix("effirl: "))

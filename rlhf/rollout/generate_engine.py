@@ -263,9 +263,6 @@ class GenerateRolloutEngine:
                 "rollout/generation_s": generation_s,
                 "rollout/logprob_s": logprob_s,
                 "rollout/tokens_per_s": float(lengths.sum()) / max(generation_s, 1e-9),
-                "rollout/completion_len_mean": float(lengths.mean()),
-                "rollout/completion_len_max": float(lengths.max()),
-                "rollout/truncated_frac": float(truncated.float().mean()),
             },
         )
 

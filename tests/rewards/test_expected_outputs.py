@@ -176,3 +176,13 @@ def test_reference_that_cannot_run_raises_and_is_not_cached(
     with pytest.raises(ReferenceFailed, match=message):
         compute_expected_outputs(box, [call], cache=cache, timeout_s=1.0, allow_failed_inputs=True)
     assert cache.get(call) is None and not any(tmp_path.rglob("*.json"))
+
+
+def test_the_first_computation_shows_progress(
+    box: Sandbox, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    cache = ExpectedOutputCache(tmp_path)
+    compute_expected_outputs(box, [SQUARE, SHAPES], cache=cache)
+    assert "expected outputs (first load; cached after): 100%" in capfd.readouterr().err
+    compute_expected_outputs(box, [SQUARE, SHAPES], cache=cache)  # cached: nothing runs, no bar
+    assert "expected outputs" not in capfd.readouterr().err

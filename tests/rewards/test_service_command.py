@@ -36,7 +36,7 @@ def test_both_commands_list_the_same_flags_one_per_field() -> None:
         "--no-" + flag_name(f)[2:] for fields in flags.values() for f in fields if f.type in (bool, "bool")
     }
     assert "--no-dataset-paths" in negations and "--no-allow-script-tests" in negations
-    assert served == expected | negations | {"--help"}
+    assert served == expected | negations | {"--help", "--verbose", "--quiet"}
     assert {"--cost-measure", "--efficiency-weight", "--max-run-timeout-s", "--timeout-s"} <= served
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rewards.tasks import Task
-from rlhf.advantage_step import final_rewards, make_train_batch
+from rlhf.advantage_step import final_rewards, make_train_batch, reward_spread_metrics
 from rlhf.config import AlgorithmConfig
 from rlhf.types import Rollouts, Scored
 
@@ -65,8 +65,8 @@ def test_uniform_groups_are_dropped_and_the_rest_keep_their_rows_and_grpo_advant
     a = 1 / math.sqrt(2)
     close(batch.advantages, per_row([a, -a, -a, a], batch.completion_mask))
     assert batch.returns is None and batch.old_values is None
-    assert batch.metrics["kept_fraction"] == 0.5
-    assert batch.metrics["reward_with_penalties_mean"] == pytest.approx(5 / 8)
+    spread = reward_spread_metrics(batch_in, algorithm, max_new_tokens=8)
+    assert spread["kept_fraction"] == 0.5 and spread["frac_reward_zero_std"] == 0.5
 
 
 def test_without_the_filter_uniform_groups_stay_with_zero_advantage() -> None:
@@ -74,7 +74,10 @@ def test_without_the_filter_uniform_groups_stay_with_zero_advantage() -> None:
     batch = make_train_batch(batch_in, AlgorithmConfig(name="grpo"), max_new_tokens=8)
     a = 1 / math.sqrt(2)
     close(batch.advantages, per_row([a, -a, 0.0, 0.0], batch.completion_mask))
-    assert batch.metrics["kept_fraction"] == 1.0
+    spread = reward_spread_metrics(batch_in, AlgorithmConfig(name="grpo"), max_new_tokens=8)
+    # TRL's names: half the samples are in a group whose rewards are all equal; std over the batch.
+    assert spread["kept_fraction"] == 1.0 and spread["frac_reward_zero_std"] == 0.5
+    assert spread["reward_std"] == pytest.approx(float(torch.tensor([1.0, 0.0, 1.0, 1.0]).std()))
 
 
 def test_a_batch_of_uniform_groups_leaves_nothing_to_learn() -> None:
@@ -96,7 +99,8 @@ def test_overlong_penalty_is_added_to_the_rewards_before_the_advantages() -> Non
     batch = make_train_batch(batch_in, algorithm, max_new_tokens=8)
     # RLOO: reward minus the other sample's reward in each pair.
     close(batch.advantages, per_row([0.0, 0.0, 0.125, -0.125, 1.0, -1.0], batch.completion_mask))
-    assert batch.metrics["reward_with_penalties_mean"] == pytest.approx(3.625 / 6)
+    spread = reward_spread_metrics(batch_in, algorithm, max_new_tokens=8)
+    assert spread["reward/overlong_penalty"] == pytest.approx((3.625 - 5.0) / 6)
     # Off, the rewards are the scored ones.
     assert torch.equal(final_rewards(batch_in, AlgorithmConfig(), max_new_tokens=8), batch_in.rewards)
 

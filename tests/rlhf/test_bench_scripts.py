@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -128,3 +130,51 @@ def test_table_rows_append_under_the_header(tmp_path: Path, monkeypatch: pytest.
         f"| 2026-01-02 | rollout \\| tiny | cpu | 1 tok/s | {cell} |",
         f"| 2026-01-03 | rollout | cpu | 2 tok/s | {cell} |",
     ]
+
+
+@pytest.mark.parametrize(
+    "name", ["bench_rollout", "bench_vs_trl", "bench_weight_sync", "bench_learner", "bench_shared_prompts"]
+)
+def test_the_table_is_written_only_when_asked(name: str) -> None:
+    module = _script(name)
+    assert module.parse_args([]).markdown is None
+    assert module.parse_args(["--markdown"]).markdown == SCRIPTS.parent / "docs" / "benchmarks.md"
+    assert module.parse_args(["--markdown", "t.md"]).markdown == Path("t.md")
+
+
+def test_a_bench_run_leaves_the_checkout_as_it_was(tmp_path: Path) -> None:
+    def state() -> tuple[str, bytes]:
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=SCRIPTS.parent,
+            capture_output=True,
+            text=True,
+        )
+        return status.stdout, (SCRIPTS.parent / "docs" / "benchmarks.md").read_bytes()
+
+    before = state()
+    small = ["--executions", "10", "--baseline-executions", "2", "--measurements", "2", "--work", "1000"]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_sandbox.py"), *small, "--json", str(tmp_path / "b.json")],
+        cwd=SCRIPTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert state() == before and json.loads((tmp_path / "b.json").read_text())
+
+
+def test_the_reproducing_command_drops_output_locations(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _script("benchmark_table")
+    argv = [
+        str(SCRIPTS / "bench_x.py"),
+        "--markdown",
+        "--tiny",
+        "--markdown",
+        "/tmp/t.md",
+        "--json",
+        "/a/b.json",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert table.reproduce_command() == "python scripts/bench_x.py --tiny --json b.json"

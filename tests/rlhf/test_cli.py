@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from rlhf.cli import ENTRY_POINTS, EntryPoint, main
+from rlhf.cli import main
 from rlhf.config import load_config
 from rlhf.config.docs import render_config_docs
+from rlhf.entry_points import ENTRY_POINTS, EntryPoint
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = str(REPO / "recipes" / "smoke.yaml")
+SMOKE = str(REPO / "rlhf" / "recipes" / "smoke.yaml")
 
 # A real module standing in for the command implementations other packages provide: it records
 # each call so the tests can check what the CLI passes along.
@@ -30,8 +31,8 @@ def _record(name, *args, **kwargs):
 def train(config): return _record("train", config)
 def sft(config): return _record("sft", config)
 def run_evaluation(**options): return _record("eval", **options)
-def export_checkpoint(checkpoint, *, out, merge, dtype, base):
-    return _record("export", checkpoint, out=out, merge=merge, dtype=dtype, base=base)
+def export_checkpoint(checkpoint, *, out, merge, dtype, base, with_base):
+    return _record("export", checkpoint, out=out, merge=merge, dtype=dtype, base=base, with_base=with_base)
 def main(argv, *, prog):
     return _record("reward serve", list(argv), prog=prog)
 """
@@ -220,7 +221,7 @@ def test_other_commands_pass_their_arguments(recorder: Any, monkeypatch: pytest.
     assert main(["export", "runs/x/final", "--out", "exported", "--merge", "--dtype", "bf16"]) == 0
     assert recorder.CALLS[-1][1:] == (
         ("runs/x/final",),
-        {"out": "exported", "merge": True, "dtype": "bf16", "base": None},
+        {"out": "exported", "merge": True, "dtype": "bf16", "base": None, "with_base": False},
     )
     # `reward serve` hands every argument to the service's own command line (its one parser).
     assert main(["reward", "serve", "--port", "9001", "--workers", "3", "--help"]) == 0
@@ -234,3 +235,23 @@ def test_other_commands_pass_their_arguments(recorder: Any, monkeypatch: pytest.
 def test_a_command_returning_nonzero_sets_the_exit_code(recorder: Any) -> None:
     recorder.train = lambda config: 3
     assert main(["train", SMOKE]) == 3
+
+
+@pytest.mark.slow
+def test_a_training_run_says_more_with_v_and_less_with_q(tmp_path: Path) -> None:
+    def run(*flags: str) -> str:
+        argv = ["train", "smoke", f"output_dir={tmp_path / str(len(flags))}", "train.steps=1", *flags]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env.pop("TQDM_DISABLE", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "rlhf.cli", *argv], capture_output=True, text=True, cwd=REPO, env=env
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+
+    verbose = run("-v")
+    assert "effirl: rewards: local backend, cost cpu, isolation namespaces" in verbose
+    assert "effirl: saving the checkpoint of step 1" in verbose and "effirl: eval at end:" in verbose
+    assert "| 4/4 [" in verbose and "task/s]" in verbose  # the evaluation's progress bar (4 tasks)
+    quiet = run("-q", "--quiet")
+    assert "eval at end" not in quiet and "train:" not in quiet and "rewards:" not in quiet

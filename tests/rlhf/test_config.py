@@ -25,7 +25,7 @@ from rlhf.config import (
 from rlhf.config.docs import render_config_docs
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+RECIPES = sorted((REPO / "rlhf" / "recipes").glob("*.yaml"))
 
 
 def write(path: Path, text: str) -> Path:
@@ -351,7 +351,7 @@ def test_the_recipes_the_docs_promise_exist() -> None:
 
 
 def test_quickstart_is_a_small_cpu_grpo_run() -> None:
-    config = load_config(REPO / "recipes" / "quickstart.yaml")
+    config = load_config(REPO / "rlhf" / "recipes" / "quickstart.yaml")
     assert config.model.name_or_path == "builtin:smollm2-135m-instruct"
     assert config.model.device == "cpu"
     assert (config.lora.rank, config.algorithm.name) == (16, "grpo")
@@ -360,14 +360,14 @@ def test_quickstart_is_a_small_cpu_grpo_run() -> None:
     assert config.rollout.max_new_tokens <= 128
     # a copy of the shown slow code must not pay: it earns 1 - 1 = 0, measured in CPU time
     assert config.reward.efficiency_weight == 1.0 and config.reward.cost_measure == "cpu"
-    assert load_config(REPO / "recipes" / "quickstart_gpu.yaml").model.device == "cuda"
+    assert load_config(REPO / "rlhf" / "recipes" / "quickstart_gpu.yaml").model.device == "cuda"
 
 
 def test_smoke_and_gpu_recipes() -> None:
-    smoke = load_config(REPO / "recipes" / "smoke.yaml")
+    smoke = load_config(REPO / "rlhf" / "recipes" / "smoke.yaml")
     assert smoke.model.name_or_path == "tiny:llama"
     assert smoke.train.steps <= 3 and smoke.model.device == "cpu"
-    gpu = load_config(REPO / "recipes" / "gpu_qwen2.5_coder_1.5b.yaml")
+    gpu = load_config(REPO / "rlhf" / "recipes" / "gpu_qwen2.5_coder_1.5b.yaml")
     assert gpu.model.name_or_path == "Qwen/Qwen2.5-Coder-1.5B-Instruct"
     assert (gpu.model.dtype, gpu.model.device, gpu.rollout.engine, gpu.train.bf16) == (
         "bfloat16",
@@ -375,9 +375,9 @@ def test_smoke_and_gpu_recipes() -> None:
         "fast",
         True,
     )
-    rloo = load_config(REPO / "recipes" / "rloo_humanevalplus.yaml")
+    rloo = load_config(REPO / "rlhf" / "recipes" / "rloo_humanevalplus.yaml")
     assert (rloo.algorithm.name, rloo.data.eval_dataset) == ("rloo", "humanevalplus")
-    assert load_config(REPO / "recipes" / "ppo_mbppplus.yaml").algorithm.name == "ppo"
+    assert load_config(REPO / "rlhf" / "recipes" / "ppo_mbppplus.yaml").algorithm.name == "ppo"
 
 
 # Docs

@@ -12,7 +12,7 @@ from rlhf.cli import main
 from rlhf.evaluation.records import EvaluationResult
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = str(REPO / "recipes" / "smoke.yaml")
+SMOKE = str(REPO / "rlhf" / "recipes" / "smoke.yaml")
 FAST = ["--benchmark", "synthetic", "--limit", "2", "--max-new-tokens", "8", "--workers", "1"]
 
 

@@ -22,7 +22,7 @@ from rlhf.models import adapter_parameters, adapter_state_dict
 from rlhf.policy import adapter_config_of, load_policy_model
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = str(REPO / "recipes" / "smoke.yaml")
+SMOKE = str(REPO / "rlhf" / "recipes" / "smoke.yaml")
 PROMPT = "def add(a, b):\n"
 COMPLETION = "    return a + b\n"
 
@@ -42,7 +42,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         step=7,
         data_position={},
         base_model="tiny:llama",
-        metrics={"pass_rate": 0.25, "reward_mean": 0.125},
+        metrics={"pass_rate": 0.25, "reward": 0.125},
         extra={"run_name": "smoke", "algorithm": "grpo", "final": True},
     )
     path = save_checkpoint(

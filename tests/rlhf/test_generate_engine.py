@@ -77,9 +77,8 @@ def test_rollouts_layout_and_behaviour_logprobs(policy) -> None:
             model, out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask, temperature=0.7
         )
     assert (learner - out.behaviour_logprobs).abs().max() <= 1e-5
-    assert out.metrics["rollout/completion_len_mean"] == pytest.approx(
-        float(out.completion_lengths.float().mean())
-    )
+    # Lengths are the controller's `completions/*` metrics, not logged a second time by the engine.
+    assert out.metrics["rollout/tokens_per_s"] > 0 and not any("len" in key for key in out.metrics)
 
 
 def _greedy_by_hand(model, prompt_ids: list[int], steps: int) -> list[int]:

@@ -28,7 +28,7 @@ from rlhf.placement import InProcessPlacement
 from rlhf.task_sampler import TaskSampler
 from rlhf.types import Rollouts, Scored
 
-SMOKE = Path(__file__).resolve().parents[2] / "recipes" / "smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[2] / "rlhf" / "recipes" / "smoke.yaml"
 SEEDS = (0, 1, 2)
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
 TASKS = [Task(id=f"toy/{i}", prompt=f"def f{i}(x):\n    return", entry_point=f"f{i}") for i in range(8)]
@@ -41,7 +41,7 @@ class LetterFirstReward:
     def score(self, rollouts: Rollouts) -> Scored:
         hits = [float(text[:1] in string.ascii_letters) for text in rollouts.texts]
         rewards = torch.tensor(hits)
-        metrics = {"reward_mean": float(rewards.mean()), "pass_rate": float(rewards.mean())}
+        metrics = {"reward": float(rewards.mean()), "pass_rate": float(rewards.mean())}
         return Scored(rollouts, rewards, {"letter": rewards}, [{} for _ in hits], metrics)
 
 

@@ -45,7 +45,7 @@ def test_learning_must_beat_the_spread_of_the_final_values() -> None:
 def test_two_seeds_of_the_smoke_recipe_side_by_side(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    smoke = str(REPO / "recipes" / "smoke.yaml")
+    smoke = str(REPO / "rlhf" / "recipes" / "smoke.yaml")
     status = _script().main(
         [
             "--recipe",
@@ -79,7 +79,7 @@ def test_a_failing_run_is_reported_with_its_log(tmp_path: Path) -> None:
         _script().main(
             [
                 "--recipe",
-                str(REPO / "recipes" / "smoke.yaml"),
+                str(REPO / "rlhf" / "recipes" / "smoke.yaml"),
                 "--seeds",
                 "0",
                 "--out",
@@ -95,7 +95,7 @@ def test_a_spent_budget_stops_the_runs_and_resume_finishes_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     script = _script()
-    common = ["--recipe", str(REPO / "recipes" / "smoke.yaml"), "--seeds", "0", "--out", str(tmp_path)]
+    common = ["--recipe", "smoke", "--seeds", "0", "--out", str(tmp_path)]
     overrides = ["eval_at_start=true", "save_every=1"]
     # The smoke run needs several seconds to load; a budget of 0.6 s stops it before its end.
     assert script.main([*common, "--budget-min", "0.01", *overrides]) == 3

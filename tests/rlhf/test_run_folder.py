@@ -17,7 +17,7 @@ from rlhf.run_folder import RUN_FILE, continue_run_folder, read_run_id, start_ru
 from rlhf.run_log import RunLog, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = str(REPO / "recipes" / "smoke.yaml")
+SMOKE = str(REPO / "rlhf" / "recipes" / "smoke.yaml")
 QUICK = ["train.steps=1", "eval_at_end=false"]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = str(REPO / "recipes" / "smoke.yaml")
+SMOKE = str(REPO / "rlhf" / "recipes" / "smoke.yaml")
 
 
 def effirl(
@@ -51,7 +51,7 @@ def without_builtin_model(tmp_path: Path) -> Path:
 
 def test_train_without_the_built_in_model_package(tmp_path: Path, without_builtin_model: Path) -> None:
     run = tmp_path / "run"
-    recipe = str(REPO / "recipes" / "quickstart.yaml")
+    recipe = str(REPO / "rlhf" / "recipes" / "quickstart.yaml")
     done = effirl("train", recipe, f"output_dir={run}", path=(without_builtin_model,))
     error = one_line_error(done)
     assert "`model.name_or_path` builtin:smollm2-135m-instruct" in error

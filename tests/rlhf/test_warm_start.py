@@ -88,7 +88,7 @@ def test_train_warm_starts_then_runs_rl_from_the_warm_adapter(tmp_path: Path) ->
 def test_the_warm_start_sees_only_training_families_and_training_refuses_held_out_tasks(
     tmp_path: Path,
 ) -> None:
-    recipe = REPO / "recipes" / "quickstart_gpu.yaml"  # the recipe with a warm start
+    recipe = REPO / "rlhf" / "recipes" / "quickstart_gpu.yaml"  # the recipe with a warm start
     config = load_config(recipe, [f"output_dir={tmp_path / 'run'}"])
     assert config.warm_start.sft_steps > 0
     train_tasks, _ = load_run_tasks(config)  # what train() hands the warm start
