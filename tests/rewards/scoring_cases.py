@@ -54,7 +54,7 @@ def completions() -> tuple[list[Task], list[str], list[int]]:
         ]
         if group == 0:
             kinds.append(
-                fenced(f"import time\n\ndef {name}(n):\n    time.sleep(3)\n    return n * (n - 1) // 2\n")
+                fenced(f"import time\n\ndef {name}(n):\n    time.sleep(4)\n    return n * (n - 1) // 2\n")
             )
         tasks += [task] * len(kinds)
         texts += kinds
@@ -77,7 +77,9 @@ SETTINGS = RewardSettings(
     format_weight=0.25,
     timeout_penalty=-0.25,
     cost_measure="python_events",
-    timeout_s=1.0,
+    # Room for the slow copies on a loaded machine, and still below the service's 5 s, which the
+    # 4 s sleeper above would pass under: a backend ignoring the request's limit fails the test.
+    timeout_s=2.5,
     memory_mb=512,
     workers=2,
 )

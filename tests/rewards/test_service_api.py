@@ -48,7 +48,9 @@ def service(box):
         max_body_bytes=256 * 1024,
         max_submissions=50,
         queue_capacity=200,
-        reward=RewardSettings(timeout_s=1.0),
+        # Short enough for the timeout cases to be quick, long enough for the runs that should pass
+        # to pass on a loaded machine.
+        reward=RewardSettings(timeout_s=3.0),
     )
     with RewardService(config, sandbox=box, task_source=toy_tasks) as running:
         yield running

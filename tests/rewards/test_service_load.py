@@ -40,8 +40,13 @@ def case(n: int) -> tuple[dict, str]:
     return {"id": ident, "code": code, "entry_point": "add", "tests": tests}, verdict
 
 
-def drive(url: str, numbers: list[int], clients: int) -> tuple[Counter, dict[str, str], list[str]]:
-    """Send ``numbers``' submissions from ``clients`` threads in mixed batch sizes; collect answers."""
+def drive(
+    url: str, numbers: list[int], clients: int, progress: threading.Condition | None = None
+) -> tuple[Counter, dict[str, str], list[str]]:
+    """Send ``numbers``' submissions from ``clients`` threads in mixed batch sizes; collect answers.
+
+    ``progress`` is notified (holding it, ``progress.answered`` is the count so far) after each batch.
+    """
     answers: Counter = Counter()
     verdicts: dict[str, str] = {}
     problems: list[str] = []
@@ -67,6 +72,10 @@ def drive(url: str, numbers: list[int], clients: int) -> tuple[Counter, dict[str
                     for result in results:
                         answers[result["id"]] += 1
                         verdicts[result["id"]] = result["status"]
+                if progress is not None:
+                    with progress:
+                        progress.answered += len(results)  # type: ignore[attr-defined]
+                        progress.notify_all()
 
     threads = [threading.Thread(target=client_main, args=(share,)) for share in shares]
     for thread in threads:
@@ -96,9 +105,15 @@ def test_killed_fork_servers_lose_nothing(served) -> None:
     numbers = list(range(10_000, 10_600))
     killed: list[int] = []
 
+    progress = threading.Condition()
+    progress.answered = 0  # type: ignore[attr-defined]
+
     def killer() -> None:
-        for _ in range(2):
-            time.sleep(0.6)
+        # Kill a fork server once a quarter and again once half of the submissions are answered: mid
+        # load whatever the machine's speed, where a timer might fire before the load or after it.
+        for share in (len(numbers) // 4, len(numbers) // 2):
+            with progress:
+                progress.wait_for(lambda share=share: progress.answered >= share, timeout=300)
             pids = served.fork_servers()
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
@@ -106,7 +121,7 @@ def test_killed_fork_servers_lose_nothing(served) -> None:
 
     assassin = threading.Thread(target=killer)
     assassin.start()
-    answers, verdicts, problems = drive(served.url, numbers, clients=8)
+    answers, verdicts, problems = drive(served.url, numbers, clients=8, progress=progress)
     assassin.join()
     assert len(killed) == 2
     assert problems == []
