@@ -65,6 +65,57 @@ def throughput(box: Sandbox, count: int) -> float:
     return count / elapsed
 
 
+def cpu_split(box: Sandbox, count: int) -> dict[str, float]:
+    """Executions/s as :func:`throughput` measures it, and the CPU ms one execution costs in each of
+    the sandbox's processes, read from /proc: this (host) process, the fork servers (its children),
+    each one's template (a child that outlives the run; older checkouts have none) and the candidates
+    the servers reaped (their children's time)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    before, host_before = _process_times(), time.process_time()
+    rate = throughput(box, count)
+    after, host_after = _process_times(), time.process_time()
+    split = {"host": host_after - host_before, "fork server": 0.0, "template": 0.0, "candidates": 0.0}
+    for key, (role, ticks) in after.items():
+        if key in before:
+            split[role] += (ticks - before[key][1]) / tick
+    warmup = min(50, count)  # throughput() warms up first; that is in these readings too
+    return {"executions_per_s": rate, **{k: 1000 * v / (count + warmup) for k, v in split.items()}}
+
+
+def _process_times() -> dict[tuple[int, int], tuple[str, int]]:
+    """(pid, start time) -> (role, CPU ticks) of the fork servers under this process, their reaped
+    children (as "candidates") and their living children (a template outlives the measurement)."""
+    times: dict[tuple[int, int], tuple[str, int]] = {}
+    for server in _children(os.getpid()):
+        fields = _stat(server)
+        if fields is None:
+            continue
+        times[(server, fields[19])] = ("fork server", fields[11] + fields[12])
+        times[(-server, fields[19])] = ("candidates", fields[13] + fields[14])
+        for child in _children(server):
+            child_fields = _stat(child)
+            if child_fields is not None:
+                times[(child, child_fields[19])] = ("template", child_fields[11] + child_fields[12])
+    return times
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return [int(c) for task in tasks for c in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _stat(pid: int) -> list[int] | None:
+    """/proc/PID/stat fields after the command name (index 0 is the state), as integers."""
+    try:
+        rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return [0, *(int(x) for x in rest[1:])]
+
+
 def baseline_throughput(count: int, parallel: int) -> float:
     payload = json.dumps(
         {"code": TRIVIAL, "entry_point": "add", "tests": [[list(t.args), t.expected] for t in TESTS]}
@@ -158,7 +209,7 @@ def serve() -> None:
             command = json.loads(line)
             op = command["op"]
             if op == "throughput":
-                answer: object = throughput(pool, command["count"])
+                answer: object = cpu_split(pool, command["count"])
             elif op == "overhead":
                 answer = overheads(pool, command["count"], command["gap_s"])
             else:
@@ -215,8 +266,13 @@ class Checkout:
             for key, values in answer.items():
                 samples.setdefault(key, []).extend(values)
         return {
-            "executions_per_s": statistics.median(self.rounds["throughput"]),
-            "executions_per_s_rounds": self.rounds["throughput"],
+            "executions_per_s": statistics.median(r["executions_per_s"] for r in self.rounds["throughput"]),
+            "executions_per_s_rounds": [r["executions_per_s"] for r in self.rounds["throughput"]],
+            **{
+                f"cpu_ms_{role.replace(' ', '_')}_rounds": [r[role] for r in self.rounds["throughput"]]
+                for role in CPU_ROLES
+            },
+            "cpu_ms_total_rounds": [sum(r[role] for role in CPU_ROLES) for r in self.rounds["throughput"]],
             "overhead_ms_p50": statistics.median(idle),
             "overhead_ms_p50_rounds": [statistics.median(v) for v in self.rounds["idle"]],
             "overhead_back_to_back_ms_p50": statistics.median(busy),
@@ -231,9 +287,14 @@ class Checkout:
         self.process.wait(timeout=120)
 
 
+CPU_ROLES = ("host", "fork server", "template", "candidates")
+
+
 def paired_ratios(ours: list[float], theirs: list[float]) -> dict[str, float]:
     """Round-by-round ratios ours/theirs (measured back to back): median and range."""
     ratios = [a / b for a, b in zip(ours, theirs) if b]
+    if not ratios:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
 
@@ -316,6 +377,11 @@ def main() -> None:
         ("overhead p50, idle pool (ms)", "overhead_ms_p50_rounds", 2, "<= 5"),
         ("overhead p50, back to back (ms)", "overhead_back_to_back_ms_p50_rounds", 2, ""),
         ("cost of the stability program (ms)", "cost_ms_rounds", 2, ""),
+        *(
+            (f"CPU ms per execution: {role}", f"cpu_ms_{role.replace(' ', '_')}_rounds", 3, "")
+            for role in CPU_ROLES
+        ),
+        ("CPU ms per execution: all", "cpu_ms_total_rounds", 3, "<= 2.5"),
     ]
     if len(checkouts) > 1:
         theirs = checkouts[1].summary()
