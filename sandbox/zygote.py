@@ -175,6 +175,8 @@ class Server:
         )
         os.environ.clear()
         os.environ.update(CANDIDATE_ENV)
+        if self.level != "bwrap":
+            harness.warm_up()  # before the template exists, so candidates start warm
         # Objects that exist now are never collected: keeping the collector off them means a cloned
         # candidate does not write to (and so copy) every page of the interpreter's heap when gc runs.
         gc.collect()
