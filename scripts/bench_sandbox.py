@@ -337,6 +337,9 @@ def main() -> None:
         help="another checkout (e.g. `git worktree add /tmp/old 9c04269`) measured side by side",
     )
     parser.add_argument(
+        "--tree", type=Path, default=REPO, help="the checkout measured as 'this checkout' (default: this one)"
+    )
+    parser.add_argument(
         "--rounds", type=int, default=5, help="rounds that split every measurement (default: %(default)s)"
     )
     args = parser.parse_args()
@@ -348,7 +351,9 @@ def main() -> None:
         "overheads": max(1, 200 // rounds),
         "measurements": max(1, args.measurements // rounds),
     }
-    checkouts = [Checkout("this checkout", REPO, workers, args.isolation, args.namespace_scope)]
+    checkouts = [
+        Checkout("this checkout", args.tree.resolve(), workers, args.isolation, args.namespace_scope)
+    ]
     if args.baseline_tree is not None:
         tree = args.baseline_tree.resolve()
         checkouts.append(Checkout("baseline", tree, workers, args.isolation, args.namespace_scope))
