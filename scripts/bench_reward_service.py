@@ -9,7 +9,7 @@ that alternate between the services compared:
     `python -m rewards.service` started as a separate process with its default cache;
   * `/run_code` (SandboxFusion's API) with each solution as a program that calls it on its tests;
   * with --baseline-tree PATH, the same for the service of another checkout (e.g. the commit before a
-    change: `git worktree add /tmp/old 9c04269`), with the ratio of each figure;
+    change: `git worktree add ../effirl-old 9c04269`), with the ratio of each figure;
   * with --sandboxfusion URL, `/run_code` of a running SandboxFusion server, same programs, same rounds;
   * the same submissions sent again (cache hits: how duplicate GRPO samples are answered);
   * `/v1/score` with every base and plus test (the service loads HumanEval+ itself, as in training:

@@ -10,7 +10,7 @@ Everything is measured side by side in one run on this machine:
     many measurements, the measured ratio of a program doing exactly twice the work, and how often
     the cheaper of two correct solutions with a >= 2x true gap is ranked cheaper.
 
-With --baseline-tree PATH (a second checkout, e.g. `git worktree add /tmp/old 9c04269`) the same
+With --baseline-tree PATH (a second checkout, e.g. `git worktree add ../effirl-old 9c04269`) the same
 measurements run on that checkout's sandbox too, in rounds that alternate between the two, and each
 figure is printed for both with their ratio (medians over rounds, with the spread). Each checkout's
 sandbox lives in a subprocess of its own that imports the `sandbox` package from that checkout.
@@ -334,7 +334,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline-tree",
         type=Path,
-        help="another checkout (e.g. `git worktree add /tmp/old 9c04269`) measured side by side",
+        help="another checkout (e.g. `git worktree add ../effirl-old 9c04269`) measured side by side",
     )
     parser.add_argument(
         "--tree", type=Path, default=REPO, help="the checkout measured as 'this checkout' (default: this one)"
