@@ -75,7 +75,9 @@ def seal_and_run(
         if work_dir != "/tmp":
             os.environ.update({"HOME": work_dir, "TMPDIR": work_dir})
         if settings.level == "namespaces":
-            namespaces.drop_capabilities()
+            # In the worker scope the template emptied the bounding set; a fresh user namespace
+            # (run scope) gives a full one back.
+            namespaces.drop_capabilities(bounding_set=settings.scope == "run")
         # Dumpable again (the template is not): its monitor may attach a hardware counter to it, and
         # nothing else can see it.
         namespaces.set_dumpable()

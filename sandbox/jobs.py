@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,24 @@ def script_payload(job: ScriptJob) -> dict[str, Any]:
         "test_script": job.test_script,
         "entry_point": job.entry_point,
     }
+
+
+def encode(
+    payload: dict[str, Any], limits: dict[str, Any], *, count_events: bool, instructions: bool
+) -> bytes:
+    """One execution as the fork server takes it: a line for the monitor, then the candidate's job.
+
+    The monitor reads the first line only (the mode, limits, stdin and whether to count
+    instructions) and forwards the rest untouched, so it never parses the code or the test inputs;
+    stdin goes to the monitor alone, which feeds it to the program. JSON text holds no raw newline.
+    """
+    job = {key: value for key, value in payload.items() if key != "stdin"}
+    job.update(limits=limits, count_events=count_events)
+    monitor = {"mode": payload["mode"], "limits": limits, "instructions": instructions}
+    if payload.get("stdin"):
+        monitor["stdin"] = payload["stdin"]
+    compact = {"separators": (",", ":")}
+    return json.dumps(monitor, **compact).encode() + b"\n" + json.dumps(job, **compact).encode()
 
 
 def _check_text(value: Any, name: str) -> None:

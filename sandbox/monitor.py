@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
+import select
 import signal
 import sys
 import time
@@ -66,9 +66,13 @@ class Box:
                 os.close(fd)
         self.reaped = False
 
-    def run(self, job_bytes: bytes) -> dict[str, Any]:
-        """Hand the job over and watch it; returns the report (the candidate is then stopped)."""
-        job = json.loads(job_bytes)
+    def run(self, frame: bytes) -> dict[str, Any]:
+        """Hand the job over and watch it; returns the report (the candidate is then stopped).
+
+        ``frame`` is :func:`sandbox.jobs.encode`'s: the monitor's line, then the candidate's job.
+        """
+        header, _, job_bytes = frame.partition(b"\n")
+        job = json.loads(header)
         try:
             write_frame(self.job_w, job_bytes)
         except BrokenPipeError:
@@ -174,10 +178,10 @@ class _Run:
         box, marks = self.box, self.marks
         kind = record["t"]
         if kind == "start":
-            readings.wait_until_blocked(box.pid, box.proc_fd, self.deadline)
+            stat = readings.read_when_blocked(box.proc_fd, box.pid, "stat", self.deadline)
             marks["start_cpu"] = readings.cpu_clock_ns(box.pid)
             marks["start_wall"] = time.monotonic_ns()
-            marks["start_rss"] = readings.resident_bytes(box.proc_fd, box.pid)
+            marks["start_rss"] = readings.resident_bytes(stat)
             marks["start_instructions"] = self.counter.read() if self.counter is not None else None
             self.started = True
             self.records.append(record)
@@ -190,9 +194,9 @@ class _Run:
         if not self.started:
             return  # done before start: the code never compiled; nothing to measure or wait for
         marks["end_wall"] = time.monotonic_ns()
-        readings.wait_until_blocked(box.pid, box.proc_fd, self.deadline)
+        status = readings.read_when_blocked(box.proc_fd, box.pid, "status", self.deadline)
         marks["end_cpu"] = readings.cpu_clock_ns(box.pid)
-        marks["peak"] = readings.peak_resident_bytes(box.proc_fd, box.pid)
+        marks["peak"] = readings.peak_resident_bytes(status)
         marks["end_instructions"] = self.counter.read() if self.counter is not None else None
 
     def release_program(self, buffers: dict[int, bytearray], caps: dict[int, int]) -> None:
@@ -243,17 +247,17 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
     }
     buffers: dict[int, bytearray] = {fd: bytearray() for fd in caps}
     overflow: set[int] = set()
-    selector = selectors.DefaultSelector()
+    selector = _Poller()
     for fd in caps:
         os.set_blocking(fd, False)
-        selector.register(fd, selectors.EVENT_READ)
+        selector.register(fd, select.POLLIN)
     # stdin is fed from the same loop, so a candidate that writes before it has read all its input
     # cannot deadlock against us.
     os.set_blocking(box.stdin_w, False)
-    selector.register(box.stdin_w, selectors.EVENT_WRITE)
+    selector.register(box.stdin_w, select.POLLOUT)
     exit_fd = _pidfd(box.pid)
     if exit_fd is not None:
-        selector.register(exit_fd, selectors.EVENT_READ)
+        selector.register(exit_fd, select.POLLIN)
     outcome = None
     exited = False
     while outcome is None:
@@ -261,8 +265,7 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
         if timeout <= 0:
             outcome = "timeout"
             break
-        for key, _ in selector.select(min(timeout, 0.005) if exit_fd is None else timeout):
-            fd = key.fd
+        for fd in selector.select(min(timeout, 0.005) if exit_fd is None else timeout):
             if fd == box.stdin_w:
                 stdin = _feed(selector, fd, stdin)
             elif fd == exit_fd:
@@ -288,9 +291,8 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
             outcome = "violation"
         elif run.done and (run.mode != "program" or not run.started) and outcome is None:
             outcome = "done"  # a program that never started (it did not compile) ends here too
-        elif exit_fd is None and outcome is None and not any(fd in selector.get_map() for fd in caps):
+        elif exit_fd is None and outcome is None and not any(fd in selector for fd in caps):
             outcome = "exited"  # no exit notification here; every pipe closed: it is gone or going
-    selector.close()
     if exit_fd is not None:
         os.close(exit_fd)
     status = usage = None
@@ -325,7 +327,30 @@ def _watch(box: Box, job: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def _read_into(selector: selectors.BaseSelector, fd: int, buffer: bytearray, cap: int) -> bool:
+class _Poller:
+    """poll(2) over the few descriptors of one run: no descriptor of its own to make and close."""
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._fds: set[int] = set()
+
+    def register(self, fd: int, events: int) -> None:
+        self._poll.register(fd, events)
+        self._fds.add(fd)
+
+    def unregister(self, fd: int) -> None:
+        self._poll.unregister(fd)
+        self._fds.discard(fd)
+
+    def __contains__(self, fd: int) -> bool:
+        return fd in self._fds
+
+    def select(self, timeout_s: float) -> list[int]:
+        """The descriptors that are ready (or in error: the next read or write tells) within the timeout."""
+        return [fd for fd, _ in self._poll.poll(timeout_s * 1000)]
+
+
+def _read_into(selector: _Poller, fd: int, buffer: bytearray, cap: int) -> bool:
     """Read what is there; True when the candidate wrote more than ``cap`` (the pipe is then closed)."""
     try:
         chunk = os.read(fd, _STDIO_CHUNK)
@@ -360,7 +385,7 @@ def _has_exited(box: Box) -> bool:
         return True
 
 
-def _feed(selector: selectors.BaseSelector, fd: int, data: memoryview) -> memoryview:
+def _feed(selector: _Poller, fd: int, data: memoryview) -> memoryview:
     """Write what the pipe takes now; close stdin when all is written or the reader is gone."""
     try:
         data = data[os.write(fd, data[:_STDIO_CHUNK]) :] if data else data

@@ -45,6 +45,9 @@ CLONE_PARENT = 0x00008000
 _SIGCHLD = 17
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# Looked up once, at import in the fork server: the first lookup of a name on a CDLL builds its function
+# object, which every candidate (a copy of the template) would otherwise build again, page faults and all.
+_prctl, _mount, _capset, _syscall = _libc.prctl, _libc.mount, _libc.capset, _libc.syscall
 
 
 class IsolationError(RuntimeError):
@@ -63,7 +66,7 @@ def unshare(flags: int) -> None:
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     enc = lambda s: None if s is None else s.encode()
-    result = _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    result = _mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
     _check(result, f"mount({source!r} -> {target!r}, {fstype!r})")
 
 
@@ -89,7 +92,7 @@ def clone_sibling(flags: int) -> int:
     """
     number = _syscall_number("clone")
     zero = ctypes.c_long(0)
-    pid = _libc.syscall(
+    pid = _syscall(
         ctypes.c_long(number), ctypes.c_long(CLONE_PARENT | flags | _SIGCHLD), zero, zero, zero, zero
     )
     if pid < 0:
@@ -157,7 +160,7 @@ def enter_user_namespace(proc_fd: int | None = None) -> None:
 
 def die_with_parent() -> None:
     """Get SIGKILL when the parent dies, so no box outlives the process that watches it."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def set_dumpable(dumpable: bool = True) -> None:
@@ -167,25 +170,42 @@ def set_dumpable(dumpable: bool = True) -> None:
     user-namespace setup that follows: restore it there. Processes that hold what candidates must not
     touch (the template, the monitors) clear it.
     """
-    _libc.prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)
+    _prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)
 
 
-def drop_capabilities() -> None:
-    """Clear the bounding, ambient, effective, permitted and inheritable capability sets."""
-    _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
+
+
+# Built at import, like the function objects above: capset only reads them.
+_CAP_HEADER = ctypes.byref(_CapHeader(0x20080522, 0))  # _LINUX_CAPABILITY_VERSION_3
+_NO_CAPABILITIES = ctypes.byref((_CapData * 2)())
+
+
+def drop_bounding_set() -> None:
+    """Empty the capability bounding set, so that no execve can ever grant a capability again.
+
+    It is inherited by every process cloned from this one, so the template empties it once for all
+    its candidates; a fresh user namespace starts with a full set again, so a candidate cloned into
+    one (the run scope) empties its own. Emptying it costs a credentials update per capability, about
+    0.4 ms in all.
+    """
     for cap in range(64):
-        if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == errno.EINVAL:
+        if _prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == errno.EINVAL:
             break  # past the last capability this kernel knows
 
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
-    class Data(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
-
-    header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (Data * 2)()
-    _check(_libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
+def drop_capabilities(*, bounding_set: bool = True) -> None:
+    """Clear the ambient, effective, permitted and inheritable capability sets, and unless this
+    process inherited an empty one (``bounding_set=False``), the bounding set."""
+    _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    if bounding_set:
+        drop_bounding_set()
+    _check(_capset(_CAP_HEADER, _NO_CAPABILITIES), "capset")
 
 
 @dataclass(frozen=True)

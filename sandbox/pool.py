@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import queue
 import sys
@@ -196,14 +195,15 @@ class Sandbox:
                 return self._execute_program(worker, job)
             if isinstance(job, ScriptJob):
                 payload = jobspec.script_payload(job)
-                report = self._once(worker, payload, job.timeout_s)
+                report = self._once(worker, self._encode(payload, job.timeout_s), job.timeout_s)
                 return judge_script([report], cost_aggregate=self.config.cost_aggregate)
             raise JobError(f"unknown job type {type(job).__name__}")
         except JobError as exc:
             return _sandbox_error(str(exc), kind="bad_input")
 
     def _execute_function(self, worker: Worker, job: FunctionJob) -> ExecutionResult:
-        payload = jobspec.function_payload(job)
+        # Encoded once: repeats send the same bytes.
+        payload = self._encode(jobspec.function_payload(job), job.timeout_s)
         first = self._once(worker, payload, job.timeout_s)
         reports = [first]
         verdict = judge_function(
@@ -226,7 +226,9 @@ class Sandbox:
         return verdict
 
     def _execute_program(self, worker: Worker, job: ProgramJob) -> ExecutionResult:
-        payloads = [jobspec.program_payload(job.code, t.stdin) for t in job.tests]
+        payloads = [
+            self._encode(jobspec.program_payload(job.code, test.stdin), job.timeout_s) for test in job.tests
+        ]
         runs = [[self._once(worker, p, job.timeout_s) for p in payloads]]
         verdict = judge_program(runs, job.tests, cost_aggregate=self.config.cost_aggregate)
         repeats = job.repeats or self.config.repeats
@@ -235,25 +237,27 @@ class Sandbox:
             verdict = judge_program(runs, job.tests, cost_aggregate=self.config.cost_aggregate)
         return verdict
 
-    def _once(self, worker: Worker, payload: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
-        limits = self.config.limits(timeout_s)
-        message = {
-            **payload,
-            "limits": limits,
-            "count_events": self.config.count_python_events,
-            "instructions": self.config.count_instructions,
-        }
-        data = json.dumps(message, separators=(",", ":")).encode()
+    def _encode(self, payload: dict[str, Any], timeout_s: float | None) -> bytes:
+        data = jobspec.encode(
+            payload,
+            self.config.limits(timeout_s),
+            count_events=self.config.count_python_events,
+            instructions=self.config.count_instructions,
+        )
         if len(data) > self.config.max_input_bytes:
             raise JobError(
                 f"the job is {len(data)} bytes (code plus encoded test inputs), over the sandbox's "
                 f"max_input_bytes of {self.config.max_input_bytes}; send fewer or smaller inputs "
                 "or raise the limit"
             )
+        return data
+
+    def _once(self, worker: Worker, data: bytes, timeout_s: float | None) -> dict[str, Any]:
+        wall_s = float(timeout_s if timeout_s is not None else self.config.timeout_s)
         for attempt in range(2):
             try:
                 self.executions += 1
-                return worker.execute(data, float(limits["wall_s"]))
+                return worker.execute(data, wall_s)
             except WorkerLost as exc:
                 if attempt == 1:
                     return {"outcome": "sandbox_error", "msg": str(exc)}

@@ -13,21 +13,32 @@ import struct
 import time
 from typing import Any
 
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
-def wait_until_blocked(pid: int, proc_fd: int, deadline: float) -> None:
-    """Wait until the candidate is off the CPU after writing its record.
 
-    It writes, then blocks in read(); until it leaves the CPU its accounted runtime may lag by up to
-    a scheduler tick. Reading /proc/PID/stat is cheap and usually shows it asleep at the first look.
+def read_when_blocked(proc_fd: int, pid: int, name: str, deadline: float) -> bytes | None:
+    """``/proc/PID/stat`` or ``/proc/PID/status``, read once the candidate is off the CPU.
+
+    It writes its record, then blocks in read(); until it leaves the CPU its accounted runtime may lag
+    by up to a scheduler tick. Reading the file is cheap and usually shows it asleep at the first
+    look. The file that showed it is returned: taken while the candidate is blocked, its figures (the
+    resident set in ``stat``, the high-water mark in ``status``) belong with the CPU clock read next.
+    None when the process is gone; at the deadline, the last reading.
     """
-    while time.monotonic() < deadline:
-        stat = _read_proc(proc_fd, pid, "stat", 512)
-        if stat is None:
-            return
-        end = stat.rfind(b")")
-        if stat[end + 2 : end + 3] != b"R":
-            return
+    size = 512 if name == "stat" else 8192
+    while True:
+        data = _read_proc(proc_fd, pid, name, size)
+        if data is None or _state(data, name) != b"R" or time.monotonic() >= deadline:
+            return data
         time.sleep(0)
+
+
+def _state(data: bytes, name: str) -> bytes:
+    if name == "stat":
+        end = data.rfind(b")")
+        return data[end + 2 : end + 3]
+    start = data.find(b"\nState:")
+    return data[start + 8 : start + 9] if start >= 0 else b""
 
 
 def cpu_clock_ns(pid: int) -> int:
@@ -35,20 +46,23 @@ def cpu_clock_ns(pid: int) -> int:
     return time.clock_gettime_ns(((~pid) << 3) | 2)
 
 
-def resident_bytes(proc_fd: int, pid: int) -> int:
-    statm = _read_proc(proc_fd, pid, "statm", 512)
+def resident_bytes(stat: bytes | None) -> int:
+    """The resident set in a ``/proc/PID/stat`` reading (its 24th field, in pages)."""
     try:
-        return int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE") if statm else 0
+        return int(stat.rsplit(b")", 1)[1].split()[21]) * _PAGE_SIZE if stat else 0
     except (ValueError, IndexError):
         return 0
 
 
-def peak_resident_bytes(proc_fd: int, pid: int) -> int | None:
-    status = _read_proc(proc_fd, pid, "status", 8192)
-    for line in (status or b"").decode("ascii", "replace").splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return None
+def peak_resident_bytes(status: bytes | None) -> int | None:
+    """The high-water mark of the resident set (``VmHWM``) in a ``/proc/PID/status`` reading."""
+    start = (status or b"").find(b"\nVmHWM:")
+    if start < 0:
+        return None
+    try:
+        return int(status[start + 7 : status.index(b"kB", start)]) * 1024  # type: ignore[index]
+    except ValueError:
+        return None
 
 
 def rusage_cpu_ns(usage: Any) -> int:

@@ -22,6 +22,7 @@ import errno
 import platform
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 # Classic BPF opcodes and seccomp return values (linux/filter.h, linux/seccomp.h).
 _LD_W_ABS = 0x20
@@ -104,20 +105,21 @@ class SeccompFilter:
 
     def install(self) -> None:
         """Set no_new_privs and load the filter; irreversible for this process and its children."""
-        libc, fprog = self.prepare()
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        prctl, program = self.prepare()
+        if prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-        if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        if prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, program, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
 
-    def prepare(self) -> tuple[ctypes.CDLL, ctypes.Structure]:
-        """Build the ctypes structures now (in the fork server) so each install is just two prctl calls."""
-        # Built once in the fork server and inherited, so each install is just two prctl calls.
+    def prepare(self) -> tuple[Any, Any]:
+        """``prctl`` and a reference to the program, built now (in the fork server, before any candidate
+        is cloned) so that each install is just two calls, with nothing to build or look up."""
         cached = _PREPARED.get(self.program)
         if cached is None:
             buffer = ctypes.create_string_buffer(self.program, len(self.program))
             fprog = _SockFprog(len(self.program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-            cached = _PREPARED[self.program] = (ctypes.CDLL(None, use_errno=True), fprog, buffer)
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            cached = _PREPARED[self.program] = (prctl, ctypes.byref(fprog), fprog, buffer)
         return cached[0], cached[1]
 
 
@@ -125,7 +127,8 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-_PREPARED: dict[bytes, tuple[ctypes.CDLL, _SockFprog, ctypes.Array]] = {}
+# The structures live as long as the process: the kernel reads them at each install.
+_PREPARED: dict[bytes, tuple[Any, Any, _SockFprog, ctypes.Array]] = {}
 
 
 def build_filter(*, allow_subprocesses: bool = False, arch: str | None = None) -> SeccompFilter:

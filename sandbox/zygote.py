@@ -83,6 +83,9 @@ def _template_main(settings: candidate.Settings, sock: socket.socket, drop_to_ui
             if settings.level == "namespaces":
                 # As root no user namespace was needed to build the jail; candidates still get one.
                 namespaces.enter_user_namespace()
+        if settings.level == "namespaces":
+            # Inherited by every candidate (of the worker scope; see drop_bounding_set).
+            namespaces.drop_bounding_set()
         # Not dumpable: no process of the same uid may read or write this memory through /proc.
         namespaces.set_dumpable(False)
         outside_ids = (os.geteuid(), os.getegid())
@@ -172,6 +175,8 @@ class Server:
         )
         os.environ.clear()
         os.environ.update(CANDIDATE_ENV)
+        if self.level != "bwrap":
+            harness.warm_up()  # before the template exists, so candidates start warm
         # Objects that exist now are never collected: keeping the collector off them means a cloned
         # candidate does not write to (and so copy) every page of the interpreter's heap when gc runs.
         gc.collect()

@@ -12,7 +12,7 @@ import concurrent.futures
 import hashlib
 import pickle
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from rewards.cache import DEFAULT_MAX_BYTES, ExecutionCache, ResultFuture, code_digest
@@ -25,6 +25,18 @@ from sandbox.jobs import FunctionJob
 from sandbox.types import ExecutionResult, FunctionTest, Status
 
 MAX_FAILED_TESTS_SHOWN = 10
+# Requests with at most this much code are planned on the event loop: a hop to a worker thread and
+# back costs more CPU than the work (a cache key compiles the code: about 0.1 ms for a typical
+# solution, and at most about 4 ms for 2 KiB written to be slow to compile). Larger ones go off it.
+INLINE_CODE_CHARS = 2048
+
+
+async def off_loop_if_large(chars: int, function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)``, on the event loop for up to :data:`INLINE_CODE_CHARS` of code,
+    else in a worker thread so that the loop keeps answering meanwhile."""
+    if chars <= INLINE_CODE_CHARS:
+        return function(*args, **kwargs)
+    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 def deadline_result(seconds: float) -> ExecutionResult:
@@ -106,14 +118,18 @@ class Evaluator:
         timeout_s: float,
     ) -> tuple[list[dict[str, Any]], list[ResultFuture | None]]:
         """One rendered result per submission, and the futures each one's slot waits on."""
-        # Digests of every submission's code are computed before anything runs: off the event loop.
-        outputs = await asyncio.to_thread(
-            lambda: [
-                self.reference_outputs(s, settings) if s.needs_reference_outputs else None
-                for s in submissions
-            ]
-        )
-        await wait_until([f for f in outputs if f is not None], deadline)
+        chars = sum(len(s.code) + len(s.reference or "") for s in submissions)
+        outputs: list[ResultFuture | None] = [None] * len(submissions)
+        if any(s.needs_reference_outputs for s in submissions):
+            # Digests of every reference's code are computed before anything runs.
+            outputs = await off_loop_if_large(
+                chars,
+                lambda: [
+                    self.reference_outputs(s, settings) if s.needs_reference_outputs else None
+                    for s in submissions
+                ],
+            )
+            await wait_until([f for f in outputs if f is not None], deadline)
         tasks: list[Task | None] = []
         early: list[ExecutionResult | None] = []
         for submission, future in zip(submissions, outputs):
@@ -130,7 +146,8 @@ class Evaluator:
             tasks.append(task)
             early.append(None)
         runnable = [i for i, task in enumerate(tasks) if task is not None]
-        plan = await asyncio.to_thread(
+        plan = await off_loop_if_large(
+            chars,
             self.scorer.plan,
             [tasks[i] for i in runnable],
             [submissions[i].code for i in runnable],
@@ -269,8 +286,9 @@ async def score_items(
     deadline: float,
     timeout_s: float,
 ) -> tuple[list[dict[str, Any]], list[ResultFuture]]:
-    # Extracting and fingerprinting code (linear, but pure Python) runs off the event loop.
-    plan = await asyncio.to_thread(scorer.plan, tasks, completions, extract=extract, settings=settings)
+    # Extracting and fingerprinting code (linear, but pure Python) runs off the event loop when large.
+    chars = sum(len(completion) for completion in completions)
+    plan = await off_loop_if_large(chars, scorer.plan, tasks, completions, extract=extract, settings=settings)
     results, references = await collect(plan, deadline, timeout_s)
     rewards = shape_rewards(
         results,

@@ -192,6 +192,20 @@ def test_worker_processes_are_unprivileged_from_the_hosts_view(box):
             assert all(p.uid != 0 for p in tree), "no sandbox process may keep uid 0 on the host"
 
 
+CAPABILITY_SETS = """
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+return {name: int(status[name].strip(), 16) for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+"""
+
+
+@pytest.mark.parametrize("scope", ["worker", "run"])
+def test_candidate_holds_no_capability_and_cannot_regain_one(box, run_scope_box, scope):
+    # The bounding set too: in the worker scope the template empties it once for every candidate it
+    # clones; a fresh user namespace (run scope) starts with a full one, which the candidate empties.
+    sets = probe(box if scope == "worker" else run_scope_box, CAPABILITY_SETS)
+    assert sets == {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapBnd": 0, "CapAmb": 0}
+
+
 def test_run_scope_gives_every_execution_fresh_namespaces(run_scope_box):
     info = probe(run_scope_box, "import os\nreturn [os.getpid(), open('/proc/self/uid_map').read().split()]")
     assert info[0] == 1
