@@ -11,6 +11,8 @@ import struct
 from typing import Any
 
 HEADER = struct.Struct(">I")
+# Every report the fork server sends has one of these; anything else on its pipe is not a report.
+REPORT_OUTCOMES = frozenset({"done", "exited", "timeout", "output_limit", "violation", "sandbox_error"})
 
 
 def write_frame(fd: int, data: bytes) -> None:
@@ -58,6 +60,8 @@ def decode_report(data: bytes) -> dict[str, Any]:
     """Inverse of :func:`encode_report`: ``report["blobs"]`` holds the raw values again."""
     header, _, rest = data.partition(b"\n")
     report = json.loads(header)
+    if not isinstance(report, dict):
+        raise ValueError(f"a report is a JSON object, not {type(report).__name__}")
     blobs, offset = [], 0
     for size in report.pop("blob_sizes", []):
         blobs.append(rest[offset : offset + size])

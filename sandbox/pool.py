@@ -258,7 +258,9 @@ class Sandbox:
             try:
                 self.executions += 1
                 return worker.execute(data, wall_s)
-            except WorkerLost as exc:
+            except (WorkerLost, SandboxUnavailable) as exc:
+                # SandboxUnavailable: the restart after a loss failed too (the server was killed while
+                # it started); the next attempt starts it again.
                 if attempt == 1:
                     return {"outcome": "sandbox_error", "msg": str(exc)}
         raise AssertionError("unreachable")

@@ -18,7 +18,7 @@ from typing import Any
 
 from sandbox.config import SandboxConfig
 from sandbox.frames import HEADER as _HEADER
-from sandbox.frames import decode_report
+from sandbox.frames import REPORT_OUTCOMES, decode_report
 from sandbox.namespaces import ETC_PATHS, SYSTEM_PATHS, python_paths
 from sandbox.zygote import CANDIDATE_ENV
 
@@ -143,8 +143,11 @@ class Worker:
             deadline = time.monotonic() + wall_s + self.config.host_timeout_grace_s
             try:
                 self._send(job)
-                return self._receive(deadline)
-            except (OSError, WorkerLost) as exc:
+                report = self._receive(deadline)
+                if report.get("outcome") not in REPORT_OUTCOMES:
+                    raise WorkerLost(f"its answer was not a report ({str(report)[:200]})")
+                return report
+            except (OSError, ValueError, WorkerLost) as exc:
                 self._restart(str(exc))
                 raise WorkerLost(f"sandbox worker {self.index} lost while running a job: {exc}") from None
 

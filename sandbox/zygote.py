@@ -54,8 +54,14 @@ class Template:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.pid = os.fork()
         if self.pid == 0:
-            ours.close()
-            _template_main(settings, theirs, drop_to_uid)
+            try:
+                ours.close()
+                _detach_from_host()
+                _template_main(settings, theirs, drop_to_uid)
+            finally:
+                # Whatever happens, the template never returns into the server's code: once the server
+                # dies, an exception here would otherwise end in main(), which answers the host.
+                os._exit(1)
         theirs.close()
         self.sock = ours
         ready = self.sock.recv(4096)
@@ -73,6 +79,18 @@ class Template:
             reason = data.decode("utf-8", "replace") if data else "it closed its socket"
             raise RuntimeError(f"the template process did not clone a candidate: {reason}")
         return _PID.unpack(data[: _PID.size])[0], tuple(fds)
+
+
+def _detach_from_host() -> None:
+    """Point the template's stdin and stdout at /dev/null: they are the server's pipes to the host.
+
+    Held by the template, the host would not see the server's end of file when it dies, and a line
+    written there would read as a report.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
 
 
 def _template_main(settings: candidate.Settings, sock: socket.socket, drop_to_uid: int | None) -> None:

@@ -42,13 +42,14 @@ def case(n: int) -> tuple[dict, str]:
 
 def drive(
     url: str, numbers: list[int], clients: int, progress: threading.Condition | None = None
-) -> tuple[Counter, dict[str, str], list[str]]:
+) -> tuple[Counter, dict[str, str], list[str], dict[str, str]]:
     """Send ``numbers``' submissions from ``clients`` threads in mixed batch sizes; collect answers.
 
     ``progress`` is notified (holding it, ``progress.answered`` is the count so far) after each batch.
     """
     answers: Counter = Counter()
     verdicts: dict[str, str] = {}
+    errors: dict[str, str] = {}  # each verdict's error message, to say why a wrong one was wrong
     problems: list[str] = []
     lock = threading.Lock()
     shares = [numbers[i::clients] for i in range(clients)]
@@ -72,6 +73,9 @@ def drive(
                     for result in results:
                         answers[result["id"]] += 1
                         verdicts[result["id"]] = result["status"]
+                        errors[result["id"]] = (
+                            f"{result['details']['error_kind']}: {result['details']['error']}"
+                        )
                 if progress is not None:
                     with progress:
                         progress.answered += len(results)  # type: ignore[attr-defined]
@@ -82,17 +86,21 @@ def drive(
         thread.start()
     for thread in threads:
         thread.join()
-    return answers, verdicts, problems
+    return answers, verdicts, problems, errors
 
 
 def test_two_thousand_submissions_from_sixteen_clients(served) -> None:
     numbers = list(range(2000))
     started = time.perf_counter()
-    answers, verdicts, problems = drive(served.url, numbers, clients=16)
+    answers, verdicts, problems, errors = drive(served.url, numbers, clients=16)
     elapsed = time.perf_counter() - started
     assert problems == []
     assert len(answers) == 2000 and set(answers.values()) == {1}, "every submission answered exactly once"
-    wrong = {f"s{n}": (verdicts[f"s{n}"], case(n)[1]) for n in numbers if verdicts[f"s{n}"] != case(n)[1]}
+    wrong = {
+        f"s{n}": (verdicts[f"s{n}"], case(n)[1], errors[f"s{n}"])
+        for n in numbers
+        if verdicts[f"s{n}"] != case(n)[1]
+    }
     assert wrong == {}
     print(f"\n2000 submissions in {elapsed:.1f} s ({2000 / elapsed:.0f}/s)")
     _, _, metrics = get(served.url + "/metrics")
@@ -121,14 +129,18 @@ def test_killed_fork_servers_lose_nothing(served) -> None:
 
     assassin = threading.Thread(target=killer)
     assassin.start()
-    answers, verdicts, problems = drive(served.url, numbers, clients=8, progress=progress)
+    answers, verdicts, problems, errors = drive(served.url, numbers, clients=8, progress=progress)
     assassin.join()
     assert len(killed) == 2
     assert problems == []
     assert len(answers) == 600 and set(answers.values()) == {1}, "every submission answered exactly once"
     # The sandbox retries a job whose worker died once; anything else must say sandbox_error, not lie.
-    for n in numbers:
-        assert verdicts[f"s{n}"] in (case(n)[1], "sandbox_error")
+    wrong = {
+        f"s{n}": (verdicts[f"s{n}"], case(n)[1], errors[f"s{n}"])
+        for n in numbers
+        if verdicts[f"s{n}"] not in (case(n)[1], "sandbox_error")
+    }
+    assert wrong == {}
     assert sum(v == "sandbox_error" for v in verdicts.values()) <= 4
     _, _, after = get(served.url + "/metrics")
     assert _metric(after, "effirl_sandbox_restarts_total") >= restarts_before + 2

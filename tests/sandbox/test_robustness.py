@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import textwrap
+import threading
+from random import Random
 
 import pytest
 
 from sandbox import FunctionTest, Sandbox, Status
+from sandbox.jobs import FunctionJob
 from tests.sandbox.host_view import settled_worker_trees
 
 CHECK = [FunctionTest((2,), 4)]
@@ -113,3 +118,50 @@ def test_fork_bomb_with_subprocesses_allowed_is_contained(subprocess_box):
     result = subprocess_box.run_function_tests(bomb, "f", CHECK, timeout_s=1.0)
     assert result.status is Status.TIMEOUT
     assert_next_run_works(subprocess_box)
+
+
+def test_fork_servers_killed_at_any_moment_never_give_a_wrong_verdict():
+    """Kill fork servers at random moments (mid-job, mid-start, while cloning a spare) under load.
+
+    A job whose server died is retried once; if that fails too it says sandbox_error. It must never
+    be judged on something that is not its own report: the template used to outlive its server for
+    an instant, holding the host's pipe, and write a set-up error there that read as an empty report
+    (a passing submission judged "failed", 0 of 2 tests).
+    """
+    random = Random(7)
+    tests = [FunctionTest((1, 2), 3), FunctionTest((2, 3), 5)]
+    with Sandbox(workers=2, timeout_s=5.0, memory_mb=256) as sandbox:
+        stop = threading.Event()
+        kills = []
+
+        def killer() -> None:
+            while not stop.wait(random.uniform(0.02, 0.1)):
+                process = random.choice(sandbox._workers).process
+                if process is not None:
+                    try:
+                        os.kill(process.pid, signal.SIGKILL)
+                        kills.append(process.pid)
+                    except ProcessLookupError:
+                        pass
+
+        assassin = threading.Thread(target=killer)
+        assassin.start()
+        try:
+            futures = [
+                sandbox.submit(
+                    FunctionJob(f"K = {n}\ndef add(x, y):\n    return x + y\n", "add", tests, None, 5.0, 1)
+                )
+                for n in range(300)
+            ]
+            results = [future.result(timeout=600) for future in futures]
+        finally:
+            stop.set()
+            assassin.join()
+        assert len(kills) >= 10
+        wrong = [r for r in results if r.status not in (Status.PASSED, Status.SANDBOX_ERROR)]
+        assert wrong == []
+        assert sum(r.status is Status.PASSED for r in results) >= 50  # not a test of sandbox errors alone
+        assert (
+            sandbox.run_function_tests("def add(x, y):\n    return x + y\n", "add", tests).status
+            is Status.PASSED
+        )
