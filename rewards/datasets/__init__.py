@@ -27,6 +27,7 @@ from rewards.datasets.perf_inputs import PerfSettings, add_perf_tests, derive_pe
 from rewards.datasets.registry import (
     check_training_tasks,
     dataset_names,
+    derives_perf_tests,
     evaluation_split,
     heldout_splits,
     load_synthetic,
@@ -55,6 +56,7 @@ __all__ = [
     "compute_expected_outputs",
     "dataset_names",
     "derive_perf_inputs",
+    "derives_perf_tests",
     "evaluation_split",
     "heldout_splits",
     "load_humaneval",

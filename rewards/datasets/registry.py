@@ -162,6 +162,13 @@ register_dataset(
 )
 
 
+def derives_perf_tests(name: str) -> bool:
+    """Whether the registered dataset ``name`` derives perf tests by running its references (its
+    loader takes ``perf_tests``): work that only scoring needs, which ``perf_tests=False`` skips."""
+    loader = LOADERS.get(name)
+    return loader is not None and "perf_tests" in inspect.signature(loader).parameters
+
+
 def load_tasks(
     name_or_path: str | os.PathLike[str],
     *,

@@ -122,7 +122,8 @@ def run_evaluation(
         model, run_dir, adapter_config, targets = _resolve_targets(
             model, adapter, checkpoint, run, all_checkpoints
         )
-    tasks = _load_benchmark(benchmark, split, limit)
+    # Completions need prompts only: perf inputs, derived by running references, wait for --rescore.
+    tasks = _load_benchmark(benchmark, split, limit, perf_tests=not generate_only)
     generation = GenerationOptions(
         n_samples, temperature, top_p, max_new_tokens, batch_size, prompt_style, seed, engine
     )
@@ -436,10 +437,15 @@ def _clone(tensors: dict[str, Any]) -> dict[str, Any]:
     return {k: v.clone() for k, v in tensors.items()}
 
 
-def _load_benchmark(benchmark: str, split: str | None, limit: int | None) -> list[Task]:
+def _load_benchmark(
+    benchmark: str, split: str | None, limit: int | None, *, perf_tests: bool = True
+) -> list[Task]:
     """The tasks of ``benchmark``; ``split`` may name several, comma-separated (``--limit`` applies
-    to each), e.g. ``heldout,heldout_families`` for both held-out splits of ``synthetic``."""
-    from rewards.datasets import evaluation_split, load_tasks
+    to each), e.g. ``heldout,heldout_families`` for both held-out splits of ``synthetic``. Without
+    ``perf_tests`` a dataset that derives them (HumanEval+, MBPP+) skips that (same tasks, same ids)."""
+    from rewards.datasets import derives_perf_tests, evaluation_split, load_tasks
+
+    options = {} if perf_tests or not derives_perf_tests(benchmark) else {"perf_tests": False}
 
     splits: list[str | None] = [evaluation_split(benchmark)]
     if split:
@@ -449,7 +455,7 @@ def _load_benchmark(benchmark: str, split: str | None, limit: int | None) -> lis
     tasks: list[Task] = []
     for name in dict.fromkeys(splits):
         try:
-            found = load_tasks(benchmark, split=name, limit=limit)
+            found = load_tasks(benchmark, split=name, limit=limit, **options)
         except (ValueError, FileNotFoundError, TypeError) as exc:
             raise EvaluationInputError(f"--benchmark {benchmark}: {exc}") from None
         if not found:

@@ -72,3 +72,19 @@ def test_generate_only_then_rescore(tmp_path) -> None:
     scored = EvaluationResult.load(tmp_path / "cpu")
     assert [s.completion for s in scored.samples] == [s.completion for s in written.samples]
     assert "not_scored" not in {s.status for s in scored.samples}
+
+
+def test_generate_only_leaves_perf_inputs_to_the_rescore(tmp_path, monkeypatch) -> None:
+    """Completions need prompts only: HumanEval+'s perf inputs (reference runs, minutes for the whole
+    set) are derived when the completions are scored, on the machine that scores them."""
+    from tests.rewards.conftest import HUMANEVALPLUS_FILE, release_file
+
+    monkeypatch.setenv("EFFIRL_DATA_DIR", str(release_file(HUMANEVALPLUS_FILE).parents[1]))
+    monkeypatch.setenv("EFFIRL_CACHE", str(tmp_path / "cache"))
+    options = {"benchmark": "humanevalplus", "limit": 2, "max_new_tokens": 8}
+    run_evaluation(model="tiny:llama", out=str(tmp_path / "gpu"), generate_only=True, **options)
+    assert not (tmp_path / "cache" / "perf_inputs").exists()
+    run_evaluation(out=str(tmp_path / "cpu"), rescore=str(tmp_path / "gpu"), **options)
+    scored = EvaluationResult.load(tmp_path / "cpu")
+    assert scored.meta["tasks_with_perf_tests"] == 2 and any((tmp_path / "cache" / "perf_inputs").iterdir())
+    assert len(scored.samples) == 2 and "not_scored" not in {s.status for s in scored.samples}
