@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox import codec
+from sandbox import codec, records
 from sandbox.compare import exact_equal, outputs_match
 from sandbox.types import Cost, ExecutionResult, FunctionTest, ProgramTest, Status, TestOutcome
 
@@ -164,7 +164,10 @@ def _judge_function_run(
             by_index.setdefault(index, record)
     outcomes: list[TestOutcome] = []
     outputs: list[Any] = []
-    saw_memory = saw_exception = False
+    saw_memory = saw_exception = too_many_values = False
+    # The return values share the result channel's value budget: decoding costs the host about 2 us
+    # a value, so within max_result_bytes alone one run could cost it 20 s (32 MiB of "{},").
+    values_left = records.MAX_VALUES_PER_RUN
     for index, test in enumerate(tests):
         record = by_index.get(index)
         if record is None:
@@ -177,8 +180,15 @@ def _judge_function_run(
             outcomes.append(TestOutcome(False, str(record.get("msg", "error"))))
             outputs.append(None)
             continue
+        blob = record.get("b")
+        if isinstance(blob, int):
+            values_left -= records.value_count(report["blobs"][blob])  # C-speed, before any decoding
+            if values_left < 0:
+                too_many_values = True
+                outcomes.append(TestOutcome(False, "return values over the value limit (not decoded)"))
+                outputs.append(None)
+                continue
         try:
-            blob = record.get("b")
             if isinstance(blob, int):
                 value = codec.loads(report["blobs"][blob])  # the raw value the candidate wrote
             else:
@@ -196,6 +206,12 @@ def _judge_function_run(
     failure = _run_failure(report)
     if failure is not None:
         status, kind, message = failure
+    elif too_many_values:
+        status, kind, message = (
+            Status.FAILED,
+            "output_limit",
+            f"return values hold more than {records.MAX_VALUES_PER_RUN:,} JSON values in all",
+        )
     elif saw_memory:
         status, kind, message = Status.MEMORY_EXCEEDED, "memory", "MemoryError in a test"
     elif passed == total:

@@ -329,6 +329,46 @@ def test_outputs_chosen_to_collide_in_hash_are_refused_quickly(box, flood, want_
     assert elapsed < 20, elapsed
 
 
+@pytest.mark.parametrize("how", ["returned", "forged"])
+def test_return_values_over_the_value_budget_are_refused_undecoded(box, monkeypatch, how):
+    """Decoding costs the host about 2 us a value: "{}," repeated up to max_result_bytes (32 MiB)
+    would have cost it some 20 s a run. Over the budget nothing is decoded and the run fails."""
+    import sandbox.verdict
+
+    decoded = []
+    real_loads = sandbox.verdict.codec.loads
+    monkeypatch.setattr(
+        sandbox.verdict.codec, "loads", lambda raw: decoded.append(len(raw)) or real_loads(raw)
+    )
+    if how == "returned":
+        code = "def f(x):\n    return [{} for _ in range(x)]\n"
+    else:  # in the harness's own format, straight onto the result channel, then keep running
+        record = b'{"t":"out","i":0,"v":[' + b"{}," * 1_200_000 + b"{}]}\n"
+        code = (
+            "import os\nRECORD = "
+            + repr(record)
+            + "\n"
+            + function(
+                "f",
+                "view = memoryview(RECORD)\nwhile view:\n    view = view[os.write(3, view):]\n"
+                "while True:\n    pass",
+                "x",
+            )
+        )
+    result = box.run_function_tests(code, "f", [FunctionTest((1_200_000,), [])], timeout_s=10)
+    assert result.status is (Status.FAILED if how == "returned" else Status.TIMEOUT), result.error
+    assert "value limit" in str(result.tests[0].error), result.tests
+    if how == "returned":
+        assert result.error_kind == "output_limit" and "JSON values" in str(result.error)
+    assert decoded == []
+    # A large but ordinary result is within the budget (it counts at most one value per comma, bracket
+    # and brace).
+    within = box.run_function_tests(
+        "def f(x):\n    return [0] * x\n", "f", [FunctionTest((900_000,), [0] * 900_000)]
+    )
+    assert within.status is Status.PASSED, within.error
+
+
 # ------------------------------------------------------------------------------ 12. identities
 
 
