@@ -106,7 +106,12 @@ def test_tagged_values_round_trip(service) -> None:
 
 
 def test_reference_supplies_expected_values_and_cost(service) -> None:
-    reference = "def total(xs):\n    s = 0\n    for x in xs:\n        s += x\n    return s\n"
+    # The reference sums ten times over: about 20x the fast one's cost, which includes decoding the
+    # input (about as long as one pass of the loop), so a loaded machine cannot flip the order.
+    reference = (
+        "def total(xs):\n    for _ in range(10):\n        s = 0\n        for x in xs:\n            s += x\n"
+        "    return s\n"
+    )
     fast = {
         "id": "fast",
         "code": "def total(xs):\n    return sum(xs)\n",
@@ -118,7 +123,7 @@ def test_reference_supplies_expected_values_and_cost(service) -> None:
     wrong = {**fast, "id": "wrong", "code": "def total(xs):\n    return len(xs) + 1\n"}
     results = evaluate(service, fast, wrong)
     assert [r["status"] for r in results] == ["passed", "failed"]
-    assert results[0]["reference_cost"] > 0 and results[0]["speedup"] > 1.0
+    assert results[0]["reference_cost"] > 0 and results[0]["speedup"] > 1.0, results
     assert results[0]["reward"] > 1.0  # faster than the reference earns efficiency reward
     assert results[1]["passed"] == 1 and results[1]["speedup"] is None
 
