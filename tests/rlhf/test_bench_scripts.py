@@ -25,7 +25,15 @@ def _script(name: str) -> ModuleType:
 
 
 @pytest.mark.parametrize(
-    "name", ["bench_rollout", "bench_vs_trl", "bench_weight_sync", "bench_learner", "bench_shared_prompts"]
+    "name",
+    [
+        "bench_rollout",
+        "bench_vs_trl",
+        "bench_weight_sync",
+        "bench_learner",
+        "bench_shared_prompts",
+        "bench_cpu_memory",
+    ],
 )
 def test_help_says_how_long_it_takes(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -102,6 +110,18 @@ def test_bench_shared_prompts_tiny(tmp_path: Path) -> None:
     assert result["gradient_difference"] < 1e-5  # fp32 on CPU: the same gradient up to rounding
 
 
+@pytest.mark.slow
+def test_bench_cpu_memory_with_a_tiny_model(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    result = _script("bench_cpu_memory").main(
+        ["--recipe", "smoke", "--tokens", "512", "256", "--rounds", "1", "--json", str(out)]
+    )
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert set(result["medians"]) == {"512", "256"}
+    for median in result["medians"].values():
+        assert median["peak_rss_gib"] > 0.1 and median["time_train_s"] > 0  # a whole training process
+
+
 def test_table_rows_append_under_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     table = _script("benchmark_table")
     path = tmp_path / "benchmarks.md"
@@ -133,7 +153,15 @@ def test_table_rows_append_under_the_header(tmp_path: Path, monkeypatch: pytest.
 
 
 @pytest.mark.parametrize(
-    "name", ["bench_rollout", "bench_vs_trl", "bench_weight_sync", "bench_learner", "bench_shared_prompts"]
+    "name",
+    [
+        "bench_rollout",
+        "bench_vs_trl",
+        "bench_weight_sync",
+        "bench_learner",
+        "bench_shared_prompts",
+        "bench_cpu_memory",
+    ],
 )
 def test_the_table_is_written_only_when_asked(name: str) -> None:
     module = _script(name)
