@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlhf.algorithms import (
+    AlgorithmSpec,
     compute_advantages,
     estimator_options,
     kl_penalty,
@@ -13,11 +14,6 @@ from rlhf.algorithms import (
 )
 from rlhf.config import AlgorithmConfig
 from rlhf.types import Scored, TrainBatch
-
-#: algorithm name -> registered advantage estimator
-ESTIMATOR_OF = {"ppo": "gae"}
-#: algorithms whose KL penalty is folded into the per-token reward (the others add it to the loss)
-KL_IN_REWARD = ("reinforce_plus_plus", "reinforce_plus_plus_baseline", "ppo")
 
 
 def final_rewards(scored: Scored, algorithm: AlgorithmConfig, max_new_tokens: int) -> torch.Tensor:
@@ -57,12 +53,17 @@ def reward_spread_metrics(
 def make_train_batch(
     scored: Scored,
     algorithm: AlgorithmConfig,
+    spec: AlgorithmSpec,
     *,
     max_new_tokens: int,
     ref_logprobs: torch.Tensor | None = None,
     values: torch.Tensor | None = None,
 ) -> TrainBatch | None:
     """Advantages (and returns) for the scored samples; None when filtering leaves nothing to learn.
+
+    ``spec`` is the run's algorithm (``resolve_algorithm``): its estimator computes the advantages,
+    and where its KL penalty goes decides whether the reference log-probs fold into the reward here
+    or travel on to the learner's loss.
 
     The behaviour log-probs become the old log-probs of the importance ratio, which keeps the ratio
     right when rollouts were generated one step off-policy.
@@ -82,13 +83,14 @@ def make_train_batch(
         rewards, mask = rewards[index], rollouts.completion_mask
         ref_logprobs = None if ref_logprobs is None else ref_logprobs[index]
         values = None if values is None else values[index]
-    name = ESTIMATOR_OF.get(algorithm.name, algorithm.name)
+    name = spec.estimator
     known = estimator_options(name)
     options = {
         key: getattr(algorithm, key) for key in ("normalize_std", "gamma", "lam", "kl_coef") if key in known
     }
     kl = None
-    if algorithm.name in KL_IN_REWARD and algorithm.kl_coef and ref_logprobs is not None:
+    kl_in_reward = spec.kl_in_reward and bool(algorithm.kl_coef)
+    if kl_in_reward and ref_logprobs is not None:
         kl = kl_penalty(rollouts.behaviour_logprobs, ref_logprobs, kind="k1") * mask
         metrics["kl"] = float((kl.sum(1)).mean())
     advantages, returns = compute_advantages(
@@ -105,6 +107,6 @@ def make_train_batch(
         advantages=advantages.float(),
         returns=None if returns is None else returns.float(),
         old_values=values,
-        ref_logprobs=ref_logprobs if algorithm.name not in KL_IN_REWARD or not algorithm.kl_coef else None,
+        ref_logprobs=None if kl_in_reward else ref_logprobs,
         metrics=metrics,
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from rewards.tasks import Task
 from rlhf.advantage_step import make_train_batch, reward_spread_metrics
+from rlhf.algorithms import AlgorithmSpec
 from rlhf.config import ExperimentConfig
 from rlhf.policy import evaluation_sampling
 from rlhf.reward_stage import RewardStage, reward_metrics
@@ -29,8 +30,16 @@ from rlhf.types import Rollouts
 class Controller:
     """Drives the placement's worker groups and the reward workers through RL steps."""
 
-    def __init__(self, config: ExperimentConfig, placement: Any, rewards: RewardStage, sampler: TaskSampler):
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        spec: AlgorithmSpec,
+        placement: Any,
+        rewards: RewardStage,
+        sampler: TaskSampler,
+    ) -> None:
         self.config = config
+        self.spec = spec
         self.placement = placement
         self.rewards = rewards
         self.sampler = sampler
@@ -64,10 +73,11 @@ class Controller:
             config.algorithm.kl_coef > 0 or (self.steps_done - 1) % config.algorithm.kl_metric_every == 0
         )
         ref = self.placement.reference_logprobs(rollouts) if measure_kl else None
-        values = self.placement.values(rollouts) if config.algorithm.name == "ppo" else None
+        values = self.placement.values(rollouts) if self.spec.needs_critic else None
         batch = make_train_batch(
             scored,
             config.algorithm,
+            self.spec,
             max_new_tokens=config.rollout.max_new_tokens,
             ref_logprobs=ref,
             values=values,

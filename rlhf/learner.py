@@ -12,6 +12,7 @@ are weighted by tokens. Either way the update does not depend on how the batch i
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from collections.abc import Iterator
@@ -20,7 +21,14 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhf.algorithms import aggregate_loss, entropy_bonus, get_policy_loss, kl_penalty, value_loss
+from rlhf.algorithms import (
+    AlgorithmSpec,
+    aggregate_loss,
+    entropy_bonus,
+    get_policy_loss,
+    kl_penalty,
+    value_loss,
+)
 from rlhf.config import AlgorithmConfig, TrainConfig
 from rlhf.logprobs import completion_logprobs_and_entropy, prompt_groups
 from rlhf.types import TrainBatch
@@ -38,13 +46,14 @@ LOSS_METRIC_NAMES = {
 
 @dataclass(frozen=True)
 class LearnerOptions:
-    """What the learner needs besides the model: the train and algorithm sections plus sampling facts."""
+    """What the learner needs besides the model: the train and algorithm sections, the resolved
+    algorithm (its policy loss; where its KL penalty goes) plus sampling facts."""
 
     train: TrainConfig
     algorithm: AlgorithmConfig
+    spec: AlgorithmSpec
     temperature: float
     max_new_tokens: int
-    kl_in_loss: bool
     on_policy: bool = False
     logprob_chunk_size: int | None = None
 
@@ -120,7 +129,13 @@ class Learner:
         self.critic_optimizer = None
         if critic_parameters is not None:
             self.critic_optimizer = torch.optim.AdamW(critic_parameters, lr=options.algorithm.critic_lr)
-        self.loss_fn = get_policy_loss("ppo_clip")
+        self.loss_fn = get_policy_loss(options.spec.policy_loss)
+        # Options of the configured loss beyond the shared signature (dual_clip's clip_ratio_c).
+        self.loss_options = {
+            key: getattr(options.algorithm, key)
+            for key in ("clip_ratio_c",)
+            if key in inspect.signature(self.loss_fn).parameters
+        }
         device = next(model.parameters()).device
         self.share_prompts = train.share_prompts if train.share_prompts is not None else device.type == "cpu"
         use_bf16 = train.bf16 if train.bf16 is not None else device.type == "cuda"
@@ -245,6 +260,7 @@ class Learner:
             clip_high=algorithm.clip_high,
             aggregation=algorithm.loss_aggregation,
             max_len=options.max_new_tokens,
+            **self.loss_options,
         )
         metrics = {LOSS_METRIC_NAMES.get(k, f"loss/{k}"): float(v) for k, v in metrics.items()}
         metrics["loss/policy"] = float(loss.detach())
@@ -259,7 +275,7 @@ class Learner:
         if part.get("ref_logprobs") is not None:
             kl = kl_penalty(logprobs, part["ref_logprobs"], kind=algorithm.kl_estimator)
             kl_term = aggregate_loss(kl, mask, algorithm.loss_aggregation, max_len=options.max_new_tokens)
-            if options.kl_in_loss and algorithm.kl_coef:
+            if not options.spec.kl_in_reward and algorithm.kl_coef:
                 loss = loss + algorithm.kl_coef * kl_term
             metrics["kl"] = float(kl_term.detach())
         if self.critic_parameters is not None and part.get("returns") is not None:

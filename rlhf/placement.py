@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rewards.tasks import Task
+from rlhf.algorithms import AlgorithmSpec
 from rlhf.config import ExperimentConfig
 from rlhf.policy import PolicyWorker, evaluation_sampling
 from rlhf.rollout import SamplingConfig
@@ -30,7 +31,7 @@ from rlhf.weight_sync import SyncReport, layout_of, state_bytes, timed
 class InProcessPlacement:
     """Everything in this process: generation and learning share one model, sync is in place."""
 
-    def __init__(self, config: ExperimentConfig) -> None:
+    def __init__(self, config: ExperimentConfig, spec: AlgorithmSpec) -> None:
         if config.placement.async_rollout:
             raise ValueError(
                 "placement.async_rollout needs rollout and learner in separate processes: set "
@@ -39,7 +40,7 @@ class InProcessPlacement:
         if config.placement.sync != "inplace":
             raise ValueError("placement.mode in_process shares one model; set placement.sync=inplace")
         self.config = config
-        self.worker = PolicyWorker(config, role="hybrid")
+        self.worker = PolicyWorker(config, spec, role="hybrid")
 
     def start_generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Rollouts:
         return self.worker.generate(tasks, sampling)
@@ -97,9 +98,9 @@ class InProcessPlacement:
 class PolicyActor:
     """A PolicyWorker inside a Ray actor, plus the collective side of weight sync."""
 
-    def __init__(self, config: ExperimentConfig, role: str, threads: int) -> None:
+    def __init__(self, config: ExperimentConfig, spec: AlgorithmSpec, role: str, threads: int) -> None:
         torch.set_num_threads(threads)
-        self.worker = PolicyWorker(config, role=role)
+        self.worker = PolicyWorker(config, spec, role=role)
         self.device = next(self.worker.model.parameters()).device
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -159,7 +160,7 @@ class PolicyActor:
 class RayPlacement:
     """Policy workers as Ray actors (``colocated`` or ``split``)."""
 
-    def __init__(self, config: ExperimentConfig) -> None:
+    def __init__(self, config: ExperimentConfig, spec: AlgorithmSpec) -> None:
         import ray
 
         placement = config.placement
@@ -186,16 +187,16 @@ class RayPlacement:
                 raise ValueError(
                     "placement.async_rollout needs placement.mode=split (colocated shares one model)"
                 )
-            self.learner = actor.remote(config, "hybrid", threads)
+            self.learner = actor.remote(config, spec, "hybrid", threads)
             self.learners = [self.learner]
             self.rollouts = [self.learner]
         else:
             self.learners = [
-                actor.remote(config, "learner", threads) for _ in range(placement.learner_workers)
+                actor.remote(config, spec, "learner", threads) for _ in range(placement.learner_workers)
             ]
             self.learner = self.learners[0]
             self.rollouts = [
-                actor.remote(config, "rollout", threads) for _ in range(placement.rollout_workers)
+                actor.remote(config, spec, "rollout", threads) for _ in range(placement.rollout_workers)
             ]
             broadcast = placement.sync == "broadcast"
             if broadcast or len(self.learners) > 1:
@@ -318,10 +319,10 @@ class RayPlacement:
             self.ray.kill(actor)
 
 
-def make_placement(config: ExperimentConfig) -> InProcessPlacement | RayPlacement:
+def make_placement(config: ExperimentConfig, spec: AlgorithmSpec) -> InProcessPlacement | RayPlacement:
     if config.placement.mode == "in_process":
-        return InProcessPlacement(config)
-    return RayPlacement(config)
+        return InProcessPlacement(config, spec)
+    return RayPlacement(config, spec)
 
 
 def evaluation_generate(placement: Any, config: ExperimentConfig, tasks: Sequence[Task]) -> Rollouts:

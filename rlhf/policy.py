@@ -20,6 +20,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 from rewards.tasks import Task
+from rlhf.algorithms import AlgorithmSpec
 from rlhf.config import TINY_PREFIX, ExperimentConfig
 from rlhf.learner import Learner, LearnerOptions
 from rlhf.logprobs import completion_logprobs, reference_logprobs
@@ -43,7 +44,6 @@ from rlhf.rollout import (
 from rlhf.types import Rollouts, TaskBatch, TrainBatch
 
 ROLES = ("hybrid", "rollout", "learner")
-KL_IN_REWARD = ("reinforce_plus_plus", "reinforce_plus_plus_baseline", "ppo")
 
 
 def seed_everything(seed: int) -> None:
@@ -137,17 +137,18 @@ def read_adapter_folder(path: str | Path) -> dict[str, torch.Tensor]:
 class PolicyWorker:
     """Model, tokenizer, rollout engine and (unless it only generates) learner of one policy."""
 
-    def __init__(self, config: ExperimentConfig, *, role: str = "hybrid") -> None:
+    def __init__(self, config: ExperimentConfig, spec: AlgorithmSpec, *, role: str = "hybrid") -> None:
         if role not in ROLES:
             raise ValueError(f"unknown policy worker role {role!r}; use one of {ROLES}")
         self.config = config
+        self.spec = spec
         self.role = role
         torch.set_num_threads(max(1, torch.get_num_threads()))
         seed_everything(config.train.seed)
         # A rollout worker fed merged weights holds the plain base model (no adapter to apply).
         self.merged = role == "rollout" and config.placement.sync == "merged"
         self.model, self.tokenizer = load_policy_model(config, with_lora=not self.merged)
-        self.with_critic = config.algorithm.name == "ppo" and role != "rollout"
+        self.with_critic = spec.needs_critic and role != "rollout"
         if self.with_critic:
             from rlhf.critic import add_critic
 
@@ -164,7 +165,7 @@ class PolicyWorker:
         self.engine: RolloutEngine | None = None
         if role != "learner":
             self.engine = make_engine(config, self.model, self.tokenizer)
-            if role == "hybrid" and is_on_policy(config) and hasattr(self.engine, "behaviour_logprobs"):
+            if role == "hybrid" and is_on_policy(config, spec) and hasattr(self.engine, "behaviour_logprobs"):
                 self.engine.behaviour_logprobs = False
         self.learner: Learner | None = None
         if role != "rollout":
@@ -175,8 +176,8 @@ class PolicyWorker:
                 algorithm=config.algorithm,
                 temperature=sampling_temperature(config.rollout.temperature),
                 max_new_tokens=config.rollout.max_new_tokens,
-                kl_in_loss=config.algorithm.name not in KL_IN_REWARD,
-                on_policy=is_on_policy(config),
+                spec=spec,
+                on_policy=is_on_policy(config, spec),
             )
             policy_params = [p for p in _adapter_params(self.model)]
             self.learner = Learner(
@@ -328,7 +329,7 @@ def _adapter_params(model: PeftModel) -> list[torch.nn.Parameter]:
     return list(adapter_parameters(model, POLICY_ADAPTER).values())
 
 
-def is_on_policy(config: ExperimentConfig) -> bool:
+def is_on_policy(config: ExperimentConfig, spec: AlgorithmSpec) -> bool:
     """One update per rollout batch from the policy that sampled it, so the learner's own first pass
     gives the old log-probs (no extra pass). Not with async rollout, several epochs or mini-batches,
     or a KL penalty folded into the reward (which needs the behaviour log-probs)."""
@@ -338,7 +339,7 @@ def is_on_policy(config: ExperimentConfig) -> bool:
         and not config.placement.async_rollout
         and algorithm.ppo_epochs == 1
         and config.train.mini_batches == 1
-        and not (algorithm.name in KL_IN_REWARD and algorithm.kl_coef)
+        and not (spec.kl_in_reward and algorithm.kl_coef)
     )
 
 

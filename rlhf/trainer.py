@@ -14,6 +14,7 @@ from rewards.datasets import check_training_tasks, evaluation_split, load_tasks
 from rewards.settings import UNTRUSTED_COST_WARNING
 from rewards.tasks import Task
 from rewards.user_error import one_line
+from rlhf.algorithms import AlgorithmSpec, resolve_algorithm
 from rlhf.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -169,7 +170,9 @@ def train(config: ExperimentConfig) -> int:
     sampler = TaskSampler(
         train_tasks, config.data.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle
     )
-    placement = _make_placement(config)
+    # The algorithm is resolved here, once; every stage below gets this spec, not the name.
+    spec = resolve_algorithm(config.algorithm.name, config.algorithm.policy_loss)
+    placement = _make_placement(config, spec)
     rewards = None
     log = None
     try:
@@ -202,7 +205,7 @@ def train(config: ExperimentConfig) -> int:
             config=config_to_dict(config),
             resume_step=start_step if checkpoint else None,
         )
-        controller = Controller(config, placement, rewards, sampler)
+        controller = Controller(config, spec, placement, rewards, sampler)
         if checkpoint is not None:
             placement.load_training_state(
                 adapter=checkpoint.adapter,
@@ -219,7 +222,7 @@ def train(config: ExperimentConfig) -> int:
                 restore_rng(checkpoint.rng)
             _say(f"effirl: resumed from {checkpoint.path} at step {start_step}")
         if checkpoint is None and config.warm_start.sft_steps:
-            _warm_start(config, placement, train_tasks)
+            _warm_start(config, spec, placement, train_tasks)
         baseline = None
         if config.eval_at_start and start_step == 0:
             baseline = _evaluate(controller, eval_tasks, log, 0, "start")
@@ -239,11 +242,11 @@ def train(config: ExperimentConfig) -> int:
     return 0
 
 
-def _make_placement(config: ExperimentConfig) -> Any:
+def _make_placement(config: ExperimentConfig, spec: AlgorithmSpec) -> Any:
     """The placement; a base model that cannot be loaded (a Hub id that does not exist, no network
     and no cached copy) is a ConfigError."""
     try:
-        return make_placement(config)
+        return make_placement(config, spec)
     except OSError as exc:
         frame = exc.__traceback__
         while frame is not None and frame.tb_next is not None:
@@ -259,10 +262,12 @@ def _make_placement(config: ExperimentConfig) -> Any:
         ) from exc
 
 
-def _warm_start(config: ExperimentConfig, placement: Any, train_tasks: list[Task]) -> None:
+def _warm_start(
+    config: ExperimentConfig, spec: AlgorithmSpec, placement: Any, train_tasks: list[Task]
+) -> None:
     settings = config.warm_start
     _say(f"effirl: warm start: {settings.sft_steps} supervised steps on the training tasks' references")
-    summary = run_warm_start(config, placement, train_tasks, policy_tokenizer(config))
+    summary = run_warm_start(config, spec, placement, train_tasks, policy_tokenizer(config))
     _say(
         f"effirl: warm start done in {summary['seconds']:.0f} s on {summary['examples']} references: "
         f"NLL {summary['nll_first_batch']:.3f} -> {summary['nll_last_batch']:.3f} (first/last batch)"

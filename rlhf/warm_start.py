@@ -28,6 +28,7 @@ import torch
 
 from rewards.datasets import check_training_tasks
 from rewards.tasks import Task
+from rlhf.algorithms import AlgorithmSpec
 from rlhf.config import ExperimentConfig
 from rlhf.policy import is_on_policy
 from rlhf.rollout.generate_engine import left_pad, pad_token_id, right_pad
@@ -80,7 +81,7 @@ def mean_nll(logprobs: torch.Tensor, rollouts: Rollouts) -> float:
 
 
 def run_warm_start(
-    config: ExperimentConfig, placement: Any, tasks: list[Task], tokenizer: Any
+    config: ExperimentConfig, spec: AlgorithmSpec, placement: Any, tasks: list[Task], tokenizer: Any
 ) -> dict[str, Any]:
     """``config.warm_start.sft_steps`` supervised steps on ``tasks``' references; writes a summary.
 
@@ -114,7 +115,8 @@ def run_warm_start(
             config.rollout.max_new_tokens,
         )  # fmt: skip
         # On-policy learners take the old log-probs from their own pass; the others need them given.
-        current = placement.learner_logprobs(rollouts) if step == 0 or not is_on_policy(config) else None
+        given = step == 0 or not is_on_policy(config, spec)
+        current = placement.learner_logprobs(rollouts) if given else None
         if step == 0:
             nll_first = mean_nll(current, rollouts)
         placement.train(

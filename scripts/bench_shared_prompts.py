@@ -39,6 +39,7 @@ from benchmark_table import (  # noqa: E402
     table_row,
 )
 
+from rlhf.algorithms import resolve_algorithm  # noqa: E402
 from rlhf.config import AlgorithmConfig, TrainConfig  # noqa: E402
 from rlhf.learner import Learner, LearnerOptions  # noqa: E402
 from rlhf.model_shapes import MODEL_SHAPES, random_model  # noqa: E402
@@ -110,7 +111,7 @@ def learner_of(model: Any, args: argparse.Namespace, share: bool, temperature: f
         algorithm=AlgorithmConfig(),
         temperature=temperature,
         max_new_tokens=args.completion_tokens[1],
-        kl_in_loss=False,
+        spec=resolve_algorithm("grpo"),
         on_policy=True,
     )
     return Learner(model, list(adapter_parameters(model).values()), options)

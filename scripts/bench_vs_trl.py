@@ -52,6 +52,7 @@ from benchmark_table import (  # noqa: E402
 )
 
 from rewards.tasks import Task  # noqa: E402
+from rlhf.algorithms import resolve_algorithm  # noqa: E402
 from rlhf.config import ExperimentConfig, load_config  # noqa: E402
 from rlhf.controller import Controller  # noqa: E402
 from rlhf.logprobs import completion_logprobs_and_entropy  # noqa: E402
@@ -203,9 +204,10 @@ def synchronize(device: str) -> None:
 
 def run_effirl(args: argparse.Namespace, checkpoint: Path, tasks: list[Task]) -> dict[str, Any]:
     config = effirl_config(args, checkpoint)
-    placement = InProcessPlacement(config)
+    spec = resolve_algorithm(config.algorithm.name)
+    placement = InProcessPlacement(config, spec)
     sampler = TaskSampler(tasks, args.prompts, seed=0, shuffle=False)
-    controller = Controller(config, placement, PythonRewardStage(), sampler)  # type: ignore[arg-type]
+    controller = Controller(config, spec, placement, PythonRewardStage(), sampler)  # type: ignore[arg-type]
     step_s, steps = [], []
     for index in range(args.warmup + args.steps):
         synchronize(args.device)

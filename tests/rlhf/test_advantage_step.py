@@ -9,8 +9,14 @@ import torch
 
 from rewards.tasks import Task
 from rlhf.advantage_step import final_rewards, make_train_batch, reward_spread_metrics
+from rlhf.algorithms import resolve_algorithm
 from rlhf.config import AlgorithmConfig
 from rlhf.types import Rollouts, Scored
+
+
+def train_batch(scored: Scored, algorithm: AlgorithmConfig, **kwargs):
+    """make_train_batch with the spec the trainer would resolve for ``algorithm``."""
+    return make_train_batch(scored, algorithm, resolve_algorithm(algorithm.name), **kwargs)
 
 
 def scored(rewards: list[float], lengths: list[int], *, per_group: int = 2, width: int = 8) -> Scored:
@@ -52,7 +58,7 @@ def test_uniform_groups_are_dropped_and_the_rest_keep_their_rows_and_grpo_advant
     ref = -torch.arange(8, dtype=torch.float32)[:, None].repeat(1, 8) * batch_in.rollouts.completion_mask
     algorithm = AlgorithmConfig(name="grpo", filter_uniform_groups=True, kl_coef=0.1)
 
-    batch = make_train_batch(batch_in, algorithm, max_new_tokens=8, ref_logprobs=ref)
+    batch = train_batch(batch_in, algorithm, max_new_tokens=8, ref_logprobs=ref)
 
     assert batch is not None and len(batch) == 4
     kept = [0, 1, 6, 7]
@@ -71,7 +77,7 @@ def test_uniform_groups_are_dropped_and_the_rest_keep_their_rows_and_grpo_advant
 
 def test_without_the_filter_uniform_groups_stay_with_zero_advantage() -> None:
     batch_in = scored([1.0, 0.0, 1.0, 1.0], [3, 5, 2, 2])
-    batch = make_train_batch(batch_in, AlgorithmConfig(name="grpo"), max_new_tokens=8)
+    batch = train_batch(batch_in, AlgorithmConfig(name="grpo"), max_new_tokens=8)
     a = 1 / math.sqrt(2)
     close(batch.advantages, per_row([a, -a, 0.0, 0.0], batch.completion_mask))
     spread = reward_spread_metrics(batch_in, AlgorithmConfig(name="grpo"), max_new_tokens=8)
@@ -82,7 +88,7 @@ def test_without_the_filter_uniform_groups_stay_with_zero_advantage() -> None:
 
 def test_a_batch_of_uniform_groups_leaves_nothing_to_learn() -> None:
     batch_in = scored([1.0, 1.0, 0.0, 0.0], [3, 5, 2, 2])
-    assert make_train_batch(batch_in, AlgorithmConfig(filter_uniform_groups=True), max_new_tokens=8) is None
+    assert train_batch(batch_in, AlgorithmConfig(filter_uniform_groups=True), max_new_tokens=8) is None
 
 
 # --- the soft overlong penalty -------------------------------------------------------------------
@@ -96,7 +102,7 @@ def test_overlong_penalty_is_added_to_the_rewards_before_the_advantages() -> Non
     rewards = final_rewards(batch_in, algorithm, max_new_tokens=8)
     close(rewards, [1.0, 1.0, 0.875, 0.75, 0.5, -0.5])
 
-    batch = make_train_batch(batch_in, algorithm, max_new_tokens=8)
+    batch = train_batch(batch_in, algorithm, max_new_tokens=8)
     # RLOO: reward minus the other sample's reward in each pair.
     close(batch.advantages, per_row([0.0, 0.0, 0.125, -0.125, 1.0, -1.0], batch.completion_mask))
     spread = reward_spread_metrics(batch_in, algorithm, max_new_tokens=8)
@@ -129,7 +135,7 @@ def test_reinforce_plus_plus_folds_k1_into_the_token_rewards() -> None:
     batch_in, ref = kl_batch()
     algorithm = AlgorithmConfig(name="reinforce_plus_plus", kl_coef=0.5)
 
-    batch = make_train_batch(batch_in, algorithm, max_new_tokens=3, ref_logprobs=ref)
+    batch = train_batch(batch_in, algorithm, max_new_tokens=3, ref_logprobs=ref)
 
     close(batch.returns, RETURNS)
     flat = whitened([1.1, 1.2, -0.4, -0.4, -0.1])  # whitened over the batch's 5 tokens
@@ -143,7 +149,7 @@ def test_ppo_folds_k1_into_the_rewards_of_gae() -> None:
     values = torch.tensor([[0.5, 0.2, 0.0], [0.1, 0.0, -0.2]])
     algorithm = AlgorithmConfig(name="ppo", kl_coef=0.5, gamma=1.0, lam=1.0)
 
-    batch = make_train_batch(batch_in, algorithm, max_new_tokens=3, ref_logprobs=ref, values=values)
+    batch = train_batch(batch_in, algorithm, max_new_tokens=3, ref_logprobs=ref, values=values)
 
     # lam = gamma = 1: the returns are the rewards-to-go and the advantages returns minus values.
     close(batch.returns, RETURNS)
@@ -155,12 +161,12 @@ def test_ppo_folds_k1_into_the_rewards_of_gae() -> None:
 
 def test_without_kl_coef_nothing_is_folded_and_grpo_keeps_the_kl_for_its_loss() -> None:
     batch_in, ref = kl_batch()
-    plain = make_train_batch(
+    plain = train_batch(
         batch_in, AlgorithmConfig(name="reinforce_plus_plus"), max_new_tokens=3, ref_logprobs=ref
     )
     close(plain.returns, [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     assert "kl" not in plain.metrics
-    grpo = make_train_batch(
+    grpo = train_batch(
         batch_in, AlgorithmConfig(name="grpo", kl_coef=0.5), max_new_tokens=3, ref_logprobs=ref
     )
     assert torch.equal(grpo.ref_logprobs, ref)

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from rlhf.algorithms import resolve_algorithm
 from rlhf.config import AlgorithmConfig, TrainConfig
 from rlhf.learner import Learner, LearnerOptions
 from rlhf.models import adapter_parameters, apply_lora, tiny_model_and_tokenizer
@@ -23,7 +24,7 @@ def _learner() -> tuple[Learner, list[torch.nn.Parameter]]:
         algorithm=AlgorithmConfig(),
         temperature=1.0,
         max_new_tokens=4,
-        kl_in_loss=True,
+        spec=resolve_algorithm("grpo"),
         on_policy=True,
     )
     return Learner(model, params, options), params

@@ -19,7 +19,7 @@ import torch
 
 from rewards.tasks import Task
 from rlhf.advantage_step import make_train_batch
-from rlhf.algorithms import AGGREGATION_MODES
+from rlhf.algorithms import AGGREGATION_MODES, resolve_algorithm
 from rlhf.config import AlgorithmConfig, TrainConfig
 from rlhf.critic import CRITIC_ADAPTER, add_critic, critic_parameters, policy_parameters
 from rlhf.critic import values as critic_values
@@ -142,6 +142,7 @@ def _train_batch(model: torch.nn.Module, algorithm: AlgorithmConfig) -> TrainBat
     batch = make_train_batch(
         scored,
         algorithm,
+        resolve_algorithm(algorithm.name),
         max_new_tokens=MAX_NEW_TOKENS,
         ref_logprobs=_padded(reference, MAX_NEW_TOKENS),
         values=values,
@@ -247,7 +248,6 @@ CASES = {
     "reinforce_plus_plus_baseline": dict(name="reinforce_plus_plus_baseline", kl_coef=0.1),
     "ppo": dict(name="ppo", kl_coef=0.1, lam=0.9, value_clip=0.05, critic_lr=2e-3, entropy_coef=0.01),
 }
-KL_IN_REWARD = ("reinforce_plus_plus", "reinforce_plus_plus_baseline", "ppo")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -256,8 +256,9 @@ def test_off_policy_update_equals_the_plain_torch_reference(case: str) -> None:
     train = TrainConfig(
         lr=2e-3, warmup_steps=2, weight_decay=0.01, max_grad_norm=0.5, mini_batches=2, micro_batch_tokens=24
     )
-    kl_in_loss = algorithm.name not in KL_IN_REWARD
-    with_critic = algorithm.name == "ppo"
+    spec = resolve_algorithm(algorithm.name)
+    kl_in_loss = not spec.kl_in_reward
+    with_critic = spec.needs_critic
     learner_model, reference_model = _model(with_critic), _model(with_critic)
     batch = _train_batch(learner_model, algorithm)
     start = _trainable(learner_model)
@@ -267,7 +268,7 @@ def test_off_policy_update_equals_the_plain_torch_reference(case: str) -> None:
         algorithm=algorithm,
         temperature=TEMPERATURE,
         max_new_tokens=MAX_NEW_TOKENS,
-        kl_in_loss=kl_in_loss,
+        spec=spec,
         on_policy=False,
     )
     learner = Learner(
@@ -324,7 +325,7 @@ def _gradients(
         algorithm=algorithm,
         temperature=TEMPERATURE,
         max_new_tokens=MAX_NEW_TOKENS,
-        kl_in_loss=not with_critic,
+        spec=resolve_algorithm(algorithm.name),
     )
     critic = critic_parameters(model) if with_critic else None
     Learner(model, policy_parameters(model), options, critic_parameters=critic).step(batch)

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from rewards.tasks import Task
+from rlhf.algorithms import resolve_algorithm
 from rlhf.config import load_config
 from rlhf.controller import Controller
 from rlhf.placement import InProcessPlacement
@@ -82,9 +83,10 @@ def run(algorithm: str, seed: int, tmp_path: Path, steps: int = 20) -> tuple[flo
             f"lora.target_modules=[{','.join(TARGETS)}]",
         ],
     )
-    placement = InProcessPlacement(config)
+    spec = resolve_algorithm(config.algorithm.name)
+    placement = InProcessPlacement(config, spec)
     sampler = TaskSampler(TASKS, 4, seed=seed)
-    controller = Controller(config, placement, LetterFirstReward(), sampler)
+    controller = Controller(config, spec, placement, LetterFirstReward(), sampler)
     before = letter_first_frequency(placement)
     for step in range(steps):
         controller.step(last=step == steps - 1)

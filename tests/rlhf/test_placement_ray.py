@@ -11,6 +11,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from rewards.datasets import load_tasks  # noqa: E402
+from rlhf.algorithms import resolve_algorithm  # noqa: E402
 from rlhf.config import load_config  # noqa: E402
 from rlhf.controller import Controller  # noqa: E402
 from rlhf.placement import InProcessPlacement, RayPlacement, concat_rollouts  # noqa: E402
@@ -40,7 +41,9 @@ def max_diff(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
 
 def reshard_check(config) -> tuple[float, float, int]:
     """Train one step; compare rollout-side and learner-side log-probs before and after a sync."""
-    placement = RayPlacement(config) if config.placement.mode != "in_process" else InProcessPlacement(config)
+    spec = resolve_algorithm(config.algorithm.name)
+    in_process = config.placement.mode == "in_process"
+    placement = InProcessPlacement(config, spec) if in_process else RayPlacement(config, spec)
     rewards = RewardStage(config, backend="local")
     tasks = load_tasks("synthetic", limit=4)
     try:
@@ -49,7 +52,7 @@ def reshard_check(config) -> tuple[float, float, int]:
         scored = rewards.score(rollouts)
         from rlhf.advantage_step import make_train_batch
 
-        batch = make_train_batch(scored, config.algorithm, max_new_tokens=config.rollout.max_new_tokens)
+        batch = make_train_batch(scored, config.algorithm, spec, max_new_tokens=config.rollout.max_new_tokens)
         placement.train(batch)
         probe = placement.generate(tasks[2:4])
         learner = placement.learner_logprobs(probe)
@@ -120,10 +123,11 @@ def test_controller_async_step_generates_ahead(tmp_path):
     config = config_for(
         tmp_path, "placement.mode=split", "placement.sync=object_store", "placement.async_rollout=true"
     )
-    placement = RayPlacement(config)
+    spec = resolve_algorithm(config.algorithm.name)
+    placement = RayPlacement(config, spec)
     rewards = RewardStage(config, backend="local")
     sampler = TaskSampler(load_tasks("synthetic", limit=8), 2, seed=0)
-    controller = Controller(config, placement, rewards, sampler)
+    controller = Controller(config, spec, placement, rewards, sampler)
     try:
         controller.step()
         assert controller._pending is not None  # the next rollout is already running
@@ -141,7 +145,7 @@ def test_controller_async_step_generates_ahead(tmp_path):
 
 def test_concat_rollouts_renumbers_groups_and_pads(tmp_path):
     config = config_for(tmp_path)
-    placement = InProcessPlacement(config)
+    placement = InProcessPlacement(config, resolve_algorithm(config.algorithm.name))
     tasks = load_tasks("synthetic", limit=3)
     a, b = placement.generate(tasks[:1]), placement.generate(tasks[1:3])
     joined = concat_rollouts([a, b])
@@ -165,7 +169,8 @@ def test_data_parallel_learners_update_exactly_like_one_learner(tmp_path):
             f"placement.learner_workers={replicas}",
             "rollout.n_samples=3",
         )
-        placement = RayPlacement(config)
+        spec = resolve_algorithm(config.algorithm.name)
+        placement = RayPlacement(config, spec)
         rewards = RewardStage(config, backend="local")
         try:
             if batch is None:  # one batch for both runs
@@ -173,7 +178,7 @@ def test_data_parallel_learners_update_exactly_like_one_learner(tmp_path):
                 scored = rewards.score(rollouts)
                 scored.rewards = torch.arange(len(rollouts), dtype=torch.float32)  # a real, varied signal
                 batch = make_train_batch(
-                    scored, config.algorithm, max_new_tokens=config.rollout.max_new_tokens
+                    scored, config.algorithm, spec, max_new_tokens=config.rollout.max_new_tokens
                 )
             initial[replicas] = ray.get(placement.learner.call.remote("adapter_state"))
             probe = placement.generate(tasks[:1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rlhf.algorithms import resolve_algorithm
 from rlhf.config import AlgorithmConfig, TrainConfig
 from rlhf.learner import Learner, LearnerOptions, pack_micro_batches
 from rlhf.logprobs import completion_logprobs_and_entropy, prompt_groups
@@ -122,7 +123,7 @@ def test_learner_gradients_agree_with_and_without_sharing() -> None:
             algorithm=AlgorithmConfig(),
             temperature=1.0,
             max_new_tokens=COMPLETION_LEN,
-            kl_in_loss=True,
+            spec=resolve_algorithm("grpo"),
             on_policy=True,
         )
         metrics = Learner(model, params, options).step(_train_batch())
@@ -145,7 +146,7 @@ def test_sharing_is_on_by_default_on_a_cpu_only() -> None:
             algorithm=AlgorithmConfig(),
             temperature=1.0,
             max_new_tokens=COMPLETION_LEN,
-            kl_in_loss=True,
+            spec=resolve_algorithm("grpo"),
         )
         return Learner(model, params, options)
 

@@ -10,6 +10,7 @@ import torch
 
 from rewards.datasets import save_tasks
 from rewards.synthetic import HELDOUT_FAMILIES, family_names, synthetic_tasks
+from rlhf.algorithms import resolve_algorithm
 from rlhf.checkpoint import list_checkpoints
 from rlhf.config import AlgorithmConfig, ConfigError, TrainConfig, load_config
 from rlhf.learner import Learner, LearnerOptions
@@ -40,7 +41,7 @@ def test_a_learner_step_on_references_follows_the_gradient_of_their_nll() -> Non
         algorithm=AlgorithmConfig(),
         temperature=1.0,
         max_new_tokens=64,
-        kl_in_loss=True,
+        spec=resolve_algorithm("grpo"),
         on_policy=True,
     )
     rollouts = reference_rollouts(EXAMPLES, [None, None], byte_tokenizer(), max_new_tokens=64)  # type: ignore[list-item]
@@ -103,7 +104,7 @@ def test_the_warm_start_sees_only_training_families_and_training_refuses_held_ou
         with pytest.raises(ConfigError, match=r"held.out"):
             load_run_tasks(load_config(recipe, [f"output_dir={tmp_path / 'run'}", override]))
     with pytest.raises(ValueError, match="held-out split 'heldout_families'"):
-        run_warm_start(config, None, synthetic_tasks("heldout_families", n=2), byte_tokenizer())
+        run_warm_start(config, None, None, synthetic_tasks("heldout_families", n=2), byte_tokenizer())
     # ... while evaluating on them is what they are for.
     config = load_config(recipe, [f"output_dir={tmp_path / 'run'}", "data.eval_split=heldout_families"])
     assert task_sources(config)[1] == ("synthetic_optimise", "heldout_families")
