@@ -64,6 +64,21 @@ class TrainerState:
 
 
 @dataclass
+class LearnerState:
+    """The learner's part of a checkpoint, as the policy worker gives and takes it.
+
+    ``optimizer`` and ``scheduler`` are the policy's; with a critic (PPO) ``critic`` holds its adapter
+    and value head tensors and ``critic_optimizer`` its optimizer. A fresh learner's state (all
+    optimizers empty, the schedule at its start) resets a learner to it.
+    """
+
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    critic: dict[str, torch.Tensor] | None = None
+    critic_optimizer: dict[str, Any] | None = None
+
+
+@dataclass
 class Checkpoint:
     """A checkpoint read back from disk."""
 
@@ -71,9 +86,7 @@ class Checkpoint:
     state: TrainerState
     adapter: dict[str, torch.Tensor]
     adapter_config: dict[str, Any]
-    optimizer: dict[str, Any] | None
-    scheduler: dict[str, Any] | None
-    critic: dict[str, torch.Tensor] | None
+    learner: LearnerState
     rng: dict[str, Any] | None
     pending_rollouts: dict[str, Any] | None = None
 
@@ -88,9 +101,7 @@ def save_checkpoint(
     *,
     adapter: dict[str, torch.Tensor],
     adapter_config: dict[str, Any],
-    optimizer: dict[str, Any] | None = None,
-    scheduler: dict[str, Any] | None = None,
-    critic: dict[str, torch.Tensor] | None = None,
+    learner: LearnerState | None = None,
     worker_rng: list[dict[str, Any]] | None = None,
     pending_rollouts: Rollouts | None = None,
     keep: int | None = None,
@@ -98,6 +109,7 @@ def save_checkpoint(
 ) -> Path:
     """Write ``checkpoints/step-<state.step>`` atomically; prune to the newest ``keep`` afterwards.
 
+    ``learner``: optimiser, scheduler and critic state (``Placement.training_state``).
     ``worker_rng``: the generator states of the placement's actors (``Placement.rng_states``).
     ``pending_rollouts``: a rollout generated ahead for the next step (``Controller.pending_rollouts``).
     Steps in ``protect`` (e.g. the final step) are never pruned.
@@ -112,12 +124,16 @@ def save_checkpoint(
         (staging / "adapter" / "adapter_config.json").write_text(
             json.dumps(adapter_config, indent=2, default=str)
         )
-        if critic is not None:
-            save_file(_contiguous(critic), str(staging / "critic.safetensors"))
+        learner = learner or LearnerState()
+        if learner.critic is not None:
+            save_file(_contiguous(learner.critic), str(staging / "critic.safetensors"))
+        optimizer = learner.optimizer
+        if learner.critic_optimizer is not None:
+            optimizer = {"policy": optimizer, "critic": learner.critic_optimizer}
         if optimizer is not None:
             torch.save(optimizer, staging / "optimizer.pt")
-        if scheduler is not None:
-            torch.save(scheduler, staging / "scheduler.pt")
+        if learner.scheduler is not None:
+            torch.save(learner.scheduler, staging / "scheduler.pt")
         rng = capture_rng()
         if worker_rng:
             rng["workers"] = worker_rng
@@ -158,14 +174,21 @@ def load_checkpoint(path: str | Path, *, expected_base_model: str | None = None)
         return torch.load(file, map_location="cpu", weights_only=False) if file.is_file() else None
 
     critic_file = path / "critic.safetensors"
+    optimizer, critic_optimizer = optional("optimizer.pt"), None
+    if optimizer is not None and "policy" in optimizer and "state" not in optimizer:
+        # With a critic the file holds both optimizers (a plain optimizer state has "state").
+        optimizer, critic_optimizer = optimizer["policy"], optimizer.get("critic")
     return Checkpoint(
         path=path,
         state=state,
         adapter=load_file(str(path / "adapter" / "adapter_model.safetensors")),
         adapter_config=json.loads((path / "adapter" / "adapter_config.json").read_text()),
-        optimizer=optional("optimizer.pt"),
-        scheduler=optional("scheduler.pt"),
-        critic=load_file(str(critic_file)) if critic_file.is_file() else None,
+        learner=LearnerState(
+            optimizer=optimizer,
+            scheduler=optional("scheduler.pt"),
+            critic=load_file(str(critic_file)) if critic_file.is_file() else None,
+            critic_optimizer=critic_optimizer,
+        ),
         rng=optional("rng.pt"),
         pending_rollouts=optional(PENDING_FILE),
     )

@@ -21,6 +21,7 @@ from rewards.tasks import Task
 from rlhf.advantage_step import make_train_batch, reward_spread_metrics
 from rlhf.algorithms import AlgorithmSpec
 from rlhf.config import ExperimentConfig
+from rlhf.placement import Placement
 from rlhf.policy import evaluation_sampling
 from rlhf.reward_stage import RewardStage, reward_metrics
 from rlhf.task_sampler import TaskSampler
@@ -34,7 +35,7 @@ class Controller:
         self,
         config: ExperimentConfig,
         spec: AlgorithmSpec,
-        placement: Any,
+        placement: Placement,
         rewards: RewardStage,
         sampler: TaskSampler,
     ) -> None:

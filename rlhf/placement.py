@@ -6,7 +6,7 @@
 - :class:`RayPlacement` ``split``: rollout actors and a learner actor hold separate copies; after each
   update the adapter moves by Ray's object store, a torch.distributed broadcast, or as merged weights.
 
-Both offer the same methods, so :class:`rlhf.controller.Controller` never branches on placement.
+Both implement :class:`Placement`, so :class:`rlhf.controller.Controller` never branches on placement.
 """
 
 from __future__ import annotations
@@ -15,17 +15,87 @@ import os
 import socket
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from rewards.tasks import Task
 from rlhf.algorithms import AlgorithmSpec
+from rlhf.checkpoint import LearnerState
 from rlhf.config import ExperimentConfig
-from rlhf.policy import PolicyWorker, evaluation_sampling
+from rlhf.policy import PolicyWorker
 from rlhf.rollout import SamplingConfig
 from rlhf.types import Rollouts, TrainBatch
 from rlhf.weight_sync import SyncReport, layout_of, state_bytes, timed
+
+
+@runtime_checkable
+class Placement(Protocol):
+    """Where the policy lives: what the controller, the trainer and the warm start ask of it."""
+
+    def start_generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Any:
+        """Start sampling ``tasks`` (training sampling unless given); a handle for ``finish_generate``."""
+        ...
+
+    def finish_generate(self, handle: Any) -> Rollouts:
+        """The rollouts of a ``start_generate``, waited for."""
+        ...
+
+    def generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Rollouts:
+        """Sample ``tasks`` and wait for the rollouts."""
+        ...
+
+    def reference_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
+        """[B, T] log-probs under the reference policy (adapters off), on the learner."""
+        ...
+
+    def values(self, rollouts: Rollouts) -> torch.Tensor:
+        """[B, T] critic values (algorithms whose spec needs a critic)."""
+        ...
+
+    def train(self, batch: TrainBatch) -> dict[str, float]:
+        """One RL step's updates on the learner(s); the step's learner metrics."""
+        ...
+
+    def sync(self) -> SyncReport:
+        """Bring the rollout side up to the learner's adapter."""
+        ...
+
+    def learner_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
+        """[B, T] log-probs under the learner's current policy."""
+        ...
+
+    def rollout_logprobs(self, rollouts: Rollouts) -> list[torch.Tensor]:
+        """[B, T] log-probs as each rollout worker's engine scores them (one per worker)."""
+        ...
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The learner's policy adapter tensors."""
+        ...
+
+    def adapter_config(self) -> dict[str, Any]:
+        """The learner's policy adapter's ``adapter_config.json`` content."""
+        ...
+
+    def training_state(self) -> LearnerState:
+        """The learner's optimiser, scheduler and critic state, for a checkpoint."""
+        ...
+
+    def load_training_state(self, adapter: dict[str, torch.Tensor], state: LearnerState) -> None:
+        """Set the adapter everywhere and the learner's state (resume, or reset after a warm start)."""
+        ...
+
+    def rng_states(self) -> list[dict[str, Any]]:
+        """Generator states of the policy actors, for a checkpoint."""
+        ...
+
+    def load_rng_states(self, states: list[dict[str, Any]]) -> None:
+        """Restore what ``rng_states`` gave."""
+        ...
+
+    def close(self) -> None:
+        """Release the workers."""
+        ...
 
 
 class InProcessPlacement:
@@ -67,10 +137,7 @@ class InProcessPlacement:
         return self.worker.policy_logprobs(rollouts)
 
     def rollout_logprobs(self, rollouts: Rollouts) -> list[torch.Tensor]:
-        return [self.worker.engine.logprobs(  # type: ignore[union-attr]
-            rollouts.prompt_ids, rollouts.prompt_mask, rollouts.completion_ids, rollouts.completion_mask,
-            self.worker.learner.options.temperature,  # type: ignore[union-attr]
-        )]  # fmt: skip
+        return [self.worker.engine_logprobs(rollouts)]
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         return self.worker.adapter_state()
@@ -78,11 +145,11 @@ class InProcessPlacement:
     def adapter_config(self) -> dict[str, Any]:
         return self.worker.adapter_config()
 
-    def training_state(self) -> dict[str, Any]:
+    def training_state(self) -> LearnerState:
         return self.worker.training_state()
 
-    def load_training_state(self, **state: Any) -> None:
-        self.worker.load_training_state(**state)
+    def load_training_state(self, adapter: dict[str, torch.Tensor], state: LearnerState) -> None:
+        self.worker.load_training_state(adapter, state)
 
     def rng_states(self) -> list[dict[str, Any]]:
         """Generator states of the actors; none here (the checkpoint saves this process's own)."""
@@ -95,25 +162,14 @@ class InProcessPlacement:
         pass
 
 
-class PolicyActor:
-    """A PolicyWorker inside a Ray actor, plus the collective side of weight sync."""
+class PolicyActor(PolicyWorker):
+    """A PolicyWorker inside a Ray actor (its methods are the actor's), plus the collective side of
+    weight sync."""
 
     def __init__(self, config: ExperimentConfig, spec: AlgorithmSpec, role: str, threads: int) -> None:
         torch.set_num_threads(threads)
-        self.worker = PolicyWorker(config, spec, role=role)
-        self.device = next(self.worker.model.parameters()).device
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.worker, method)(*args, **kwargs)
-
-    def engine_logprobs(self, rollouts: Rollouts, temperature: float) -> torch.Tensor:
-        return self.worker.engine.logprobs(  # type: ignore[union-attr]
-            rollouts.prompt_ids,
-            rollouts.prompt_mask,
-            rollouts.completion_ids,
-            rollouts.completion_mask,
-            temperature,
-        )
+        super().__init__(config, spec, role=role)
+        self.device = next(self.model.parameters()).device
 
     def address(self) -> tuple[str, int]:
         with socket.socket() as probe:
@@ -134,27 +190,27 @@ class PolicyActor:
         learner_group = dist.new_group(learners)
         self.sync_group = dist.new_group(sync) if len(sync) > 1 else None
         if rank in learners and len(learners) > 1:
-            self.worker.learner.group = learner_group
-            self.worker.learner.replicas = len(learners)
+            self.learner.group = learner_group  # type: ignore[union-attr]
+            self.learner.replicas = len(learners)  # type: ignore[union-attr]
 
     def broadcast_adapter(self, layout: list[tuple[str, tuple[int, ...], str]]) -> int:
         from rlhf.weight_sync import broadcast_state
 
-        source = self.worker.adapter_state() if self.worker.role == "learner" else None
+        source = self.adapter_state() if self.role == "learner" else None
         state = broadcast_state(source, layout, self.device, group=self.sync_group)
         if source is None:
-            self.worker.set_adapter_state(state)
+            self.set_adapter_state(state)
         return state_bytes(state)
 
     def merged_weights(self) -> dict[str, torch.Tensor]:
         from rlhf.weight_sync import merged_weights
 
-        return merged_weights(self.worker.model)
+        return merged_weights(self.model)
 
     def load_merged_weights(self, weights: dict[str, torch.Tensor]) -> None:
         from rlhf.weight_sync import load_merged_weights
 
-        load_merged_weights(self.worker.model, weights)
+        load_merged_weights(self.model, weights)
 
 
 class RayPlacement:
@@ -214,9 +270,7 @@ class RayPlacement:
 
     def start_generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> list[Any]:
         shards = _shard(list(tasks), len(self.rollouts))
-        return [
-            w.call.remote("generate", shard, sampling) for w, shard in zip(self.rollouts, shards) if shard
-        ]
+        return [w.generate.remote(shard, sampling) for w, shard in zip(self.rollouts, shards) if shard]
 
     def finish_generate(self, handle: list[Any]) -> Rollouts:
         return concat_rollouts(self.ray.get(handle))
@@ -225,16 +279,16 @@ class RayPlacement:
         return self.finish_generate(self.start_generate(tasks, sampling))
 
     def reference_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
-        return self.ray.get(self.learner.call.remote("reference_logprobs", rollouts))
+        return self.ray.get(self.learner.reference_logprobs.remote(rollouts))
 
     def values(self, rollouts: Rollouts) -> torch.Tensor:
-        return self.ray.get(self.learner.call.remote("values", rollouts))
+        return self.ray.get(self.learner.values.remote(rollouts))
 
     def train(self, batch: TrainBatch) -> dict[str, float]:
         """Each learner replica trains on its shard; gradients meet in an all-reduce (rank 0's metrics)."""
         count = len(self.learners)
         shards = [batch.shard(i, count) for i in range(count)] if count > 1 else [batch]
-        results = self.ray.get([w.call.remote("train", shard) for w, shard in zip(self.learners, shards)])
+        results = self.ray.get([w.train.remote(shard) for w, shard in zip(self.learners, shards)])
         return results[0]
 
     # ------------------------------------------------------------------------------- weight sync
@@ -247,16 +301,16 @@ class RayPlacement:
         if mode == "object_store":
 
             def push() -> int:
-                state = ray.get(self.learner.call.remote("adapter_state"))
+                state = ray.get(self.learner.adapter_state.remote())
                 reference = ray.put(state)
-                ray.get([w.call.remote("set_adapter_state", reference) for w in self.rollouts])
+                ray.get([w.set_adapter_state.remote(reference) for w in self.rollouts])
                 return state_bytes(state) * len(self.rollouts)
 
             return timed(mode, push)
         if mode == "broadcast":
 
             def broadcast() -> int:
-                layout = layout_of(ray.get(self.learner.call.remote("adapter_state")))
+                layout = layout_of(ray.get(self.learner.adapter_state.remote()))
                 moved = ray.get([m.broadcast_adapter.remote(layout) for m in [self.learner, *self.rollouts]])
                 return int(sum(moved[1:]))
 
@@ -271,32 +325,31 @@ class RayPlacement:
         return timed(mode, push_merged)
 
     def learner_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
-        return self.ray.get(self.learner.call.remote("policy_logprobs", rollouts))
+        return self.ray.get(self.learner.policy_logprobs.remote(rollouts))
 
     def rollout_logprobs(self, rollouts: Rollouts) -> list[torch.Tensor]:
-        temperature = self.config.rollout.temperature if self.config.rollout.temperature > 0 else 1.0
-        return self.ray.get([w.engine_logprobs.remote(rollouts, temperature) for w in self.rollouts])
+        return self.ray.get([w.engine_logprobs.remote(rollouts) for w in self.rollouts])
 
     # ------------------------------------------------------------------------------- checkpoints
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
-        return self.ray.get(self.learner.call.remote("adapter_state"))
+        return self.ray.get(self.learner.adapter_state.remote())
 
     def adapter_config(self) -> dict[str, Any]:
-        return self.ray.get(self.learner.call.remote("adapter_config"))
+        return self.ray.get(self.learner.adapter_config.remote())
 
-    def training_state(self) -> dict[str, Any]:
-        return self.ray.get(self.learner.call.remote("training_state"))
+    def training_state(self) -> LearnerState:
+        return self.ray.get(self.learner.training_state.remote())
 
-    def load_training_state(self, **state: Any) -> None:
-        self.ray.get([w.call.remote("load_training_state", **state) for w in self.learners])
+    def load_training_state(self, adapter: dict[str, torch.Tensor], state: LearnerState) -> None:
+        self.ray.get([w.load_training_state.remote(adapter, state) for w in self.learners])
         if self.mode == "split":
             self.sync()
 
     def rng_states(self) -> list[dict[str, Any]]:
         """Generator states of every policy actor (learners, then rollout workers): sampling in an
         actor draws from its own process's generators, which a resumed run must continue."""
-        return self.ray.get([actor.call.remote("rng_state") for actor in self._actors()])
+        return self.ray.get([actor.rng_state.remote() for actor in self._actors()])
 
     def load_rng_states(self, states: list[dict[str, Any]]) -> None:
         actors = self._actors()
@@ -308,7 +361,7 @@ class RayPlacement:
                 stacklevel=2,
             )
             return
-        self.ray.get([a.call.remote("set_rng_state", s) for a, s in zip(actors, states)])
+        self.ray.get([a.set_rng_state.remote(s) for a, s in zip(actors, states)])
 
     def _actors(self) -> list[Any]:
         """Each policy actor once (colocated, the learner is the rollout worker)."""
@@ -319,14 +372,10 @@ class RayPlacement:
             self.ray.kill(actor)
 
 
-def make_placement(config: ExperimentConfig, spec: AlgorithmSpec) -> InProcessPlacement | RayPlacement:
+def make_placement(config: ExperimentConfig, spec: AlgorithmSpec) -> Placement:
     if config.placement.mode == "in_process":
         return InProcessPlacement(config, spec)
     return RayPlacement(config, spec)
-
-
-def evaluation_generate(placement: Any, config: ExperimentConfig, tasks: Sequence[Task]) -> Rollouts:
-    return placement.generate(tasks, evaluation_sampling(config))
 
 
 def _shard(items: list[Task], parts: int) -> list[list[Task]]:

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from rewards.tasks import Task
 from rlhf.algorithms import AlgorithmSpec
+from rlhf.checkpoint import LearnerState, capture_rng, restore_rng
 from rlhf.config import TINY_PREFIX, ExperimentConfig
 from rlhf.learner import Learner, LearnerOptions
 from rlhf.logprobs import completion_logprobs, reference_logprobs
@@ -203,6 +204,18 @@ class PolicyWorker:
         if self.engine is not None:
             self.engine.release_memory()
 
+    def engine_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
+        """[B, T] log-probs of the rollouts' tokens as this worker's rollout engine scores them."""
+        if self.engine is None:
+            raise RuntimeError("a learner-only policy worker has no rollout engine")
+        return self.engine.logprobs(
+            rollouts.prompt_ids,
+            rollouts.prompt_mask,
+            rollouts.completion_ids,
+            rollouts.completion_mask,
+            sampling_temperature(self.config.rollout.temperature),
+        )
+
     # ------------------------------------------------------------------------------- log-probs
 
     def policy_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
@@ -273,54 +286,40 @@ class PolicyWorker:
 
     def rng_state(self) -> dict[str, Any]:
         """This process's generator states (sampling draws from them), for a checkpoint."""
-        from rlhf.checkpoint import capture_rng
-
         return capture_rng()
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
-        from rlhf.checkpoint import restore_rng
-
         restore_rng(state)
 
-    def training_state(self) -> dict[str, Any]:
+    def training_state(self) -> LearnerState:
         """Optimiser, scheduler and critic state for a checkpoint."""
         if self.learner is None:
-            return {}
-        state: dict[str, Any] = {
-            "optimizer": self.learner.optimizer.state_dict(),
-            "scheduler": self.learner.scheduler.state_dict(),
-        }
+            return LearnerState()
+        state = LearnerState(
+            optimizer=self.learner.optimizer.state_dict(),
+            scheduler=self.learner.scheduler.state_dict(),
+        )
         if self.with_critic:
             from rlhf.critic import critic_state_dict
 
-            state["critic"] = {k: v.cpu() for k, v in critic_state_dict(self.model).items()}
-            state["critic_optimizer"] = self.learner.critic_optimizer.state_dict()
+            state.critic = {k: v.cpu() for k, v in critic_state_dict(self.model).items()}
+            state.critic_optimizer = self.learner.critic_optimizer.state_dict()
         return state
 
-    def load_training_state(
-        self,
-        adapter: Mapping[str, torch.Tensor],
-        optimizer: dict[str, Any] | None,
-        scheduler: dict[str, Any] | None,
-        critic: Mapping[str, torch.Tensor] | None = None,
-    ) -> None:
+    def load_training_state(self, adapter: Mapping[str, torch.Tensor], state: LearnerState) -> None:
         self.set_adapter_state(adapter)
         if self.learner is None:
             return
-        if optimizer is not None:
-            self.learner.optimizer.load_state_dict(_optimizer_part(optimizer, "policy"))
-        if scheduler is not None:
-            self.learner.scheduler.load_state_dict(scheduler)
-        if critic is not None and self.with_critic:
+        if state.optimizer is not None:
+            self.learner.optimizer.load_state_dict(state.optimizer)
+        if state.scheduler is not None:
+            self.learner.scheduler.load_state_dict(state.scheduler)
+        if state.critic is not None and self.with_critic:
             from rlhf.critic import load_critic_state_dict
 
-            load_critic_state_dict(self.model, critic)
-            if "critic" in (optimizer or {}):
-                self.learner.critic_optimizer.load_state_dict(optimizer["critic"])
-
-
-def _optimizer_part(state: dict[str, Any], part: str) -> dict[str, Any]:
-    return state[part] if part in state and "state" not in state else state
+            load_critic_state_dict(self.model, state.critic)
+            if state.critic_optimizer is not None:
+                self.learner.critic_optimizer.load_state_dict(state.critic_optimizer)
 
 
 def _adapter_params(model: PeftModel) -> list[torch.nn.Parameter]:

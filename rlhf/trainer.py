@@ -27,7 +27,7 @@ from rlhf.checkpoint import (
 )
 from rlhf.config import ConfigError, ExperimentConfig, config_to_dict, dump_config
 from rlhf.controller import Controller
-from rlhf.placement import make_placement
+from rlhf.placement import Placement, make_placement
 from rlhf.policy import policy_tokenizer
 from rlhf.reward_stage import RewardStage
 from rlhf.run_folder import (
@@ -207,12 +207,7 @@ def train(config: ExperimentConfig) -> int:
         )
         controller = Controller(config, spec, placement, rewards, sampler)
         if checkpoint is not None:
-            placement.load_training_state(
-                adapter=checkpoint.adapter,
-                optimizer=checkpoint.optimizer,
-                scheduler=checkpoint.scheduler,
-                critic=checkpoint.critic,
-            )
+            placement.load_training_state(checkpoint.adapter, checkpoint.learner)
             sampler.load_state_dict(checkpoint.state.data_position)
             if checkpoint.pending_rollouts is not None:
                 controller.restore_pending(rollouts_from_state(checkpoint.pending_rollouts, train_tasks))
@@ -242,7 +237,7 @@ def train(config: ExperimentConfig) -> int:
     return 0
 
 
-def _make_placement(config: ExperimentConfig, spec: AlgorithmSpec) -> Any:
+def _make_placement(config: ExperimentConfig, spec: AlgorithmSpec) -> Placement:
     """The placement; a base model that cannot be loaded (a Hub id that does not exist, no network
     and no cached copy) is a ConfigError."""
     try:
@@ -263,7 +258,7 @@ def _make_placement(config: ExperimentConfig, spec: AlgorithmSpec) -> Any:
 
 
 def _warm_start(
-    config: ExperimentConfig, spec: AlgorithmSpec, placement: Any, train_tasks: list[Task]
+    config: ExperimentConfig, spec: AlgorithmSpec, placement: Placement, train_tasks: list[Task]
 ) -> None:
     settings = config.warm_start
     _say(f"effirl: warm start: {settings.sft_steps} supervised steps on the training tasks' references")
@@ -277,7 +272,7 @@ def _warm_start(
 def _loop(
     config: ExperimentConfig,
     controller: Controller,
-    placement: Any,
+    placement: Placement,
     log: RunLog,
     start: int,
     eval_tasks: list[Task],
@@ -324,13 +319,15 @@ def _evaluate(
 
 
 def _save(
-    config: ExperimentConfig, placement: Any, controller: Controller, step: int, metrics: dict, *, final: bool
+    config: ExperimentConfig,
+    placement: Placement,
+    controller: Controller,
+    step: int,
+    metrics: dict,
+    *,
+    final: bool,
 ) -> Path:
     pending = controller.pending_rollouts()  # waited for first: the actors' generators move on with it
-    training = placement.training_state()
-    optimizer = training.get("optimizer")
-    if "critic_optimizer" in training:
-        optimizer = {"policy": optimizer, "critic": training["critic_optimizer"]}
     state = TrainerState(
         step=step,
         data_position=controller.data_position(),
@@ -349,9 +346,7 @@ def _save(
         state,
         adapter=placement.adapter_state(),
         adapter_config=placement.adapter_config(),
-        optimizer=optimizer,
-        scheduler=training.get("scheduler"),
-        critic=training.get("critic"),
+        learner=placement.training_state(),
         worker_rng=placement.rng_states(),
         pending_rollouts=pending,
         keep=config.keep_checkpoints,

@@ -30,6 +30,7 @@ from rewards.datasets import check_training_tasks
 from rewards.tasks import Task
 from rlhf.algorithms import AlgorithmSpec
 from rlhf.config import ExperimentConfig
+from rlhf.placement import Placement
 from rlhf.policy import is_on_policy
 from rlhf.rollout.generate_engine import left_pad, pad_token_id, right_pad
 from rlhf.sft import sft_examples
@@ -81,7 +82,7 @@ def mean_nll(logprobs: torch.Tensor, rollouts: Rollouts) -> float:
 
 
 def run_warm_start(
-    config: ExperimentConfig, spec: AlgorithmSpec, placement: Any, tasks: list[Task], tokenizer: Any
+    config: ExperimentConfig, spec: AlgorithmSpec, placement: Placement, tasks: list[Task], tokenizer: Any
 ) -> dict[str, Any]:
     """``config.warm_start.sft_steps`` supervised steps on ``tasks``' references; writes a summary.
 
@@ -125,12 +126,7 @@ def run_warm_start(
         if step == last:
             nll_last = mean_nll(placement.learner_logprobs(rollouts), rollouts)
     # RL starts as it would from a saved adapter: new Adam moments, the schedule at its first step.
-    placement.load_training_state(
-        adapter=placement.adapter_state(),
-        optimizer=fresh.get("optimizer"),
-        scheduler=fresh.get("scheduler"),
-        critic=fresh.get("critic"),
-    )
+    placement.load_training_state(placement.adapter_state(), fresh)
     placement.sync()
     summary = {
         "examples": len(pairs),

@@ -180,11 +180,11 @@ def test_data_parallel_learners_update_exactly_like_one_learner(tmp_path):
                 batch = make_train_batch(
                     scored, config.algorithm, spec, max_new_tokens=config.rollout.max_new_tokens
                 )
-            initial[replicas] = ray.get(placement.learner.call.remote("adapter_state"))
+            initial[replicas] = ray.get(placement.learner.adapter_state.remote())
             probe = placement.generate(tasks[:1])
             rollout_before = placement.rollout_logprobs(probe)[0]
             grad_norms[replicas] = placement.train(batch)["grad_norm"]
-            adapters[replicas] = [ray.get(w.call.remote("adapter_state")) for w in placement.learners]
+            adapters[replicas] = [ray.get(w.adapter_state.remote()) for w in placement.learners]
             placement.sync()
             rollout_side = placement.rollout_logprobs(probe)[0]
             assert max_diff(rollout_side, placement.learner_logprobs(probe), probe.completion_mask) <= 1e-5

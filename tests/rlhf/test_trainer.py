@@ -62,7 +62,7 @@ def test_smoke_recipe_through_the_cli_writes_a_complete_run(tmp_path):
     assert list(out.glob("tensorboard/events.out.tfevents.*"))
     (checkpoint,) = list_checkpoints(out)
     loaded = load_checkpoint(checkpoint, expected_base_model="tiny:llama")
-    assert loaded.state.step == 2 and loaded.optimizer is not None and loaded.rng is not None
+    assert loaded.state.step == 2 and loaded.learner.optimizer is not None and loaded.rng is not None
     assert json.loads((checkpoint / "adapter" / "adapter_config.json").read_text())["r"] == 4
 
 
@@ -129,7 +129,9 @@ def test_ppo_trains_a_critic_on_the_shared_base(tmp_path):
     rows = read_metrics(out / "metrics.jsonl")
     assert all("loss/value" in r for r in rows)
     checkpoint = load_checkpoint(list_checkpoints(out)[-1])
-    assert checkpoint.critic is not None and any(k.startswith("value_head.") for k in checkpoint.critic)
+    critic = checkpoint.learner.critic
+    assert critic is not None and any(k.startswith("value_head.") for k in critic)
+    assert checkpoint.learner.critic_optimizer is not None
 
 
 @pytest.mark.parametrize("algorithm", ["rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline"])
