@@ -31,6 +31,7 @@ from rlhf.algorithms import (
 )
 from rlhf.config import AlgorithmConfig, TrainConfig
 from rlhf.logprobs import completion_logprobs_and_entropy, prompt_groups
+from rlhf.models import use_bf16
 from rlhf.types import TrainBatch
 
 SEQUENCE_MODES = ("seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
@@ -138,10 +139,9 @@ class Learner:
         }
         device = next(model.parameters()).device
         self.share_prompts = train.share_prompts if train.share_prompts is not None else device.type == "cpu"
-        use_bf16 = train.bf16 if train.bf16 is not None else device.type == "cuda"
         self.autocast = (
             (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
-            if use_bf16
+            if use_bf16(train.bf16, device)
             else (lambda: nullcontext())
         )
 

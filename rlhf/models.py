@@ -97,6 +97,14 @@ def resolve_device(device: torch.device | str) -> torch.device:
     return torch.device(device)
 
 
+def use_bf16(setting: bool | None, device: torch.device | str) -> bool:
+    """Whether to autocast to bfloat16: ``train.bf16`` when set, else on a GPU (a CPU's bf16 is slow
+    and its fp32 costs nothing extra in memory that matters here)."""
+    if setting is not None:
+        return bool(setting)
+    return resolve_device(device).type == "cuda"
+
+
 def builtin_gguf_path(name: str) -> Path:
     """The GGUF file of built-in model ``name``, found without importing its package."""
     if name not in BUILTIN_MODELS:

@@ -23,6 +23,7 @@ from rewards.tasks import Task
 from rlhf.algorithms import AlgorithmSpec
 from rlhf.checkpoint import LearnerState
 from rlhf.config import ExperimentConfig
+from rlhf.models import resolve_device
 from rlhf.policy import PolicyWorker
 from rlhf.rollout import SamplingConfig
 from rlhf.types import Rollouts, TrainBatch
@@ -228,9 +229,7 @@ class RayPlacement:
         self.ray = ray
         self.config = config
         self.mode = placement.mode
-        on_gpu = config.model.device.startswith("cuda") or (
-            config.model.device == "auto" and torch.cuda.is_available()
-        )
+        on_gpu = resolve_device(config.model.device).type == "cuda"
         gpus = (
             placement.num_gpus_per_worker
             if placement.num_gpus_per_worker is not None

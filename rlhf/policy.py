@@ -33,12 +33,15 @@ from rlhf.models import (
     load_adapter_state_dict,
     load_base_model,
     load_tokenizer,
+    resolve_device,
     tiny_model_and_tokenizer,
+    use_bf16,
 )
 from rlhf.rollout import (
     GenerateRolloutEngine,
     RolloutEngine,
     SamplingConfig,
+    logprob_temperature,
     render_prompt,
     style_stop_strings,
 )
@@ -84,13 +87,13 @@ def load_policy_model(config: ExperimentConfig, *, with_lora: bool = True) -> tu
             architecture=name[len(TINY_PREFIX) :] or "llama",
             seed=config.train.seed,
             dtype=dtype if dtype != "auto" else "float32",
-            device=resolve_device_name(model_config.device),
+            device=resolve_device(model_config.device),
         )
     else:
         tokenizer = load_tokenizer(name)
         attn = None if model_config.attn_implementation == "auto" else model_config.attn_implementation
         base = load_base_model(
-            name, dtype=dtype, device=resolve_device_name(model_config.device), attn_implementation=attn
+            name, dtype=dtype, device=resolve_device(model_config.device), attn_implementation=attn
         )
     if not with_lora:
         return base, tokenizer
@@ -116,12 +119,6 @@ def adapter_config_of(model: PeftModel, base_model: str) -> dict[str, Any]:
     data = model.peft_config[POLICY_ADAPTER].to_dict()
     data["base_model_name_or_path"] = base_model
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in data.items()}
-
-
-def resolve_device_name(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def read_adapter_folder(path: str | Path) -> dict[str, torch.Tensor]:
@@ -175,7 +172,7 @@ class PolicyWorker:
             options = LearnerOptions(
                 train=config.train,
                 algorithm=config.algorithm,
-                temperature=sampling_temperature(config.rollout.temperature),
+                temperature=logprob_temperature(config.rollout.temperature),
                 max_new_tokens=config.rollout.max_new_tokens,
                 spec=spec,
                 on_policy=is_on_policy(config, spec),
@@ -213,7 +210,7 @@ class PolicyWorker:
             rollouts.prompt_mask,
             rollouts.completion_ids,
             rollouts.completion_mask,
-            sampling_temperature(self.config.rollout.temperature),
+            logprob_temperature(self.config.rollout.temperature),
         )
 
     # ------------------------------------------------------------------------------- log-probs
@@ -238,15 +235,15 @@ class PolicyWorker:
 
     def _lp_kwargs(self) -> dict[str, Any]:
         # Chunk the output head so vocabulary x tokens logits never exist at once.
-        return {"temperature": sampling_temperature(self.config.rollout.temperature), "chunk_size": 1024}
+        return {"temperature": logprob_temperature(self.config.rollout.temperature), "chunk_size": 1024}
 
     def _per_micro_batch(self, rollouts: Rollouts, function: Any) -> torch.Tensor:
         """Run a no-grad [B, T] computation in row groups that fit the learner's token budget."""
         device = next(self.model.parameters()).device
         width = rollouts.prompt_ids.shape[1] + rollouts.completion_ids.shape[1]
         rows = max(1, self.config.train.micro_batch_tokens // max(width, 1))
-        bf16 = self.config.train.bf16 if self.config.train.bf16 is not None else device.type == "cuda"
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(bf16))
+        bf16 = use_bf16(self.config.train.bf16, device)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
         self.model.eval()
         parts = []
         with torch.no_grad(), autocast:
@@ -342,11 +339,6 @@ def is_on_policy(config: ExperimentConfig, spec: AlgorithmSpec) -> bool:
     )
 
 
-def sampling_temperature(temperature: float) -> float:
-    """The temperature log-probs are computed at (greedy sampling scores at 1)."""
-    return temperature if temperature > 0 else 1.0
-
-
 def training_sampling(config: ExperimentConfig) -> SamplingConfig:
     rollout = config.rollout
     return SamplingConfig(
@@ -373,13 +365,12 @@ def make_engine(config: ExperimentConfig, model: PeftModel, tokenizer: Any) -> R
         from rlhf.rollout.fast_engine import FastRolloutEngine
 
         if engine == "fast" or FastRolloutEngine.supports(model):
-            bf16 = config.train.bf16 if config.train.bf16 is not None else on_gpu
             return FastRolloutEngine(
                 model,
                 tokenizer,
                 batch_size=config.rollout.batch_size,
                 logprob_tokens=config.train.micro_batch_tokens,
-                logprob_autocast=bf16,
+                logprob_autocast=use_bf16(config.train.bf16, "cuda" if on_gpu else "cpu"),
             )
     return GenerateRolloutEngine(
         model,

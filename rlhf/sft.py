@@ -18,7 +18,8 @@ import torch
 from rewards.console import notice
 from rewards.tasks import Task
 from rlhf.config import ExperimentConfig
-from rlhf.policy import adapter_config_of, load_policy_model, resolve_device_name
+from rlhf.models import resolve_device, use_bf16
+from rlhf.policy import adapter_config_of, load_policy_model
 from rlhf.rollout import render_prompt, response_prefix
 from rlhf.rollout.prompts import CODE_FENCE
 
@@ -74,7 +75,7 @@ def sft(config: ExperimentConfig) -> int:
             "reference solutions"
         )
     out = Path(config.output_dir) / "sft"
-    device = resolve_device_name(config.model.device)
+    device = str(resolve_device(config.model.device))
     # Newer transformers renamed `gradient_checkpointing` (the old name warns); older releases only
     # have the old one.
     fields = {f.name for f in dataclasses.fields(SFTConfig)}
@@ -95,7 +96,7 @@ def sft(config: ExperimentConfig) -> int:
         save_strategy="no",
         report_to="none",
         use_cpu=device == "cpu",
-        bf16=bool(config.train.bf16) if config.train.bf16 is not None else device.startswith("cuda"),
+        bf16=use_bf16(config.train.bf16, device),
         completion_only_loss=True,
         # TRL turns checkpointing on by default; follow the recipe's choice, as the RL learner does.
         dataset_num_proc=None,

@@ -57,7 +57,7 @@ from rlhf.config import ExperimentConfig, load_config  # noqa: E402
 from rlhf.controller import Controller  # noqa: E402
 from rlhf.logprobs import completion_logprobs_and_entropy  # noqa: E402
 from rlhf.model_shapes import MODEL_SHAPES, ascii_prompt, save_random_checkpoint  # noqa: E402
-from rlhf.models import lora_config  # noqa: E402
+from rlhf.models import lora_config, resolve_device  # noqa: E402
 from rlhf.placement import InProcessPlacement  # noqa: E402
 from rlhf.rollout import render_prompt  # noqa: E402
 from rlhf.task_sampler import TaskSampler  # noqa: E402
@@ -112,8 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.shape, args.device = "tiny", "cpu"
         args.prompts, args.n_samples, args.prompt_len, args.new_tokens = 2, 2, 32, 8
         args.micro_batch, args.lora_rank, args.warmup, args.steps, args.markdown = 2, 4, 1, 1, None
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = str(resolve_device(args.device))
     if (args.prompts * args.n_samples) % args.micro_batch:
         raise SystemExit("--micro-batch must divide prompts x n-samples (TRL's accumulation steps)")
     if args.prompt_len <= len(PROMPT_FRAME):

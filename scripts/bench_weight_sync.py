@@ -44,7 +44,13 @@ from benchmark_table import (  # noqa: E402
 )
 
 from rlhf.model_shapes import MODEL_SHAPES, random_model  # noqa: E402
-from rlhf.models import adapter_parameters, adapter_state_dict, apply_lora, load_adapter_state_dict  # noqa: E402
+from rlhf.models import (  # noqa: E402
+    adapter_parameters,
+    adapter_state_dict,
+    apply_lora,
+    load_adapter_state_dict,
+    resolve_device,
+)
 from rlhf.weight_sync import load_merged_weights, merged_weights, state_bytes  # noqa: E402
 
 
@@ -65,8 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tiny:
         args.shapes, args.device, args.lora_rank, args.repeats, args.markdown = ["tiny"], "cpu", 4, 2, None
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = str(resolve_device(args.device))
     return args
 
 

@@ -61,7 +61,7 @@ from rlhf.rollout.generate_engine import (
     pad_token_id,
     right_pad,
 )
-from rlhf.rollout.sampling import sample_next
+from rlhf.rollout.sampling import logprob_temperature, sample_next
 from rlhf.types import Rollouts, TaskBatch
 
 
@@ -217,7 +217,7 @@ class FastRolloutEngine:
         truncated = torch.tensor([not finished for _, finished in ends], dtype=torch.bool)
 
         started = time.perf_counter()
-        temperature = config.temperature if config.temperature > 0 else 1.0
+        temperature = logprob_temperature(config.temperature)
         seen = torch.zeros(completion_ids.shape, dtype=torch.float32)
         for row, (logps, (length, _)) in enumerate(zip(sampled.logprobs, ends)):
             seen[row, :length] = torch.tensor(logps[:length], dtype=torch.float32)

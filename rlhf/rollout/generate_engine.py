@@ -22,6 +22,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase, StoppingCrit
 from rlhf.logprobs import causal_lm_of, completion_logprobs
 from rlhf.models import POLICY_ADAPTER, load_adapter_state_dict, use_adapter
 from rlhf.rollout.engine import SamplingOptions, check_sampling
+from rlhf.rollout.sampling import logprob_temperature
 from rlhf.types import Rollouts, TaskBatch
 
 
@@ -241,7 +242,7 @@ class GenerateRolloutEngine:
         truncated = torch.tensor([not finished for _, finished in ends], dtype=torch.bool)
 
         started = time.perf_counter()
-        temperature = config.temperature if config.temperature > 0 else 1.0
+        temperature = logprob_temperature(config.temperature)
         if self.behaviour_logprobs:
             behaviour = self.logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
         else:  # on-policy learners take the old log-probs from their own first pass instead

@@ -27,6 +27,12 @@ def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill(remove, float("-inf"))
 
 
+def logprob_temperature(temperature: float) -> float:
+    """The temperature a sample's log-probs are taken at: its own, or 1 for greedy decoding (0), whose
+    argmax has no distribution of its own to score."""
+    return temperature if temperature > 0 else 1.0
+
+
 def sample_next(
     logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -231,3 +231,17 @@ def test_disabled_adapter_is_the_base_model() -> None:
     with model.disable_adapter():
         assert torch.equal(model(input_ids=ids).logits, base(ids).logits)
     assert not torch.equal(model(input_ids=ids).logits, base(ids).logits)
+
+
+def test_each_device_rule_is_decided_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlhf.models import resolve_device, use_bf16
+    from rlhf.rollout import logprob_temperature
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cuda:1").index == 1
+    assert not use_bf16(None, "auto") and not use_bf16(None, "cpu") and use_bf16(None, "cuda")
+    assert use_bf16(True, "cpu") and not use_bf16(False, "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda") and use_bf16(None, "auto")
+    # Greedy samples (temperature 0) are scored at temperature 1; others at their own.
+    assert logprob_temperature(0.0) == 1.0 and logprob_temperature(0.7) == 0.7
