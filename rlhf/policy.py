@@ -345,6 +345,7 @@ def training_sampling(config: ExperimentConfig) -> SamplingConfig:
         n_samples=rollout.n_samples,
         temperature=rollout.temperature,
         top_p=rollout.top_p,
+        top_k=rollout.top_k,
         max_new_tokens=rollout.max_new_tokens,
         stop=tuple(dict.fromkeys([*rollout.stop, *style_stop_strings(config.data.prompt_style)])),
     )

@@ -354,7 +354,7 @@ class FastRolloutEngine:
         self, prompts: Sequence[Sequence[int]], config: SamplingOptions, ignore_eos: bool
     ) -> SampledTokens:
         n, budget = int(config.n_samples), int(config.max_new_tokens)
-        temperature, top_p = float(config.temperature), float(config.top_p)
+        temperature, top_p, top_k = float(config.temperature), float(config.top_p), int(config.top_k)
         stop = tuple(config.stop)
         window = 4 * max(len(s) for s in stop) + 2 if stop else 0
         eos = set() if ignore_eos else set(self.eos_ids)
@@ -394,7 +394,7 @@ class FastRolloutEngine:
                 for slot, sample in group:
                     owner[slot], position[slot] = sample, prefix.length
             index = self._to_device([slot for slot, _ in picks])
-            first, first_logp = sample_next(torch.cat(first_logits), temperature, top_p)
+            first, first_logp = sample_next(torch.cat(first_logits), temperature, top_p, top_k)
             state.tokens.index_copy_(0, index, first)
             state.logprobs.index_copy_(0, index, first_logp)
             state.positions.index_copy_(0, index, self._to_device([position[slot] for slot, _ in picks]))
@@ -410,7 +410,7 @@ class FastRolloutEngine:
             launched = owner[:active]
             state.host.start(state.tokens, state.logprobs, active)
             logits = state.runner.logits(active, attended)
-            next_tokens, next_logps = sample_next(logits, temperature, top_p)
+            next_tokens, next_logps = sample_next(logits, temperature, top_p, top_k)
             state.tokens[:active].copy_(next_tokens)
             state.logprobs[:active].copy_(next_logps)
             # Rows that finished (found out only after this launch) keep stepping until refilled;

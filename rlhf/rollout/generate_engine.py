@@ -278,7 +278,7 @@ class GenerateRolloutEngine:
             do_sample=not greedy,
             temperature=None if greedy else float(config.temperature),
             top_p=None if greedy else float(config.top_p),
-            top_k=None if greedy else 0,
+            top_k=None if greedy else int(config.top_k),
             max_new_tokens=int(config.max_new_tokens),
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,

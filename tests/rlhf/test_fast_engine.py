@@ -3,6 +3,7 @@ learner-exact behaviour log-probs, adapter sync, and the model's weights left un
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,7 @@ from rlhf.models import adapter_parameters, adapter_state_dict, apply_lora, tiny
 from rlhf.rollout import GenerateRolloutEngine, RolloutEngine, SamplingConfig, render_prompt
 from rlhf.rollout.fast_engine import FastRolloutEngine
 from rlhf.rollout.generate_engine import completion_text
-from rlhf.rollout.sampling import top_p_filter
+from rlhf.rollout.sampling import sample_next, top_k_filter, top_p_filter
 from rlhf.types import TaskBatch
 
 torch.set_num_threads(2)
@@ -428,3 +429,30 @@ def test_released_decode_state_is_freed_without_a_garbage_collection(llama) -> N
         assert cache() is None  # freed by reference counting: no cycle keeps the KV cache alive
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("engine_class", [FastRolloutEngine, GenerateRolloutEngine])
+def test_both_engines_sample_only_among_the_top_k_tokens(llama, engine_class) -> None:
+    model, tok = llama
+    batch = TaskBatch(tasks=TASKS[:1], prompts=_batch(tok).prompts[:1])
+    prompt = tok(batch.prompts[0], add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt])).logits[0, -1].float()
+    allowed = set(torch.topk(logits, 3).indices.tolist())
+    engine = engine_class(model, tok)
+    torch.manual_seed(5)
+    # A high temperature spreads the draws, so without the cut they would leave the top 3.
+    config = SamplingConfig(n_samples=64, temperature=3.0, top_k=3, max_new_tokens=1)
+    first = set(engine.generate(batch, config).completion_ids[:, 0].tolist())
+    assert first <= allowed and len(first) > 1
+    wide = set(engine.generate(batch, dataclasses.replace(config, top_k=0)).completion_ids[:, 0].tolist())
+    assert not wide <= allowed
+
+
+def test_top_k_1_samples_the_argmax_and_keeps_the_uncut_logprob() -> None:
+    logits = torch.tensor([[0.0, 2.0, 1.0, -1.0], [3.0, 0.0, 0.5, 0.2]])
+    tokens, logps = sample_next(logits, 0.8, 1.0, top_k=1)
+    assert tokens.tolist() == [1, 0]
+    expected = torch.log_softmax(logits / 0.8, dim=-1).gather(1, tokens[:, None]).squeeze(1)
+    assert torch.allclose(logps, expected)
+    assert torch.isinf(top_k_filter(logits, 2)).sum() == 4
