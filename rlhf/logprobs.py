@@ -177,6 +177,49 @@ def _token_stats(
     return torch.stack([token_logp, entropy])
 
 
+def check_logprob_options(temperature: float, chunk_size: int | None) -> None:
+    """ValueError for a temperature log-probs cannot be taken at, or a chunk size below 1."""
+    if temperature <= 0:
+        raise ValueError(
+            f"temperature must be > 0 for log-probs, got {temperature} (greedy samples use "
+            "rlhf.rollout.logprob_temperature: 1.0)"
+        )
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+
+
+def completion_token_stats(
+    lm: PreTrainedModel,
+    hidden: torch.Tensor,
+    completion_ids: torch.Tensor,
+    keep: torch.Tensor,
+    temperature: float,
+    chunk_size: int | None,
+    with_entropy: bool,
+) -> torch.Tensor:
+    """[1 or 2, B, T] float32 log-probs (and entropies) of the completion tokens ``keep`` marks.
+
+    ``hidden`` [N, H] holds the states that predict them, in ``completion_ids[keep]`` order; masked
+    positions cost no head matmul and come out as exact zeros. ``chunk_size`` tokens reach the output
+    head at a time, recomputed in the backward pass when grad is enabled.
+    """
+    targets = completion_ids[keep]
+    n = targets.shape[0]
+    step = n if chunk_size is None else chunk_size
+    pieces = []
+    for start in range(0, n, max(step, 1)):
+        h, y = hidden[start : start + step], targets[start : start + step]
+        if chunk_size is not None and torch.is_grad_enabled():
+            pieces.append(checkpoint(_token_stats, lm, h, y, temperature, with_entropy, use_reentrant=False))
+        else:
+            pieces.append(_token_stats(lm, h, y, temperature, with_entropy))
+    rows = 2 if with_entropy else 1
+    out = hidden.new_zeros((rows, *completion_ids.shape), dtype=torch.float32)
+    if pieces:
+        out[:, keep] = torch.cat(pieces, dim=1)
+    return out
+
+
 def _completion_stats(
     model: nn.Module,
     prompt_ids: torch.Tensor,
@@ -188,30 +231,13 @@ def _completion_stats(
     with_entropy: bool,
     share_prompts: bool = False,
 ) -> torch.Tensor:
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 for log-probs, got {temperature} (greedy samples use 1.0)")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    check_logprob_options(temperature, chunk_size)
     hidden_states = shared_prompt_hidden_states if share_prompts else completion_hidden_states
     hidden = hidden_states(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
     keep = completion_mask.bool()
-    # Masked positions are skipped entirely: they cost no head matmul and come out as exact zeros.
-    flat_hidden, flat_targets = hidden[keep], completion_ids[keep]
-    lm = causal_lm_of(model)
-    n = flat_targets.shape[0]
-    step = n if chunk_size is None else chunk_size
-    pieces = []
-    for start in range(0, n, max(step, 1)):
-        h, y = flat_hidden[start : start + step], flat_targets[start : start + step]
-        if chunk_size is not None and torch.is_grad_enabled():
-            pieces.append(checkpoint(_token_stats, lm, h, y, temperature, with_entropy, use_reentrant=False))
-        else:
-            pieces.append(_token_stats(lm, h, y, temperature, with_entropy))
-    rows = 2 if with_entropy else 1
-    out = hidden.new_zeros((rows, *completion_ids.shape), dtype=torch.float32)
-    if pieces:
-        out[:, keep] = torch.cat(pieces, dim=1)
-    return out
+    return completion_token_stats(
+        causal_lm_of(model), hidden[keep], completion_ids, keep, temperature, chunk_size, with_entropy
+    )
 
 
 def completion_logprobs(

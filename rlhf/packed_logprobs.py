@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from rlhf.logprobs import _check_shapes, _token_stats, causal_lm_of
+from rlhf.logprobs import _check_shapes, causal_lm_of, check_logprob_options, completion_token_stats
 
 
 def pack_by_tokens(lengths: list[int], budget: int) -> list[list[int]]:
@@ -62,10 +61,7 @@ def packed_completion_logprobs_and_entropy(
     when grad is enabled; ``chunk_size`` chunks the output head (recomputed in the backward pass).
     """
     _check_shapes(prompt_ids, prompt_mask, completion_ids, completion_mask)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 for log-probs, got {temperature} (greedy samples use 1.0)")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    check_logprob_options(temperature, chunk_size)
     device = prompt_ids.device
     prompt_lengths = prompt_mask.sum(1).tolist()
     completion_lengths = completion_mask.sum(1).tolist()
@@ -86,18 +82,13 @@ def packed_completion_logprobs_and_entropy(
         use_cache=False,
     ).last_hidden_state[0]
     keep = completion_mask.bool()
-    flat_hidden, flat_targets = hidden[torch.cat(predictors)], completion_ids[keep]
-    lm = causal_lm_of(model)
-    n = flat_targets.shape[0]
-    step = n if chunk_size is None else chunk_size
-    pieces = []
-    for start in range(0, n, max(step, 1)):
-        h, y = flat_hidden[start : start + step], flat_targets[start : start + step]
-        if chunk_size is not None and torch.is_grad_enabled():
-            pieces.append(checkpoint(_token_stats, lm, h, y, temperature, True, use_reentrant=False))
-        else:
-            pieces.append(_token_stats(lm, h, y, temperature, True))
-    out = hidden.new_zeros((2, *completion_ids.shape), dtype=torch.float32)
-    if pieces:
-        out[:, keep] = torch.cat(pieces, dim=1)
+    out = completion_token_stats(
+        causal_lm_of(model),
+        hidden[torch.cat(predictors)],
+        completion_ids,
+        keep,
+        temperature,
+        chunk_size,
+        True,
+    )
     return out[0], out[1]

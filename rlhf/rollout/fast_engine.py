@@ -55,11 +55,10 @@ from rlhf.rollout.decoder import (
 from rlhf.rollout.engine import SamplingOptions, check_sampling
 from rlhf.rollout.generate_engine import (
     _generation_mode,
-    completion_end,
-    completion_text,
-    left_pad,
+    encode_prompts,
+    make_rollouts,
+    pad_samples,
     pad_token_id,
-    right_pad,
 )
 from rlhf.rollout.sampling import logprob_temperature, sample_next
 from rlhf.types import Rollouts, TaskBatch
@@ -192,63 +191,39 @@ class FastRolloutEngine:
         Prompts are tokenized as given (``add_special_tokens=False``). All tensors are on the CPU.
         """
         check_sampling(config)
-        if len(batch.prompts) != len(batch.tasks) or not batch.prompts:
-            raise ValueError(
-                f"TaskBatch needs one prompt per task and at least one: {len(batch.tasks)} tasks, "
-                f"{len(batch.prompts)} prompts"
-            )
         n = int(config.n_samples)
-        encoded = self.tokenizer(list(batch.prompts), add_special_tokens=False).input_ids
-        empty = [i for i, ids in enumerate(encoded) if not ids]
-        if empty:
-            raise ValueError(f"prompts {empty} tokenize to nothing; every prompt needs at least one token")
+        encoded = encode_prompts(self.tokenizer, batch)
         stop = tuple(config.stop)
 
         started = time.perf_counter()
         sampled = self.sample_token_ids(encoded, config)
         generation_s = time.perf_counter() - started
 
-        ends = [completion_end(g, set(self.eos_ids), stop, self.tokenizer) for g in sampled.tokens]
-        completions = [g[:length] for g, (length, _) in zip(sampled.tokens, ends)]
-        texts = [completion_text(c, stop, self.tokenizer) for c in completions]
         prompts = [ids for ids in encoded for _ in range(n)]
-        prompt_ids, prompt_mask = left_pad(prompts, self.pad_id)
-        completion_ids, completion_mask = right_pad(completions, self.pad_id)
-        truncated = torch.tensor([not finished for _, finished in ends], dtype=torch.bool)
+        padded = pad_samples(prompts, sampled.tokens, self.tokenizer, self.eos_ids, self.pad_id, stop)
 
         started = time.perf_counter()
         temperature = logprob_temperature(config.temperature)
-        seen = torch.zeros(completion_ids.shape, dtype=torch.float32)
-        for row, (logps, (length, _)) in enumerate(zip(sampled.logprobs, ends)):
+        seen = torch.zeros(padded.completion_ids.shape, dtype=torch.float32)
+        for row, (logps, length) in enumerate(zip(sampled.logprobs, padded.lengths)):
             seen[row, :length] = torch.tensor(logps[:length], dtype=torch.float32)
-        valid = completion_mask.bool()
+        valid = padded.completion_mask.bool()
         extra: dict[str, float] = {}
         if self.behaviour_logprobs:
-            behaviour = self.logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+            behaviour = self.logprobs(*padded.sequences(), temperature)
             gap = (seen - behaviour)[valid].abs()
             extra["rollout/decode_logprob_max_abs_diff"] = float(gap.max()) if valid.any() else 0.0
         else:  # an on-policy learner takes the old log-probs from its own first pass
             behaviour = seen
         logprob_s = time.perf_counter() - started
-
-        lengths = completion_mask.sum(dim=1).float()
-        return Rollouts(
-            tasks=list(batch.tasks),
-            group_ids=torch.arange(len(encoded)).repeat_interleave(n),
-            prompt_ids=prompt_ids,
-            prompt_mask=prompt_mask,
-            completion_ids=completion_ids,
-            completion_mask=completion_mask,
-            behaviour_logprobs=behaviour,
-            texts=texts,
-            truncated=truncated,
-            metrics={
-                "rollout/generation_s": generation_s,
-                "rollout/logprob_s": logprob_s,
-                "rollout/tokens_per_s": float(lengths.sum()) / max(generation_s, 1e-9),
-                **extra,
-                **sampled.metrics,
-            },
+        return make_rollouts(
+            batch,
+            n,
+            padded,
+            behaviour,
+            generation_s=generation_s,
+            logprob_s=logprob_s,
+            metrics={**extra, **sampled.metrics},
         )
 
     # ------------------------------------------------------------------------------- log-probs
