@@ -7,7 +7,7 @@ linear layers), prompts, group size, completion budget, micro-batch size, optimi
 cheap deterministic Python function of the completion text, so neither waits on a sandbox.
 Neither uses vLLM. A step is everything between two optimiser updates:
 
-  * effirl: :class:`rlhf.controller.Controller` ``step()`` on an in-process placement (the hybrid
+  * effirl: :class:`rlhf.training.controller.Controller` ``step()`` on an in-process placement (the hybrid
     policy worker: fast rollout engine, behaviour and reference log-probs, advantages, learner,
     in-place weight sync) with the reward stage replaced by the Python reward;
   * TRL: ``GRPOTrainer.train()`` with ``max_steps`` steps, timed between successive ``on_step_end``
@@ -54,13 +54,13 @@ from benchmark_table import (  # noqa: E402
 from rewards.tasks import Task  # noqa: E402
 from rlhf.algorithms import resolve_algorithm  # noqa: E402
 from rlhf.config import ExperimentConfig, load_config  # noqa: E402
-from rlhf.controller import Controller  # noqa: E402
-from rlhf.logprobs import completion_logprobs_and_entropy  # noqa: E402
-from rlhf.model_shapes import MODEL_SHAPES, ascii_prompt, save_random_checkpoint  # noqa: E402
-from rlhf.models import lora_config, resolve_device  # noqa: E402
-from rlhf.placement import InProcessPlacement  # noqa: E402
+from rlhf.distributed.placement import InProcessPlacement  # noqa: E402
+from rlhf.models.loading import lora_config, resolve_device  # noqa: E402
+from rlhf.models.logprobs import completion_logprobs_and_entropy  # noqa: E402
+from rlhf.models.shapes import MODEL_SHAPES, ascii_prompt, save_random_checkpoint  # noqa: E402
 from rlhf.rollout import render_prompt  # noqa: E402
-from rlhf.task_sampler import TaskSampler  # noqa: E402
+from rlhf.rollout.task_sampler import TaskSampler  # noqa: E402
+from rlhf.training.controller import Controller  # noqa: E402
 from rlhf.types import Rollouts, Scored  # noqa: E402
 
 PROMPT_FRAME = 'def f():\n    """"""\n'  # the raw prompt style renders a task defining f exactly as written
@@ -160,7 +160,7 @@ def effirl_config(args: argparse.Namespace, checkpoint: Path) -> ExperimentConfi
 def learner_view_logprobs(worker: Any, rollouts: Rollouts) -> torch.Tensor:
     """[B, T] log-probs of the rollouts' tokens exactly as the learner's first pass computes them:
     its micro-batches and trimming, training mode, gradients on, its autocast."""
-    from rlhf.learner import _select, pack_micro_batches
+    from rlhf.learner.updates import _select, pack_micro_batches
     from rlhf.types import TrainBatch
 
     learner, model = worker.learner, worker.model
@@ -266,7 +266,7 @@ def run_trl(
         raise SystemExit(
             f"TRL's half needs trl and its dependencies ({exc}); install them or pass --skip-trl"
         ) from None
-    from rlhf.models import load_tokenizer
+    from rlhf.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(checkpoint)
     prompts = [render_prompt(tokenizer, task, "raw") for task in tasks]

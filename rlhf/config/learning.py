@@ -157,7 +157,7 @@ class WarmStartConfig(Section):
     gets no efficiency reward to learn from. A few SFT steps on the training tasks' references (the
     fast solutions) show it how; RL then makes those attempts correct. The evaluation at the start
     of the run comes after the warm start, so the run's gain is RL's alone. The steps run on the
-    run's learner at `train.lr` (see rlhf/warm_start.py).
+    run's learner at `train.lr` (see rlhf/training/warm_start.py).
     """
 
     section = "warm_start"

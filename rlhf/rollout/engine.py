@@ -80,7 +80,7 @@ class RolloutEngine(Protocol):
         ...
 
     def set_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Replace the policy adapter's tensors (keys as :func:`rlhf.models.adapter_state_dict`)."""
+        """Replace the policy adapter's tensors (keys as :func:`rlhf.models.loading.adapter_state_dict`)."""
         ...
 
     def release_memory(self) -> None:

@@ -19,7 +19,7 @@ What it does differently from ``model.generate`` (see docs/performance.md for th
   GPU, so stop-string checks and slot bookkeeping overlap the next step's compute.
 
 Behaviour log-probs are recomputed after sampling with the learner's own function
-(:func:`rlhf.logprobs.completion_logprobs`), on micro-batches packed exactly as the learner packs
+(:func:`rlhf.models.logprobs.completion_logprobs`), on micro-batches packed exactly as the learner packs
 them, under the learner's autocast. The log-probs seen while decoding are kept to report their
 largest difference from those (``rollout/decode_logprob_max_abs_diff``), and are returned instead
 when ``behaviour_logprobs`` is False (an on-policy learner, which uses its own first pass).
@@ -38,10 +38,10 @@ from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from rlhf.learner import pack_micro_batches
-from rlhf.logprobs import causal_lm_of, completion_logprobs
-from rlhf.models import POLICY_ADAPTER, load_adapter_state_dict
-from rlhf.packed_logprobs import pack_by_tokens, packed_completion_logprobs_and_entropy
+from rlhf.learner.updates import pack_micro_batches
+from rlhf.models.loading import POLICY_ADAPTER, load_adapter_state_dict
+from rlhf.models.logprobs import causal_lm_of, completion_logprobs
+from rlhf.models.packed_logprobs import pack_by_tokens, packed_completion_logprobs_and_entropy
 from rlhf.rollout.decode_graphs import DecodeRunner
 from rlhf.rollout.decode_state import DecodeState, HostCopy, PrefixStore, bucket_rows, round_up
 from rlhf.rollout.decoder import (
@@ -77,7 +77,7 @@ class SampledTokens:
 class FastRolloutEngine:
     """A :class:`~rlhf.rollout.engine.RolloutEngine` for Llama/Qwen2-style models; see the module doc.
 
-    model: the policy (a PeftModel from :func:`rlhf.models.apply_lora`, or a plain causal LM);
+    model: the policy (a PeftModel from :func:`rlhf.models.loading.apply_lora`, or a plain causal LM);
         shared with the learner when colocated. Its weights are read, never written.
     batch_size: cache rows decoded at once (None: every sample of the batch).
     prefill_tokens: padded prompt tokens per prefill forward pass.
@@ -92,7 +92,7 @@ class FastRolloutEngine:
     logprob_autocast: compute behaviour log-probs under bfloat16 autocast, as the learner does with
         ``train.bf16`` (None: on a CUDA device, the learner's default).
     logprob_packed: score padding-free packed micro-batches
-        (:mod:`rlhf.packed_logprobs`), for a learner that trains on them.
+        (:mod:`rlhf.models.packed_logprobs`), for a learner that trains on them.
     keep_warm: ``release_memory`` keeps the KV cache, weight buffers and graphs (faster next batch,
         more memory held while training).
     """
@@ -167,7 +167,7 @@ class FastRolloutEngine:
     # ------------------------------------------------------------------------------ the protocol
 
     def set_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Copy a policy adapter state (from :func:`rlhf.models.adapter_state_dict`) into the model;
+        """Copy a policy adapter state (from :func:`rlhf.models.loading.adapter_state_dict`) into the model;
         the merged decode weights follow at the next batch."""
         if self.adapter is None:
             raise TypeError("this engine holds a model without adapters; there is no adapter state to set")
@@ -238,10 +238,10 @@ class FastRolloutEngine:
     ) -> torch.Tensor:
         """[B, T] behaviour log-probs (CPU, float32) by the learner's function and batching.
 
-        Rows are packed with :func:`rlhf.learner.pack_micro_batches` under ``logprob_tokens`` and
+        Rows are packed with :func:`rlhf.learner.updates.pack_micro_batches` under ``logprob_tokens`` and
         their all-padding columns trimmed, as the learner does, so with the learner's budget (and
         one mini-batch) each row goes through the same forward pass shapes in both. With
-        ``logprob_packed`` the rows go through :func:`rlhf.packed_logprobs.pack_by_tokens` and
+        ``logprob_packed`` the rows go through :func:`rlhf.models.packed_logprobs.pack_by_tokens` and
         the padding-free forward pass instead.
         """
         lengths = [int(n) for n in (prompt_mask.sum(1) + completion_mask.sum(1)).tolist()]

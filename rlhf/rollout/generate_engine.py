@@ -3,7 +3,7 @@
 The engine holds the learner's own PeftModel: with one copy of the weights the learner's update is
 already what the engine samples from, so weight sync for this engine is a no-op (``set_adapter_state``
 still works, for an engine that holds a copy). Behaviour log-probs are recomputed after sampling by
-:func:`rlhf.logprobs.completion_logprobs`, the function the learner uses, so the two agree exactly
+:func:`rlhf.models.logprobs.completion_logprobs`, the function the learner uses, so the two agree exactly
 up to batch composition.
 """
 
@@ -20,8 +20,8 @@ from peft import PeftModel
 from torch import nn
 from transformers import GenerationConfig, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
-from rlhf.logprobs import causal_lm_of, completion_logprobs
-from rlhf.models import POLICY_ADAPTER, load_adapter_state_dict, use_adapter
+from rlhf.models.loading import POLICY_ADAPTER, load_adapter_state_dict, use_adapter
+from rlhf.models.logprobs import causal_lm_of, completion_logprobs
 from rlhf.rollout.engine import SamplingOptions, check_sampling
 from rlhf.rollout.sampling import logprob_temperature
 from rlhf.types import Rollouts, TaskBatch
@@ -241,7 +241,7 @@ def make_rollouts(
 class GenerateRolloutEngine:
     """Samples with ``model.generate`` and recomputes behaviour log-probs with the learner's function.
 
-    model: the policy (a PeftModel from :func:`rlhf.models.apply_lora`, or a plain causal LM for
+    model: the policy (a PeftModel from :func:`rlhf.models.loading.apply_lora`, or a plain causal LM for
         evaluation); shared with the learner when colocated.
     generation_batch_size: sequences per ``generate`` call (None: the whole batch at once).
     logprob_batch_size: sequences per log-prob forward pass (None: the whole batch at once).
@@ -285,7 +285,7 @@ class GenerateRolloutEngine:
         return causal_lm_of(self.model).get_output_embeddings().weight.device
 
     def set_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Copy a policy adapter state (from :func:`rlhf.models.adapter_state_dict`) into the model."""
+        """Copy a policy adapter state (:func:`rlhf.models.loading.adapter_state_dict`) into the model."""
         if self.adapter is None:
             raise TypeError("this engine holds a model without adapters; there is no adapter state to set")
         load_adapter_state_dict(self.model, state, self.adapter)
