@@ -58,9 +58,9 @@ _EXPORTS = {
     "ExperimentConfig": "rlhf.config",
     "load_config": "rlhf.config",
     "builtin_recipes": "rlhf.config",
-    "train": "rlhf.trainer",
+    "train": "rlhf.training.trainer",
     "run_evaluation": "rlhf.evaluation",
-    "export_checkpoint": "rlhf.export",
+    "export_checkpoint": "rlhf.training.export",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]
 

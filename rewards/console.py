@@ -1,6 +1,6 @@
 """What effirl tells the person at the terminal: one configured logger and its verbosity.
 
-Every module logs through ``logging.getLogger(__name__)`` (``rlhf.trainer``, ``rewards.scorer``,
+Every module logs through ``logging.getLogger(__name__)`` (``rlhf.training.trainer``, ``rewards.scorer``,
 ``sandbox.pool``, ...). :func:`configure_logging`, called once by each command line (``effirl``,
 ``python -m rewards.service``), gives the package loggers ``effirl``, ``rlhf``, ``rewards`` and
 ``sandbox`` one handler on stderr and a level from the ``-v``/``-q`` flags:

@@ -7,7 +7,7 @@ completion lengths, computing per-token log-probs and entropies. Timed variants:
 
   * padded: the learner's rectangle (left-padded prompts, right-padded completions);
   * padded + chunked head: the output head and log-softmax ``--chunk`` completion tokens at a time;
-  * packed + chunked head: all samples in one padding-free row (:mod:`rlhf.packed_logprobs`);
+  * packed + chunked head: all samples in one padding-free row (:mod:`rlhf.models.packed_logprobs`);
   * padded + chunked head + gradient checkpointing.
 
 Then the memory check: peak memory above the model's for 4 samples of growing completion length,
@@ -45,11 +45,11 @@ from benchmark_table import (  # noqa: E402
     table_row,
 )
 
-from rlhf.logprobs import completion_logprobs_and_entropy  # noqa: E402
-from rlhf.model_shapes import MODEL_SHAPES, random_model  # noqa: E402
-from rlhf.models import apply_lora  # noqa: E402
-from rlhf.packed_logprobs import packed_completion_logprobs_and_entropy  # noqa: E402
-from rlhf.policy import enable_activation_checkpointing  # noqa: E402
+from rlhf.models.loading import apply_lora, resolve_device  # noqa: E402
+from rlhf.models.logprobs import completion_logprobs_and_entropy  # noqa: E402
+from rlhf.models.packed_logprobs import packed_completion_logprobs_and_entropy  # noqa: E402
+from rlhf.models.policy_model import enable_activation_checkpointing  # noqa: E402
+from rlhf.models.shapes import MODEL_SHAPES, random_model  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,8 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.tiny:
         args.shape, args.device, args.rows, args.max_prompt, args.max_completion = "tiny", "cpu", 4, 24, 24
         args.chunk, args.memory_lengths, args.repeats, args.markdown = 16, [16, 32], 1, None
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = str(resolve_device(args.device))
     return args
 
 

@@ -54,8 +54,8 @@ from benchmark_table import (  # noqa: E402
 )
 from transformers import GenerationConfig  # noqa: E402
 
-from rlhf.model_shapes import MODEL_SHAPES, ascii_prompt, random_model  # noqa: E402
-from rlhf.models import adapter_parameters, apply_lora  # noqa: E402
+from rlhf.models.loading import adapter_parameters, apply_lora, resolve_device  # noqa: E402
+from rlhf.models.shapes import MODEL_SHAPES, ascii_prompt, random_model  # noqa: E402
 from rlhf.rollout import SamplingConfig  # noqa: E402
 from rlhf.rollout.fast_engine import FastRolloutEngine  # noqa: E402
 
@@ -91,8 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.shapes, args.device = ["tiny"], "cpu"
         args.prompts, args.n_samples, args.prompt_len, args.new_tokens = 2, 2, 16, 12
         args.repeats, args.lora_rank, args.markdown = 1, 4, None
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = str(resolve_device(args.device))
     return args
 
 
@@ -296,7 +295,7 @@ def engine_check(device: torch.device, fused: bool) -> dict[str, Any]:
     float32 Llama and Qwen2 models with a random adapter, so a run shows the engine is right before
     it shows it is fast. Returns, per variant, whether every token matched."""
     from rewards.tasks import Task
-    from rlhf.models import tiny_model_and_tokenizer
+    from rlhf.models.loading import tiny_model_and_tokenizer
     from rlhf.rollout import GenerateRolloutEngine
     from rlhf.types import TaskBatch
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Learner step with and without shared prompt passes (``train.share_prompts``), side by side.
 
-One RL step of the learner (:class:`rlhf.learner.Learner`: micro-batch packing, forward, backward,
+One RL step of the learner (:class:`rlhf.learner.updates.Learner`: micro-batch packing, forward, backward,
 clipping, AdamW) on a GRPO batch of ``--prompts`` distinct prompts with ``--samples`` completions
 each, on a model of ``--shape`` with random weights plus a rank-16 LoRA adapter. The defaults are
 the CPU quickstart's batch: SmolLM2-135M, 4 prompts of about 225 tokens (191-262 in the
@@ -39,10 +39,11 @@ from benchmark_table import (  # noqa: E402
     table_row,
 )
 
+from rlhf.algorithms import resolve_algorithm  # noqa: E402
 from rlhf.config import AlgorithmConfig, TrainConfig  # noqa: E402
-from rlhf.learner import Learner, LearnerOptions  # noqa: E402
-from rlhf.model_shapes import MODEL_SHAPES, random_model  # noqa: E402
-from rlhf.models import adapter_parameters, apply_lora  # noqa: E402
+from rlhf.learner.updates import Learner, LearnerOptions  # noqa: E402
+from rlhf.models.loading import adapter_parameters, apply_lora  # noqa: E402
+from rlhf.models.shapes import MODEL_SHAPES, random_model  # noqa: E402
 from rlhf.types import TrainBatch  # noqa: E402
 
 
@@ -110,7 +111,7 @@ def learner_of(model: Any, args: argparse.Namespace, share: bool, temperature: f
         algorithm=AlgorithmConfig(),
         temperature=temperature,
         max_new_tokens=args.completion_tokens[1],
-        kl_in_loss=False,
+        spec=resolve_algorithm("grpo"),
         on_policy=True,
     )
     return Learner(model, list(adapter_parameters(model).values()), options)

@@ -7,7 +7,7 @@ linear layers), prompts, group size, completion budget, micro-batch size, optimi
 cheap deterministic Python function of the completion text, so neither waits on a sandbox.
 Neither uses vLLM. A step is everything between two optimiser updates:
 
-  * effirl: :class:`rlhf.controller.Controller` ``step()`` on an in-process placement (the hybrid
+  * effirl: :class:`rlhf.training.controller.Controller` ``step()`` on an in-process placement (the hybrid
     policy worker: fast rollout engine, behaviour and reference log-probs, advantages, learner,
     in-place weight sync) with the reward stage replaced by the Python reward;
   * TRL: ``GRPOTrainer.train()`` with ``max_steps`` steps, timed between successive ``on_step_end``
@@ -52,14 +52,15 @@ from benchmark_table import (  # noqa: E402
 )
 
 from rewards.tasks import Task  # noqa: E402
+from rlhf.algorithms import resolve_algorithm  # noqa: E402
 from rlhf.config import ExperimentConfig, load_config  # noqa: E402
-from rlhf.controller import Controller  # noqa: E402
-from rlhf.logprobs import completion_logprobs_and_entropy  # noqa: E402
-from rlhf.model_shapes import MODEL_SHAPES, ascii_prompt, save_random_checkpoint  # noqa: E402
-from rlhf.models import lora_config  # noqa: E402
-from rlhf.placement import InProcessPlacement  # noqa: E402
+from rlhf.distributed.placement import InProcessPlacement  # noqa: E402
+from rlhf.models.loading import lora_config, resolve_device  # noqa: E402
+from rlhf.models.logprobs import completion_logprobs_and_entropy  # noqa: E402
+from rlhf.models.shapes import MODEL_SHAPES, ascii_prompt, save_random_checkpoint  # noqa: E402
 from rlhf.rollout import render_prompt  # noqa: E402
-from rlhf.task_sampler import TaskSampler  # noqa: E402
+from rlhf.rollout.task_sampler import TaskSampler  # noqa: E402
+from rlhf.training.controller import Controller  # noqa: E402
 from rlhf.types import Rollouts, Scored  # noqa: E402
 
 PROMPT_FRAME = 'def f():\n    """"""\n'  # the raw prompt style renders a task defining f exactly as written
@@ -111,8 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.shape, args.device = "tiny", "cpu"
         args.prompts, args.n_samples, args.prompt_len, args.new_tokens = 2, 2, 32, 8
         args.micro_batch, args.lora_rank, args.warmup, args.steps, args.markdown = 2, 4, 1, 1, None
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = str(resolve_device(args.device))
     if (args.prompts * args.n_samples) % args.micro_batch:
         raise SystemExit("--micro-batch must divide prompts x n-samples (TRL's accumulation steps)")
     if args.prompt_len <= len(PROMPT_FRAME):
@@ -160,7 +160,7 @@ def effirl_config(args: argparse.Namespace, checkpoint: Path) -> ExperimentConfi
 def learner_view_logprobs(worker: Any, rollouts: Rollouts) -> torch.Tensor:
     """[B, T] log-probs of the rollouts' tokens exactly as the learner's first pass computes them:
     its micro-batches and trimming, training mode, gradients on, its autocast."""
-    from rlhf.learner import _select, pack_micro_batches
+    from rlhf.learner.updates import _select, pack_micro_batches
     from rlhf.types import TrainBatch
 
     learner, model = worker.learner, worker.model
@@ -203,9 +203,10 @@ def synchronize(device: str) -> None:
 
 def run_effirl(args: argparse.Namespace, checkpoint: Path, tasks: list[Task]) -> dict[str, Any]:
     config = effirl_config(args, checkpoint)
-    placement = InProcessPlacement(config)
+    spec = resolve_algorithm(config.algorithm.name)
+    placement = InProcessPlacement(config, spec)
     sampler = TaskSampler(tasks, args.prompts, seed=0, shuffle=False)
-    controller = Controller(config, placement, PythonRewardStage(), sampler)  # type: ignore[arg-type]
+    controller = Controller(config, spec, placement, PythonRewardStage(), sampler)  # type: ignore[arg-type]
     step_s, steps = [], []
     for index in range(args.warmup + args.steps):
         synchronize(args.device)
@@ -265,7 +266,7 @@ def run_trl(
         raise SystemExit(
             f"TRL's half needs trl and its dependencies ({exc}); install them or pass --skip-trl"
         ) from None
-    from rlhf.models import load_tokenizer
+    from rlhf.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(checkpoint)
     prompts = [render_prompt(tokenizer, task, "raw") for task in tasks]

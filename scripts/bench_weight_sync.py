@@ -2,9 +2,9 @@
 """Weight sync: bytes and milliseconds of pushing the LoRA adapter vs pushing merged full weights.
 
 After each update the rollout side needs the new policy. With LoRA only the adapter changed, so
-effirl moves the adapter's tensors (``rlhf.models.adapter_state_dict`` into
+effirl moves the adapter's tensors (``rlhf.models.loading.adapter_state_dict`` into
 ``load_adapter_state_dict``); an engine that cannot apply LoRA needs the merged weights of every
-adapted layer instead (``rlhf.weight_sync.merged_weights`` into ``load_merged_weights``). Both are
+adapted layer instead (``rlhf.distributed.weight_sync.merged_weights`` into ``load_merged_weights``). Both are
 measured end to end between two model instances of the same shape (Qwen2.5 configs with random
 weights), the way the split placement moves them, through host memory:
 
@@ -43,9 +43,15 @@ from benchmark_table import (  # noqa: E402
     table_row,
 )
 
-from rlhf.model_shapes import MODEL_SHAPES, random_model  # noqa: E402
-from rlhf.models import adapter_parameters, adapter_state_dict, apply_lora, load_adapter_state_dict  # noqa: E402
-from rlhf.weight_sync import load_merged_weights, merged_weights, state_bytes  # noqa: E402
+from rlhf.distributed.weight_sync import load_merged_weights, merged_weights, state_bytes  # noqa: E402
+from rlhf.models.loading import (  # noqa: E402
+    adapter_parameters,
+    adapter_state_dict,
+    apply_lora,
+    load_adapter_state_dict,
+    resolve_device,
+)
+from rlhf.models.shapes import MODEL_SHAPES, random_model  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,8 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tiny:
         args.shapes, args.device, args.lora_rank, args.repeats, args.markdown = ["tiny"], "cpu", 4, 2, None
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = str(resolve_device(args.device))
     return args
 
 

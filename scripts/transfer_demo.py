@@ -66,7 +66,7 @@ def benchmark_args(name: str, most: int | None = None) -> list[str]:
 def newest_checkpoints(runs: Path) -> dict[str, Path]:
     """seed name -> its newest complete checkpoint."""
     sys.path.insert(0, str(REPO))
-    from rlhf.checkpoint import list_checkpoints
+    from rlhf.training.checkpoint import list_checkpoints
 
     found = {}
     for seed in sorted(p for p in runs.glob("seed-*") if p.is_dir()):

@@ -33,8 +33,10 @@ from rlhf.algorithms.reductions import (
 )
 from rlhf.algorithms.registry import (
     ADVANTAGE_ESTIMATORS,
+    ALGORITHMS,
     ESTIMATOR_INPUTS,
     POLICY_LOSSES,
+    AlgorithmSpec,
     UnknownAlgorithmError,
     compute_advantages,
     estimator_inputs,
@@ -42,15 +44,19 @@ from rlhf.algorithms.registry import (
     get_advantage_estimator,
     get_policy_loss,
     register_advantage_estimator,
+    register_algorithm,
     register_policy_loss,
+    resolve_algorithm,
 )
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGGREGATION_MODES",
+    "ALGORITHMS",
     "ESTIMATOR_INPUTS",
     "KL_KINDS",
     "POLICY_LOSSES",
+    "AlgorithmSpec",
     "GroupStats",
     "UnknownAlgorithmError",
     "aggregate_loss",
@@ -76,9 +82,11 @@ __all__ = [
     "overlong_penalty",
     "ppo_clip_loss",
     "register_advantage_estimator",
+    "register_algorithm",
     "register_policy_loss",
     "reinforce_plus_plus_advantages",
     "reinforce_plus_plus_baseline_advantages",
+    "resolve_algorithm",
     "rloo_advantages",
     "token_logprobs",
     "uniform_group_mask",

@@ -20,7 +20,7 @@ import torch
 
 from rlhf.algorithms.groups import check_group_inputs, group_stats
 from rlhf.algorithms.reductions import masked_whiten
-from rlhf.algorithms.registry import register_advantage_estimator
+from rlhf.algorithms.registry import register_advantage_estimator, register_algorithm
 
 
 def _check_token_inputs(rewards: torch.Tensor, mask: torch.Tensor) -> None:
@@ -232,3 +232,12 @@ def gae_advantages(
     if whiten:
         advantages = masked_whiten(advantages, mask)
     return advantages, returns
+
+
+# The algorithms `algorithm.name` selects: an estimator above and a policy loss (losses.py). Their
+# flags (critic, KL in the reward, group baseline) come from the estimator's signature.
+register_algorithm("grpo")
+register_algorithm("rloo")
+register_algorithm("reinforce_plus_plus")
+register_algorithm("reinforce_plus_plus_baseline")
+register_algorithm("ppo", estimator="gae")

@@ -9,13 +9,19 @@ Policy losses share one signature::
 
     loss_fn(logprobs, old_logprobs, advantages, mask, *, aggregation="token-mean", max_len=None,
             **options) -> (loss, metrics)
+
+An algorithm (``algorithm.name``) is an :class:`AlgorithmSpec`: an estimator, a policy loss and the
+flags the rest of a run branches on, read from the estimator's own signature so they cannot disagree
+with what it computes. ``register_algorithm`` beside the estimator is all a new algorithm needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -25,6 +31,7 @@ PolicyLoss = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
 POLICY_LOSSES: dict[str, PolicyLoss] = {}
+ALGORITHMS: dict[str, AlgorithmSpec] = {}
 
 # The batch tensors an estimator may read, by parameter name. Anything else in its signature is an
 # option the user sets from config (gamma, normalize_std, ...).
@@ -157,3 +164,58 @@ def compute_advantages(
                 f"Its options: {sorted(known_options)}"
             )
     return estimator(**call, **options)
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """One algorithm as data: what computes its advantages, what turns them into a loss, and the flags
+    a run needs to know before it has a batch. Names only, so it pickles into Ray workers."""
+
+    name: str
+    #: registered advantage estimator
+    estimator: str
+    #: registered policy loss
+    policy_loss: str
+    #: the estimator reads critic values: the run adds a critic adapter and value head
+    needs_critic: bool
+    #: the estimator folds the KL penalty into the per-token reward (the others add it to the loss)
+    kl_in_reward: bool
+    #: the estimator's baseline compares samples of the same prompt (needs ``rollout.n_samples >= 2``)
+    group_baseline: bool
+
+
+def register_algorithm(
+    name: str, *, estimator: str | None = None, policy_loss: str = "ppo_clip"
+) -> AlgorithmSpec:
+    """Make algorithm ``name`` selectable as ``algorithm.name``: estimator ``estimator`` (default: the
+    estimator registered under ``name``) with ``policy_loss``. Its flags come from the estimator's
+    signature (``values``: a critic; ``kl``: KL in the reward; ``group_ids``: a group baseline)."""
+    estimator = estimator or name
+    inputs = estimator_inputs(estimator)
+    spec = AlgorithmSpec(
+        name=name,
+        estimator=estimator,
+        policy_loss=policy_loss,
+        needs_critic="values" in inputs,
+        kl_in_reward="kl" in inputs,
+        group_baseline="group_ids" in inputs,
+    )
+    if name in ALGORITHMS and ALGORITHMS[name] != spec:
+        raise ValueError(f"algorithm {name!r} is already registered ({ALGORITHMS[name]})")
+    ALGORITHMS[name] = spec
+    return spec
+
+
+def resolve_algorithm(name: str, policy_loss: str | None = None) -> AlgorithmSpec:
+    """The spec of algorithm ``name``, with its policy loss replaced by ``policy_loss`` when given.
+
+    An unknown algorithm or loss raises :class:`UnknownAlgorithmError` (a KeyError) listing the known
+    names.
+    """
+    if name not in ALGORITHMS:
+        raise _unknown_name_error("algorithm", name, ALGORITHMS)
+    spec = ALGORITHMS[name]
+    if policy_loss is not None:
+        spec = dataclasses.replace(spec, policy_loss=policy_loss)
+    get_policy_loss(spec.policy_loss)
+    return spec

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config.learning import (
-    GROUP_BASELINE_ALGORITHMS,
     AlgorithmConfig,
     PlacementConfig,
     TrainConfig,
     WarmStartConfig,
+    algorithm_registry,
 )
 from rlhf.config.schema import ConfigError, Section, setting
 from rlhf.config.sections import DataConfig, LoraConfig, ModelConfig, RewardConfig, RolloutConfig
@@ -94,7 +94,9 @@ class ExperimentConfig(Section):
 
     def _check_across_sections(self) -> None:
         rollout, algorithm, reward = self.rollout, self.algorithm, self.reward
-        if algorithm.name in GROUP_BASELINE_ALGORITHMS and rollout.n_samples < 2:
+        algorithms = algorithm_registry()
+        spec = None if algorithms is None else algorithms.resolve_algorithm(algorithm.name)
+        if spec is not None and spec.group_baseline and rollout.n_samples < 2:
             raise ConfigError(
                 f"`rollout.n_samples` must be >= 2 for `algorithm.name` {algorithm.name} (its baseline "
                 f"compares samples of the same prompt); got {rollout.n_samples}",

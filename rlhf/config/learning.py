@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from rlhf.config.schema import Section, setting
 
-AlgorithmName = Literal["grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "ppo"]
 
-# Algorithms whose baseline is computed from the other samples of the same prompt.
-GROUP_BASELINE_ALGORITHMS = ("grpo", "rloo", "reinforce_plus_plus_baseline")
+def algorithm_registry() -> Any:
+    """``rlhf.algorithms`` (the registered algorithms and losses), or None without torch.
+
+    The light install (`effirl config`, the reward service) has no torch, and the registry's
+    functions are torch code; there the names are checked when `effirl train` resolves them.
+    """
+    try:
+        import rlhf.algorithms as algorithms
+    except ModuleNotFoundError:
+        return None
+    return algorithms
 
 
 @dataclass
@@ -24,7 +32,16 @@ class AlgorithmConfig(Section):
 
     section = "algorithm"
 
-    name: AlgorithmName = setting("grpo", "Advantage estimator and loss, looked up by name.")
+    name: str = setting(
+        "grpo",
+        "Algorithm, looked up by name in the registry (rlhf/algorithms; docs/algorithms.md lists them): "
+        "its advantage estimator, policy loss, whether it needs a critic and where its KL penalty goes.",
+    )
+    policy_loss: str | None = setting(
+        None,
+        "Registered policy loss to use instead of the algorithm's own (`ppo_clip` for every built-in "
+        "algorithm): `ppo_clip` or `dual_clip`. null keeps the algorithm's.",
+    )
     normalize_std: bool = setting(
         True, "Divide group-relative advantages by the group's standard deviation (GRPO); off is Dr. GRPO."
     )
@@ -32,6 +49,11 @@ class AlgorithmConfig(Section):
     clip_high: float = setting(
         0.2,
         "PPO ratio clip above 1: the ratio is kept <= 1 + clip_high; above clip_low is DAPO's clip-higher.",
+    )
+    clip_ratio_c: float = setting(
+        3.0,
+        "Dual-clip bound (`policy_loss: dual_clip`): a token with a negative advantage loses at most "
+        "clip_ratio_c times its advantage.",
     )
     loss_aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = setting(
         "token-mean",
@@ -71,7 +93,13 @@ class AlgorithmConfig(Section):
     critic_lr: float = setting(5e-5, "Learning rate of the critic (PPO).")
 
     def check_values(self) -> None:
+        algorithms = algorithm_registry()
+        if algorithms is not None:
+            self.require_choice("name", list(algorithms.ALGORITHMS))
+            self.require_choice("policy_loss", list(algorithms.POLICY_LOSSES))
         self.require_positive("clip_low", "clip_high", "ppo_epochs", "value_clip", "critic_lr")
+        if self.clip_ratio_c <= 1.0:
+            self.fail("clip_ratio_c", "must be > 1")
         self.require_range("clip_low", 0.0, 1.0, low_open=True, high_open=True)
         self.require_non_negative("overlong_buffer", "overlong_penalty", "kl_coef", "entropy_coef")
         self.require_positive("kl_metric_every")
@@ -129,7 +157,7 @@ class WarmStartConfig(Section):
     gets no efficiency reward to learn from. A few SFT steps on the training tasks' references (the
     fast solutions) show it how; RL then makes those attempts correct. The evaluation at the start
     of the run comes after the warm start, so the run's gain is RL's alone. The steps run on the
-    run's learner at `train.lr` (see rlhf/warm_start.py).
+    run's learner at `train.lr` (see rlhf/training/warm_start.py).
     """
 
     section = "warm_start"

@@ -195,6 +195,12 @@ class Section:
         value = getattr(self, name)
         raise ConfigError(f"`{key_of(self, name)}` {problem}; got {show_value(value)}", key_of(self, name))
 
+    def require_choice(self, name: str, choices: Sequence[str]) -> None:
+        """The value is one of ``choices`` (names a registry holds, so no Literal can list them)."""
+        value = getattr(self, name)
+        if value is not None and value not in choices:
+            raise ConfigError(_choice_message(key_of(self, name), value, choices), key_of(self, name))
+
     def require_positive(self, *names: str) -> None:
         for name in names:
             value = getattr(self, name)

@@ -179,7 +179,11 @@ class RolloutConfig(Section):
     top_p: float = setting(
         1.0, "Nucleus sampling: keep the smallest token set with this much probability; 1 disables."
     )
-    top_k: int = setting(0, "Keep only the k most likely tokens; 0 disables.")
+    top_k: int = setting(
+        0,
+        "Sample among the k most likely tokens only (both engines; before the `top_p` cut, as in "
+        "transformers); 0 disables. The behaviour log-probs are taken before the cut, as with `top_p`.",
+    )
     max_new_tokens: int = setting(256, "Longest completion; longer ones are cut and marked truncated.")
     stop: list[str] = setting(
         [],

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from rewards.tasks import Task
-from rlhf.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from rlhf.evaluation.compare import co_solved_pairs, compare_results, comparison_markdown
 from rlhf.evaluation.generation import (
     EvaluatedPolicy,
@@ -32,6 +31,7 @@ from rlhf.evaluation.records import RESULTS_FILE, EvaluationResult, SampleRecord
 from rlhf.evaluation.report import write_report, write_run_report
 from rlhf.evaluation.scoring import COST_MODES, ScoringOptions, SolutionScorer
 from rlhf.rollout import PROMPT_STYLES
+from rlhf.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
 RUN_RESULTS_FORMAT = "effirl-eval-run/1"
 
@@ -408,7 +408,7 @@ def _resolve_targets(
         folder = Path(adapter)
         adapter_config = read_adapter_config(folder)
         declared = adapter_config.get("base_model_name_or_path")
-        from rlhf.models import public_base_name  # an export names a built-in base by its Hub id
+        from rlhf.models.loading import public_base_name  # an export names a built-in base by its Hub id
 
         if declared and declared not in (model, public_base_name(model)):
             raise EvaluationInputError(

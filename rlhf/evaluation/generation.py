@@ -1,7 +1,7 @@
 """The evaluated policy: a base model, optionally with a trained adapter, and batched sampling from it.
 
-The base is built exactly as the trainer builds it (:func:`rlhf.policy.load_policy_model`, with the
-run's config.yaml when there is one, so a ``tiny:`` base gets the run's seed). A fresh LoRA adapter
+The base is built exactly as the trainer builds it (:func:`rlhf.models.policy_model.load_policy_model`,
+with the run's config.yaml when there is one, so a ``tiny:`` base gets the run's seed). A fresh LoRA adapter
 has ``B = 0`` and leaves the base unchanged, so one loaded model serves the base (step 0) and every
 checkpoint of a run: only adapter tensors are swapped.
 """
@@ -45,7 +45,7 @@ class EvaluatedPolicy:
     has_adapter: bool
 
     def set_adapter(self, state: Mapping[str, torch.Tensor]) -> None:
-        from rlhf.models import load_adapter_state_dict
+        from rlhf.models.loading import load_adapter_state_dict
 
         if not self.has_adapter:
             raise RuntimeError("this policy was loaded without an adapter")
@@ -105,7 +105,7 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
 
 def load_policy(config: ExperimentConfig, adapter_config: Mapping[str, Any] | None) -> EvaluatedPolicy:
     """The base of ``config``; with ``adapter_config``, wrapped in a (zero) LoRA adapter of that shape."""
-    from rlhf.policy import load_policy_model
+    from rlhf.models.policy_model import load_policy_model
 
     if adapter_config is not None:
         config = with_adapter_shape(config, adapter_config)
@@ -154,7 +154,7 @@ class GenerationOptions:
 
 def evaluation_engine(policy: EvaluatedPolicy, options: GenerationOptions) -> RolloutEngine:
     """The engine ``options.engine`` names, over the policy's current weights (adapter included)."""
-    from rlhf.policy import make_engine
+    from rlhf.rollout.recipe import make_engine
 
     config = dataclasses.replace(
         policy.config, rollout=dataclasses.replace(policy.config.rollout, engine=options.engine)

@@ -9,6 +9,7 @@ loaded with this package); ``prompts`` renders tasks into prompt strings.
 from rlhf.rollout.engine import RolloutEngine, SamplingConfig, SamplingOptions
 from rlhf.rollout.generate_engine import GenerateRolloutEngine
 from rlhf.rollout.prompts import PROMPT_STYLES, render_prompt, response_prefix, style_stop_strings
+from rlhf.rollout.sampling import logprob_temperature
 
 __all__ = [
     "PROMPT_STYLES",
@@ -16,6 +17,7 @@ __all__ = [
     "RolloutEngine",
     "SamplingConfig",
     "SamplingOptions",
+    "logprob_temperature",
     "render_prompt",
     "response_prefix",
     "style_stop_strings",

@@ -34,8 +34,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 
-from rlhf.logprobs import causal_lm_of
-from rlhf.weight_sync import merged_layer_weight
+from rlhf.distributed.weight_sync import merged_layer_weight
+from rlhf.models.logprobs import causal_lm_of
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 # Decode attention has a mask, so flash attention is out; the memory-efficient kernel and the

@@ -24,6 +24,7 @@ class SamplingOptions(Protocol):
     n_samples: int
     temperature: float
     top_p: float
+    top_k: int
     max_new_tokens: int
     stop: tuple[str, ...] | list[str]
 
@@ -37,6 +38,8 @@ class SamplingConfig:
         log-probs are then taken at temperature 1).
     top_p: nucleus sampling mass in (0, 1]; 1 samples from the whole distribution. Behaviour
         log-probs are those of the temperature-scaled distribution, before the nucleus cut.
+    top_k: sample among the k most likely tokens only (before the nucleus cut); 0 keeps all.
+        Behaviour log-probs are taken before this cut too.
     max_new_tokens: generation budget per completion; a completion that uses it all without EOS or
         a stop string is ``truncated``.
     stop: strings that end a completion; it is cut right after the first one, which it keeps.
@@ -45,6 +48,7 @@ class SamplingConfig:
     n_samples: int = 1
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
     max_new_tokens: int = 512
     stop: tuple[str, ...] = ()
 
@@ -57,6 +61,8 @@ def check_sampling(config: SamplingOptions) -> None:
         raise ValueError(f"rollout.temperature must be >= 0 (0 = greedy), got {config.temperature}")
     if not 0.0 < config.top_p <= 1.0:
         raise ValueError(f"rollout.top_p must be in (0, 1], got {config.top_p}")
+    if int(config.top_k) < 0:
+        raise ValueError(f"rollout.top_k must be >= 0 (0 keeps every token), got {config.top_k}")
     if int(config.max_new_tokens) < 1:
         raise ValueError(f"rollout.max_new_tokens must be >= 1, got {config.max_new_tokens}")
     if isinstance(config.stop, str):
@@ -74,7 +80,7 @@ class RolloutEngine(Protocol):
         ...
 
     def set_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Replace the policy adapter's tensors (keys as :func:`rlhf.models.adapter_state_dict`)."""
+        """Replace the policy adapter's tensors (keys as :func:`rlhf.models.loading.adapter_state_dict`)."""
         ...
 
     def release_memory(self) -> None:

@@ -19,7 +19,7 @@ What it does differently from ``model.generate`` (see docs/performance.md for th
   GPU, so stop-string checks and slot bookkeeping overlap the next step's compute.
 
 Behaviour log-probs are recomputed after sampling with the learner's own function
-(:func:`rlhf.logprobs.completion_logprobs`), on micro-batches packed exactly as the learner packs
+(:func:`rlhf.models.logprobs.completion_logprobs`), on micro-batches packed exactly as the learner packs
 them, under the learner's autocast. The log-probs seen while decoding are kept to report their
 largest difference from those (``rollout/decode_logprob_max_abs_diff``), and are returned instead
 when ``behaviour_logprobs`` is False (an on-policy learner, which uses its own first pass).
@@ -38,10 +38,10 @@ from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from rlhf.learner import pack_micro_batches
-from rlhf.logprobs import causal_lm_of, completion_logprobs
-from rlhf.models import POLICY_ADAPTER, load_adapter_state_dict
-from rlhf.packed_logprobs import pack_by_tokens, packed_completion_logprobs_and_entropy
+from rlhf.learner.updates import pack_micro_batches
+from rlhf.models.loading import POLICY_ADAPTER, load_adapter_state_dict
+from rlhf.models.logprobs import causal_lm_of, completion_logprobs
+from rlhf.models.packed_logprobs import pack_by_tokens, packed_completion_logprobs_and_entropy
 from rlhf.rollout.decode_graphs import DecodeRunner
 from rlhf.rollout.decode_state import DecodeState, HostCopy, PrefixStore, bucket_rows, round_up
 from rlhf.rollout.decoder import (
@@ -55,13 +55,12 @@ from rlhf.rollout.decoder import (
 from rlhf.rollout.engine import SamplingOptions, check_sampling
 from rlhf.rollout.generate_engine import (
     _generation_mode,
-    completion_end,
-    completion_text,
-    left_pad,
+    encode_prompts,
+    make_rollouts,
+    pad_samples,
     pad_token_id,
-    right_pad,
 )
-from rlhf.rollout.sampling import sample_next
+from rlhf.rollout.sampling import logprob_temperature, sample_next
 from rlhf.types import Rollouts, TaskBatch
 
 
@@ -78,7 +77,7 @@ class SampledTokens:
 class FastRolloutEngine:
     """A :class:`~rlhf.rollout.engine.RolloutEngine` for Llama/Qwen2-style models; see the module doc.
 
-    model: the policy (a PeftModel from :func:`rlhf.models.apply_lora`, or a plain causal LM);
+    model: the policy (a PeftModel from :func:`rlhf.models.loading.apply_lora`, or a plain causal LM);
         shared with the learner when colocated. Its weights are read, never written.
     batch_size: cache rows decoded at once (None: every sample of the batch).
     prefill_tokens: padded prompt tokens per prefill forward pass.
@@ -93,7 +92,7 @@ class FastRolloutEngine:
     logprob_autocast: compute behaviour log-probs under bfloat16 autocast, as the learner does with
         ``train.bf16`` (None: on a CUDA device, the learner's default).
     logprob_packed: score padding-free packed micro-batches
-        (:mod:`rlhf.packed_logprobs`), for a learner that trains on them.
+        (:mod:`rlhf.models.packed_logprobs`), for a learner that trains on them.
     keep_warm: ``release_memory`` keeps the KV cache, weight buffers and graphs (faster next batch,
         more memory held while training).
     """
@@ -168,7 +167,7 @@ class FastRolloutEngine:
     # ------------------------------------------------------------------------------ the protocol
 
     def set_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Copy a policy adapter state (from :func:`rlhf.models.adapter_state_dict`) into the model;
+        """Copy a policy adapter state (from :func:`rlhf.models.loading.adapter_state_dict`) into the model;
         the merged decode weights follow at the next batch."""
         if self.adapter is None:
             raise TypeError("this engine holds a model without adapters; there is no adapter state to set")
@@ -192,63 +191,39 @@ class FastRolloutEngine:
         Prompts are tokenized as given (``add_special_tokens=False``). All tensors are on the CPU.
         """
         check_sampling(config)
-        if len(batch.prompts) != len(batch.tasks) or not batch.prompts:
-            raise ValueError(
-                f"TaskBatch needs one prompt per task and at least one: {len(batch.tasks)} tasks, "
-                f"{len(batch.prompts)} prompts"
-            )
         n = int(config.n_samples)
-        encoded = self.tokenizer(list(batch.prompts), add_special_tokens=False).input_ids
-        empty = [i for i, ids in enumerate(encoded) if not ids]
-        if empty:
-            raise ValueError(f"prompts {empty} tokenize to nothing; every prompt needs at least one token")
+        encoded = encode_prompts(self.tokenizer, batch)
         stop = tuple(config.stop)
 
         started = time.perf_counter()
         sampled = self.sample_token_ids(encoded, config)
         generation_s = time.perf_counter() - started
 
-        ends = [completion_end(g, set(self.eos_ids), stop, self.tokenizer) for g in sampled.tokens]
-        completions = [g[:length] for g, (length, _) in zip(sampled.tokens, ends)]
-        texts = [completion_text(c, stop, self.tokenizer) for c in completions]
         prompts = [ids for ids in encoded for _ in range(n)]
-        prompt_ids, prompt_mask = left_pad(prompts, self.pad_id)
-        completion_ids, completion_mask = right_pad(completions, self.pad_id)
-        truncated = torch.tensor([not finished for _, finished in ends], dtype=torch.bool)
+        padded = pad_samples(prompts, sampled.tokens, self.tokenizer, self.eos_ids, self.pad_id, stop)
 
         started = time.perf_counter()
-        temperature = config.temperature if config.temperature > 0 else 1.0
-        seen = torch.zeros(completion_ids.shape, dtype=torch.float32)
-        for row, (logps, (length, _)) in enumerate(zip(sampled.logprobs, ends)):
+        temperature = logprob_temperature(config.temperature)
+        seen = torch.zeros(padded.completion_ids.shape, dtype=torch.float32)
+        for row, (logps, length) in enumerate(zip(sampled.logprobs, padded.lengths)):
             seen[row, :length] = torch.tensor(logps[:length], dtype=torch.float32)
-        valid = completion_mask.bool()
+        valid = padded.completion_mask.bool()
         extra: dict[str, float] = {}
         if self.behaviour_logprobs:
-            behaviour = self.logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+            behaviour = self.logprobs(*padded.sequences(), temperature)
             gap = (seen - behaviour)[valid].abs()
             extra["rollout/decode_logprob_max_abs_diff"] = float(gap.max()) if valid.any() else 0.0
         else:  # an on-policy learner takes the old log-probs from its own first pass
             behaviour = seen
         logprob_s = time.perf_counter() - started
-
-        lengths = completion_mask.sum(dim=1).float()
-        return Rollouts(
-            tasks=list(batch.tasks),
-            group_ids=torch.arange(len(encoded)).repeat_interleave(n),
-            prompt_ids=prompt_ids,
-            prompt_mask=prompt_mask,
-            completion_ids=completion_ids,
-            completion_mask=completion_mask,
-            behaviour_logprobs=behaviour,
-            texts=texts,
-            truncated=truncated,
-            metrics={
-                "rollout/generation_s": generation_s,
-                "rollout/logprob_s": logprob_s,
-                "rollout/tokens_per_s": float(lengths.sum()) / max(generation_s, 1e-9),
-                **extra,
-                **sampled.metrics,
-            },
+        return make_rollouts(
+            batch,
+            n,
+            padded,
+            behaviour,
+            generation_s=generation_s,
+            logprob_s=logprob_s,
+            metrics={**extra, **sampled.metrics},
         )
 
     # ------------------------------------------------------------------------------- log-probs
@@ -263,10 +238,10 @@ class FastRolloutEngine:
     ) -> torch.Tensor:
         """[B, T] behaviour log-probs (CPU, float32) by the learner's function and batching.
 
-        Rows are packed with :func:`rlhf.learner.pack_micro_batches` under ``logprob_tokens`` and
+        Rows are packed with :func:`rlhf.learner.updates.pack_micro_batches` under ``logprob_tokens`` and
         their all-padding columns trimmed, as the learner does, so with the learner's budget (and
         one mini-batch) each row goes through the same forward pass shapes in both. With
-        ``logprob_packed`` the rows go through :func:`rlhf.packed_logprobs.pack_by_tokens` and
+        ``logprob_packed`` the rows go through :func:`rlhf.models.packed_logprobs.pack_by_tokens` and
         the padding-free forward pass instead.
         """
         lengths = [int(n) for n in (prompt_mask.sum(1) + completion_mask.sum(1)).tolist()]
@@ -354,7 +329,7 @@ class FastRolloutEngine:
         self, prompts: Sequence[Sequence[int]], config: SamplingOptions, ignore_eos: bool
     ) -> SampledTokens:
         n, budget = int(config.n_samples), int(config.max_new_tokens)
-        temperature, top_p = float(config.temperature), float(config.top_p)
+        temperature, top_p, top_k = float(config.temperature), float(config.top_p), int(config.top_k)
         stop = tuple(config.stop)
         window = 4 * max(len(s) for s in stop) + 2 if stop else 0
         eos = set() if ignore_eos else set(self.eos_ids)
@@ -394,7 +369,7 @@ class FastRolloutEngine:
                 for slot, sample in group:
                     owner[slot], position[slot] = sample, prefix.length
             index = self._to_device([slot for slot, _ in picks])
-            first, first_logp = sample_next(torch.cat(first_logits), temperature, top_p)
+            first, first_logp = sample_next(torch.cat(first_logits), temperature, top_p, top_k)
             state.tokens.index_copy_(0, index, first)
             state.logprobs.index_copy_(0, index, first_logp)
             state.positions.index_copy_(0, index, self._to_device([position[slot] for slot, _ in picks]))
@@ -410,7 +385,7 @@ class FastRolloutEngine:
             launched = owner[:active]
             state.host.start(state.tokens, state.logprobs, active)
             logits = state.runner.logits(active, attended)
-            next_tokens, next_logps = sample_next(logits, temperature, top_p)
+            next_tokens, next_logps = sample_next(logits, temperature, top_p, top_k)
             state.tokens[:active].copy_(next_tokens)
             state.logprobs[:active].copy_(next_logps)
             # Rows that finished (found out only after this launch) keep stepping until refilled;

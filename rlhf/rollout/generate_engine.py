@@ -3,7 +3,7 @@
 The engine holds the learner's own PeftModel: with one copy of the weights the learner's update is
 already what the engine samples from, so weight sync for this engine is a no-op (``set_adapter_state``
 still works, for an engine that holds a copy). Behaviour log-probs are recomputed after sampling by
-:func:`rlhf.logprobs.completion_logprobs`, the function the learner uses, so the two agree exactly
+:func:`rlhf.models.logprobs.completion_logprobs`, the function the learner uses, so the two agree exactly
 up to batch composition.
 """
 
@@ -13,15 +13,17 @@ import gc
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import torch
 from peft import PeftModel
 from torch import nn
 from transformers import GenerationConfig, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
-from rlhf.logprobs import causal_lm_of, completion_logprobs
-from rlhf.models import POLICY_ADAPTER, load_adapter_state_dict, use_adapter
+from rlhf.models.loading import POLICY_ADAPTER, load_adapter_state_dict, use_adapter
+from rlhf.models.logprobs import causal_lm_of, completion_logprobs
 from rlhf.rollout.engine import SamplingOptions, check_sampling
+from rlhf.rollout.sampling import logprob_temperature
 from rlhf.types import Rollouts, TaskBatch
 
 
@@ -146,10 +148,100 @@ def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, batch: TaskBatch) -> list[list[int]]:
+    """Token ids of each prompt of ``batch``, tokenized as given (``add_special_tokens=False``:
+    rendered prompts carry their own special tokens); a ValueError unless every task has a prompt
+    with at least one token."""
+    if len(batch.prompts) != len(batch.tasks) or not batch.prompts:
+        raise ValueError(
+            f"TaskBatch needs one prompt per task and at least one: {len(batch.tasks)} tasks, "
+            f"{len(batch.prompts)} prompts"
+        )
+    encoded = tokenizer(list(batch.prompts), add_special_tokens=False).input_ids
+    empty = [i for i, ids in enumerate(encoded) if not ids]
+    if empty:
+        raise ValueError(f"prompts {empty} tokenize to nothing; every prompt needs at least one token")
+    return encoded
+
+
+@dataclass
+class PaddedSamples:
+    """Sampled token lists cut where each completion ends, padded into the Rollouts layout."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    texts: list[str]
+    truncated: torch.Tensor
+    #: tokens each completion keeps (the decoded tokens up to its end)
+    lengths: list[int]
+
+    def sequences(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(prompt_ids, prompt_mask, completion_ids, completion_mask), as log-prob functions take them."""
+        return self.prompt_ids, self.prompt_mask, self.completion_ids, self.completion_mask
+
+
+def pad_samples(
+    prompts: Sequence[Sequence[int]],
+    generated: Sequence[Sequence[int]],
+    tokenizer: PreTrainedTokenizerBase,
+    eos_ids: Sequence[int],
+    pad_id: int,
+    stop: tuple[str, ...],
+) -> PaddedSamples:
+    """Each sample's prompt and generated tokens (one entry per sample) cut at EOS or a stop string
+    and padded: prompts on the left, completions on the right."""
+    ends = [completion_end(g, set(eos_ids), stop, tokenizer) for g in generated]
+    completions = [list(g[:length]) for g, (length, _) in zip(generated, ends)]
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id)
+    completion_ids, completion_mask = right_pad(completions, pad_id)
+    return PaddedSamples(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        texts=[completion_text(c, stop, tokenizer) for c in completions],
+        truncated=torch.tensor([not finished for _, finished in ends], dtype=torch.bool),
+        lengths=[length for length, _ in ends],
+    )
+
+
+def make_rollouts(
+    batch: TaskBatch,
+    n_samples: int,
+    padded: PaddedSamples,
+    behaviour: torch.Tensor,
+    *,
+    generation_s: float,
+    logprob_s: float,
+    metrics: dict[str, float] | None = None,
+) -> Rollouts:
+    """The Rollouts of ``batch`` (``n_samples`` per prompt) with the rollout metrics both engines log."""
+    tokens = float(padded.completion_mask.sum())
+    return Rollouts(
+        tasks=list(batch.tasks),
+        group_ids=torch.arange(len(batch.tasks)).repeat_interleave(n_samples),
+        prompt_ids=padded.prompt_ids,
+        prompt_mask=padded.prompt_mask,
+        completion_ids=padded.completion_ids,
+        completion_mask=padded.completion_mask,
+        behaviour_logprobs=behaviour,
+        texts=padded.texts,
+        truncated=padded.truncated,
+        metrics={
+            "rollout/generation_s": generation_s,
+            "rollout/logprob_s": logprob_s,
+            "rollout/tokens_per_s": tokens / max(generation_s, 1e-9),
+            **(metrics or {}),
+        },
+    )
+
+
 class GenerateRolloutEngine:
     """Samples with ``model.generate`` and recomputes behaviour log-probs with the learner's function.
 
-    model: the policy (a PeftModel from :func:`rlhf.models.apply_lora`, or a plain causal LM for
+    model: the policy (a PeftModel from :func:`rlhf.models.loading.apply_lora`, or a plain causal LM for
         evaluation); shared with the learner when colocated.
     generation_batch_size: sequences per ``generate`` call (None: the whole batch at once).
     logprob_batch_size: sequences per log-prob forward pass (None: the whole batch at once).
@@ -193,7 +285,7 @@ class GenerateRolloutEngine:
         return causal_lm_of(self.model).get_output_embeddings().weight.device
 
     def set_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Copy a policy adapter state (from :func:`rlhf.models.adapter_state_dict`) into the model."""
+        """Copy a policy adapter state (:func:`rlhf.models.loading.adapter_state_dict`) into the model."""
         if self.adapter is None:
             raise TypeError("this engine holds a model without adapters; there is no adapter state to set")
         load_adapter_state_dict(self.model, state, self.adapter)
@@ -211,18 +303,9 @@ class GenerateRolloutEngine:
         own special tokens). All tensors of the result are on the CPU.
         """
         check_sampling(config)
-        if len(batch.prompts) != len(batch.tasks) or not batch.prompts:
-            raise ValueError(
-                f"TaskBatch needs one prompt per task and at least one: {len(batch.tasks)} tasks, "
-                f"{len(batch.prompts)} prompts"
-            )
         n = int(config.n_samples)
-        encoded = self.tokenizer(list(batch.prompts), add_special_tokens=False).input_ids
-        empty = [i for i, ids in enumerate(encoded) if not ids]
-        if empty:
-            raise ValueError(f"prompts {empty} tokenize to nothing; every prompt needs at least one token")
+        encoded = encode_prompts(self.tokenizer, batch)
         prompts = [ids for ids in encoded for _ in range(n)]
-        group_ids = torch.arange(len(encoded)).repeat_interleave(n)
         stop = tuple(config.stop)
 
         started = time.perf_counter()
@@ -233,38 +316,16 @@ class GenerateRolloutEngine:
                 generated.extend(self._sample(prompts[start : start + step], config, stop))
         generation_s = time.perf_counter() - started
 
-        ends = [completion_end(g, set(self.eos_ids), stop, self.tokenizer) for g in generated]
-        completions = [g[:length] for g, (length, _) in zip(generated, ends)]
-        texts = [completion_text(c, stop, self.tokenizer) for c in completions]
-        prompt_ids, prompt_mask = left_pad(prompts, self.pad_id)
-        completion_ids, completion_mask = right_pad(completions, self.pad_id)
-        truncated = torch.tensor([not finished for _, finished in ends], dtype=torch.bool)
+        padded = pad_samples(prompts, generated, self.tokenizer, self.eos_ids, self.pad_id, stop)
 
         started = time.perf_counter()
-        temperature = config.temperature if config.temperature > 0 else 1.0
+        temperature = logprob_temperature(config.temperature)
         if self.behaviour_logprobs:
-            behaviour = self.logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+            behaviour = self.logprobs(*padded.sequences(), temperature)
         else:  # on-policy learners take the old log-probs from their own first pass instead
-            behaviour = torch.zeros(completion_ids.shape, dtype=torch.float32)
+            behaviour = torch.zeros(padded.completion_ids.shape, dtype=torch.float32)
         logprob_s = time.perf_counter() - started
-
-        lengths = completion_mask.sum(dim=1).float()
-        return Rollouts(
-            tasks=list(batch.tasks),
-            group_ids=group_ids,
-            prompt_ids=prompt_ids,
-            prompt_mask=prompt_mask,
-            completion_ids=completion_ids,
-            completion_mask=completion_mask,
-            behaviour_logprobs=behaviour,
-            texts=texts,
-            truncated=truncated,
-            metrics={
-                "rollout/generation_s": generation_s,
-                "rollout/logprob_s": logprob_s,
-                "rollout/tokens_per_s": float(lengths.sum()) / max(generation_s, 1e-9),
-            },
-        )
+        return make_rollouts(batch, n, padded, behaviour, generation_s=generation_s, logprob_s=logprob_s)
 
     def _sample(
         self, prompts: Sequence[Sequence[int]], config: SamplingOptions, stop: tuple[str, ...]
@@ -277,7 +338,7 @@ class GenerateRolloutEngine:
             do_sample=not greedy,
             temperature=None if greedy else float(config.temperature),
             top_p=None if greedy else float(config.top_p),
-            top_k=None if greedy else 0,
+            top_k=None if greedy else int(config.top_k),
             max_new_tokens=int(config.max_new_tokens),
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,

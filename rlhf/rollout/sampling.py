@@ -1,6 +1,7 @@
-"""Choosing the next token from logits: greedy, temperature and nucleus (top-p) sampling.
+"""Choosing the next token from logits: greedy, temperature, top-k and nucleus (top-p) sampling.
 
-The rules are transformers' (``TemperatureLogitsWarper`` then ``TopPLogitsWarper``), so the fast
+The rules are transformers' (``TemperatureLogitsWarper``, ``TopKLogitsWarper``, then
+``TopPLogitsWarper``), so the fast
 engine samples from the same distribution as the ``generate`` engine. Sampling draws exponential
 noise and takes ``argmax(p / noise)`` (equivalent to drawing from ``p``) rather than calling
 ``torch.multinomial``: it never synchronises with the host, so the decode loop keeps the GPU fed.
@@ -9,6 +10,17 @@ noise and takes ``argmax(p / noise)`` (equivalent to drawing from ``p``) rather 
 from __future__ import annotations
 
 import torch
+
+
+def top_k_filter(scores: torch.Tensor, top_k: int) -> torch.Tensor:
+    """``scores`` [N, V] with all but the ``top_k`` highest of each row set to ``-inf`` (0 keeps all).
+
+    Ties with the k-th score stay, as in transformers.
+    """
+    if top_k <= 0 or top_k >= scores.shape[-1]:
+        return scores
+    kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
+    return scores.masked_fill(scores < kth, float("-inf"))
 
 
 def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -27,14 +39,24 @@ def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill(remove, float("-inf"))
 
 
+def logprob_temperature(temperature: float) -> float:
+    """The temperature a sample's log-probs are taken at: its own, or 1 for greedy decoding (0), whose
+    argmax has no distribution of its own to score."""
+    return temperature if temperature > 0 else 1.0
+
+
 def sample_next(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Next tokens [N] and their log-probs [N] for float32 ``logits`` [N, V].
 
     temperature 0 is greedy (log-probs at temperature 1); otherwise the log-probs are those of the
-    temperature-scaled distribution before the nucleus cut, the convention of the behaviour
-    log-probs in :class:`rlhf.types.Rollouts`.
+    temperature-scaled distribution before the top-k and nucleus cuts, the convention of the
+    behaviour log-probs in :class:`rlhf.types.Rollouts`.
     """
     if temperature <= 0:
         tokens = logits.argmax(dim=-1)
@@ -42,7 +64,8 @@ def sample_next(
         return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
     scaled = logits / temperature
     logp = torch.log_softmax(scaled, dim=-1)
-    probs = torch.softmax(top_p_filter(scaled, top_p), dim=-1) if top_p < 1.0 else logp.exp()
+    cut = top_p < 1.0 or 0 < top_k < scaled.shape[-1]
+    probs = torch.softmax(top_p_filter(top_k_filter(scaled, top_k), top_p), dim=-1) if cut else logp.exp()
     noise = torch.empty_like(probs).exponential_(generator=generator).clamp_(min=1e-20)
     tokens = (probs / noise).argmax(dim=-1)
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)

@@ -62,7 +62,7 @@ def test_reward_serve_flags_choose_the_level() -> None:
 
 def test_a_recipe_chooses_the_level() -> None:
     from rlhf.config import ConfigError, load_config
-    from rlhf.reward_stage import reward_settings
+    from rlhf.scoring.reward_stage import reward_settings
 
     with pytest.raises((ConfigError, ValueError), match="allow_weak_isolation"):
         load_config("smoke", ["reward.isolation=process"])

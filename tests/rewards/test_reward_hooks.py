@@ -74,7 +74,7 @@ def test_trl_reward_named_by_path_in_one_grpo_step(hook_env: Path, tmp_path: Pat
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from rlhf.models import tiny_model_and_tokenizer
+    from rlhf.models.loading import tiny_model_and_tokenizer
 
     # What `trl grpo --reward_funcs effirl.trl.efficiency_reward` does with the name.
     module, name = "effirl.trl.efficiency_reward".rsplit(".", 1)

@@ -100,7 +100,7 @@ def test_one_grpo_step_with_trl(box, tmp_path) -> None:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from rlhf.models import tiny_model_and_tokenizer
+    from rlhf.models.loading import tiny_model_and_tokenizer
 
     torch.set_num_threads(1)
     model, tokenizer = tiny_model_and_tokenizer(

@@ -1,0 +1,1 @@
+"""The learner arrow: TrainBatch -> Update (optimiser steps on the adapter, and the critic)."""

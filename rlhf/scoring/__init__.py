@@ -1,0 +1,1 @@
+"""The rewards arrow: Rollouts -> Scored, through the reward layer (rewards/)."""
