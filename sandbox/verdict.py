@@ -11,10 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox import codec, records
+from sandbox import codec
 from sandbox.compare import exact_equal, outputs_match
 from sandbox.types import Cost, ExecutionResult, FunctionTest, ProgramTest, Status, TestOutcome
 
+# JSON objects in one run's return values (dicts, sets, tuples, big ints and other tagged values).
+# The largest of HumanEval+ and MBPP+ hold 108,821 (Mbpp/255); numbers and lists are not counted.
+MAX_OBJECTS_PER_RUN = 250_000
 _FATAL_STATUS = {
     "syntax": Status.SYNTAX_ERROR,
     "missing_entry_point": Status.RUNTIME_ERROR,
@@ -164,10 +167,11 @@ def _judge_function_run(
             by_index.setdefault(index, record)
     outcomes: list[TestOutcome] = []
     outputs: list[Any] = []
-    saw_memory = saw_exception = too_many_values = False
-    # The return values share the result channel's value budget: decoding costs the host about 2 us
-    # a value, so within max_result_bytes alone one run could cost it 20 s (32 MiB of "{},").
-    values_left = records.MAX_VALUES_PER_RUN
+    saw_memory = saw_exception = too_many_objects = False
+    # JSON objects (dicts and tagged values) are what makes return values slow to decode: about 2 us
+    # each against a fraction of that for a number, so within max_result_bytes alone one run could
+    # cost the host 20 s (32 MiB of "{},"). They are counted before anything is decoded.
+    objects_left = MAX_OBJECTS_PER_RUN
     for index, test in enumerate(tests):
         record = by_index.get(index)
         if record is None:
@@ -182,10 +186,10 @@ def _judge_function_run(
             continue
         blob = record.get("b")
         if isinstance(blob, int):
-            values_left -= records.value_count(report["blobs"][blob])  # C-speed, before any decoding
-            if values_left < 0:
-                too_many_values = True
-                outcomes.append(TestOutcome(False, "return values over the value limit (not decoded)"))
+            objects_left -= report["blobs"][blob].count(b"{")  # C speed, before any decoding
+            if objects_left < 0:
+                too_many_objects = True
+                outcomes.append(TestOutcome(False, "return values over the object limit (not decoded)"))
                 outputs.append(None)
                 continue
         try:
@@ -206,11 +210,11 @@ def _judge_function_run(
     failure = _run_failure(report)
     if failure is not None:
         status, kind, message = failure
-    elif too_many_values:
+    elif too_many_objects:
         status, kind, message = (
             Status.FAILED,
             "output_limit",
-            f"return values hold more than {records.MAX_VALUES_PER_RUN:,} JSON values in all",
+            f"return values hold more than {MAX_OBJECTS_PER_RUN:,} JSON objects in all",
         )
     elif saw_memory:
         status, kind, message = Status.MEMORY_EXCEEDED, "memory", "MemoryError in a test"
