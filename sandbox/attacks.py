@@ -39,7 +39,7 @@ from sandbox.audit import (
 # collector knows of) through write(2) into a pipe, so that unmapped pages give EFAULT instead of a
 # crash; it needs no /proc. A needle arrives as its two halves, reversed, and is matched as "first half
 # right before second half", so the scanner never holds a whole needle itself.
-MEMORY_SCAN = """
+MEMORY_SCANNER = """
 import ctypes, gc, os
 
 def scan(*reversed_halves):
@@ -83,7 +83,11 @@ def scan(*reversed_halves):
                     at = window.find(first, at + 1)
             tail = data[-128:]
     return found, pages
-
+"""
+# The audit's entry point: one scan per candidate, then each test asks for one of its findings.
+_MEMORY_ATTACK = (
+    MEMORY_SCANNER
+    + """
 _FOUND = None
 
 def attack(own, needles, k):
@@ -93,10 +97,12 @@ def attack(own, needles, k):
         _FOUND = [found[3] and pages > 1000, found[0], found[1], found[2]]
     return _FOUND[k]
 """
+)
 SECRET_KINDS = ("code", "input", "output")
 
 
-def _halves(secret: str) -> list[str]:
+def halves(secret: str) -> list[str]:
+    """``secret``'s two halves, each reversed: how a needle reaches MEMORY_SCANNER's ``scan``."""
     middle = len(secret) // 2
     return [secret[:middle][::-1], secret[middle:][::-1]]
 
@@ -109,9 +115,9 @@ def _memory_steps(context: Context) -> list[Step | Parallel]:
     for _ in range(2 * context.workers):  # every worker's fork server and template see them
         earlier.append(FunctionStep(reference, "ref", ((("abc",), None),), reference=True))
         earlier.append(FunctionStep(submission, "f", (((words["input"],), 0),)))
-    needles = [piece for name in (*SECRET_KINDS, "own") for piece in _halves(words[name])]
+    needles = [piece for name in (*SECRET_KINDS, "own") for piece in halves(words[name])]
     tests = tuple(((words["own"], needles, k), k == 0) for k in range(4))
-    scanner = FunctionStep(MEMORY_SCAN, "attack", tests, timeout_s=30.0)
+    scanner = FunctionStep(_MEMORY_ATTACK, "attack", tests, timeout_s=30.0)
     return [Parallel(tuple(earlier)), Parallel((scanner,) * context.workers)]
 
 

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from sandbox import FunctionTest, ProgramTest, Sandbox, SandboxConfig, Status
+from sandbox.attacks import MEMORY_SCANNER, halves
 from sandbox.identity import claim_uid_block
 from tests.sandbox.host_view import settled_worker_trees
 
@@ -31,63 +32,6 @@ def function(name: str, body: str, params: str = "*args") -> str:
 
 
 # ------------------------------------------------------------------ 1. another job's data in memory
-
-# Reads every page of its own address space it can find (around its heap and every object the
-# collector knows of), through write(2) into a pipe so that unmapped pages give EFAULT instead of a
-# crash. /proc is hidden from candidates; this needs no /proc. A needle is given as its two halves,
-# reversed, and matched as "first half immediately followed by second half", so the candidate never
-# holds the whole needle itself.
-MEMORY_SCAN = """
-import ctypes, gc, os
-
-def scan(*reversed_halves):
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-    libc.write.restype = ctypes.c_ssize_t
-    libc.sbrk.argtypes = [ctypes.c_long]
-    libc.sbrk.restype = ctypes.c_void_p
-    pairs = zip(reversed_halves[::2], reversed_halves[1::2])
-    needles = [(a[::-1].encode(), b[::-1].encode()) for a, b in pairs]
-    r, w = os.pipe()
-    page = 4096
-
-    def read_page(address):
-        if libc.write(w, address, page) != page:
-            return None
-        return os.read(r, page)
-
-    blocks = {id(o) >> 20 for o in gc.get_objects()}
-    brk = libc.sbrk(0) or 0
-    address = brk - page
-    while read_page(address) is not None:  # the whole brk heap, downwards from its end
-        blocks.add(address >> 20)
-        address -= 1 << 20
-    blocks |= {b + d for b in list(blocks) for d in (-2, -1, 1, 2)}
-    found = [False] * len(needles)
-    pages = 0
-    for block in sorted(blocks):
-        tail = b""
-        for address in range(block << 20, (block + 1) << 20, page):
-            data = read_page(address)
-            if data is None:
-                tail = b""
-                continue
-            pages += 1
-            window = tail + data
-            for k, (first, second) in enumerate(needles):
-                at = window.find(first)
-                while at >= 0 and not found[k]:
-                    if window[at + len(first) : at + len(first) + len(second)] == second:
-                        found[k] = True
-                    at = window.find(first, at + 1)
-            tail = data[-128:]
-    return [found, pages]
-"""
-
-
-def halves(secret: str) -> tuple[str, str]:
-    middle = len(secret) // 2
-    return secret[:middle][::-1], secret[middle:][::-1]
 
 
 def leaked_secrets(box: Sandbox) -> dict[str, bool]:
@@ -109,7 +53,8 @@ def leaked_secrets(box: Sandbox) -> dict[str, bool]:
         *halves(words["output"]),
         *halves(words["own"]),
     ]
-    scanner = MEMORY_SCAN + function("attack", "return [own, scan(*needles)]", "own, needles")
+    # sandbox.attacks' scanner: it reads its own address space without /proc (see there).
+    scanner = MEMORY_SCANNER + function("attack", "return [own, scan(*needles)]", "own, needles")
     result = box.call_function(scanner, "attack", [(words["own"], needles)], timeout_s=60)
     assert result.ok, (result.error, result.stderr)
     _, (found, pages) = result.outputs[0]
