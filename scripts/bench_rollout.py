@@ -12,7 +12,14 @@ ignored), once with each of:
   * fast: ``FastRolloutEngine.sample_token_ids`` with its buffers kept warm between calls;
   * fast (cold): the same after ``release_memory``, as in training, so merged weights, KV cache
     and CUDA graphs are rebuilt inside the timed call;
-  * fast (fused), with --fused: RMSNorm/rotary/activation compiled by torch.compile.
+  * fast (fused), with --fused: each decoder layer's halves compiled by torch.compile;
+  * with --steps-per-sync K [K ...], the fast engine (and fused) once per block length K (decode
+    steps per read of the tokens by the host); the first K is the headline figure.
+
+With --profile, one short decode of every variant also runs under torch.profiler with CUDA graphs
+off: kernels launched per decode step, GPU time per step (the kernels' own time) against the wall
+time per step, and the kernels that take most of it (``profile`` in the JSON). GPU time near wall
+time means the step is bound by its kernels; far below, by launching them.
 
 First, a correctness check: greedy tokens of the fast engine (CUDA graphs, and compiled kernels with
 --fused) must equal the generate engine's on tiny float32 models (``engine_check`` in the JSON).
@@ -81,6 +88,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fused", action="store_true", help="also time the fast engine with compiled kernels"
     )
     parser.add_argument("--skip-merged-generate", action="store_true", help="skip generate with LoRA merged")
+    parser.add_argument("--skip-generate", action="store_true", help="time the fast engine alone")
+    parser.add_argument(
+        "--steps-per-sync",
+        type=int,
+        nargs="+",
+        default=[8],
+        help="decode steps per host read of the tokens; several values time one variant each",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="kernel breakdown of a decode step per variant (GPU)"
+    )
     parser.add_argument(
         "--skip-check", action="store_true", help="skip the greedy-token check against generate"
     )
@@ -91,6 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.shapes, args.device = ["tiny"], "cpu"
         args.prompts, args.n_samples, args.prompt_len, args.new_tokens = 2, 2, 16, 12
         args.repeats, args.lora_rank, args.markdown = 1, 4, None
+        args.steps_per_sync = [1, 4]
     args.device = str(resolve_device(args.device))
     return args
 
@@ -242,34 +261,43 @@ def bench_shape(name: str, args: argparse.Namespace, bandwidth: float) -> dict[s
         "new_tokens": args.new_tokens,
     }
 
-    reset_peak(device)
-    generate_s = bench_generate(model, tok, prompt_ids, args)
-    result["generate"] = {
-        "seconds": generate_s,
-        "tokens_per_s": tokens / generate_s,
-        "peak_gib": peak_memory_gib(device),
-    }
+    if not args.skip_generate:
+        reset_peak(device)
+        generate_s = bench_generate(model, tok, prompt_ids, args)
+        result["generate"] = {
+            "seconds": generate_s,
+            "tokens_per_s": tokens / generate_s,
+            "peak_gib": peak_memory_gib(device),
+        }
 
-    reset_peak(device)
-    fast = bench_fast(FastRolloutEngine(model, tok, keep_warm=True), prompt_ids, args)
-    fast.update(
-        tokens_per_s=tokens / fast["warm_s"],
-        cold_tokens_per_s=tokens / fast["cold_s"],
-        peak_gib=peak_memory_gib(device),
-    )
-    result["fast"] = fast
-
+    variants = [(False, k) for k in args.steps_per_sync]
     if args.fused and device.type == "cuda":
+        variants += [(True, k) for k in args.steps_per_sync]
+    result["variants"] = {}
+    for fuse, steps_per_sync in variants:
+        name = ("fast_fused" if fuse else "fast") + f"/steps_per_sync={steps_per_sync}"
+        reset_peak(device)
         try:
-            fused = bench_fast(
-                FastRolloutEngine(model, tok, keep_warm=True, fuse_kernels=True), prompt_ids, args
+            engine = FastRolloutEngine(
+                model, tok, keep_warm=True, fuse_kernels=fuse, steps_per_sync=steps_per_sync
             )
-            fused.update(tokens_per_s=tokens / fused["warm_s"], cold_tokens_per_s=tokens / fused["cold_s"])
-            result["fast_fused"] = fused
-        except Exception as exc:  # compiled kernels are optional; report why they did not run
-            result["fast_fused"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            timing = bench_fast(engine, prompt_ids, args)
+            timing.update(
+                tokens_per_s=tokens / timing["warm_s"],
+                cold_tokens_per_s=tokens / timing["cold_s"],
+                peak_gib=peak_memory_gib(device),
+            )
+            if args.profile:
+                timing["profile"] = profile_decode(engine, prompt_ids, args)
+        except Exception as exc:  # a failed variant is reported, the others still run
+            timing = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        result["variants"][name] = timing
+        if "fast" not in result and not fuse and "error" not in timing:
+            result["fast"] = timing
+        if "fast_fused" not in result and fuse:
+            result["fast_fused"] = timing
 
-    if not args.skip_merged_generate:
+    if not (args.skip_merged_generate or args.skip_generate):
         model.merge_adapter()  # last: peft's unmerge does not restore the weights bit for bit
         merged_s = bench_generate(model, tok, prompt_ids, args)
         model.unmerge_adapter()
@@ -278,16 +306,60 @@ def bench_shape(name: str, args: argparse.Namespace, bandwidth: float) -> dict[s
     bound = decode_bound_s(model.get_base_model(), rows, args.prompt_len, args.new_tokens, bandwidth)
     result["bandwidth_bound_s"] = bound
     result["bound_tokens_per_s"] = tokens / bound
-    result["fast"]["fraction_of_bound"] = bound / fast["warm_s"]
-    result["generate"]["fraction_of_bound"] = bound / generate_s
-    result["speedup_vs_generate"] = generate_s / fast["warm_s"]
-    result["speedup_cold_vs_generate"] = generate_s / fast["cold_s"]
+    for timing in result["variants"].values():
+        if "warm_s" in timing:
+            timing["fraction_of_bound"] = bound / timing["warm_s"]
+    fast = result["fast"]
+    if "generate" in result:
+        generate_s = result["generate"]["seconds"]
+        result["generate"]["fraction_of_bound"] = bound / generate_s
+        result["speedup_vs_generate"] = generate_s / fast["warm_s"]
+        result["speedup_cold_vs_generate"] = generate_s / fast["cold_s"]
     if "generate_merged" in result:
         result["speedup_vs_generate_merged"] = result["generate_merged"]["seconds"] / fast["warm_s"]
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def profile_decode(
+    engine: FastRolloutEngine, prompt_ids: list[list[int]], args: argparse.Namespace, new_tokens: int = 24
+) -> dict[str, Any]:
+    """Kernels per decode step and where the step's GPU time goes, CUDA graphs off (so every
+    kernel is seen) and the engine's other settings kept."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = engine.device
+    graphs, engine.cuda_graphs = engine.cuda_graphs, False
+    engine._state = None
+    config = SamplingConfig(n_samples=args.n_samples, temperature=1.0, top_p=1.0, max_new_tokens=new_tokens)
+    run = lambda: engine.sample_token_ids(prompt_ids, config, ignore_eos=True)
+    try:
+        run()  # warm: buffers, compiled kernels
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            wall_s, sampled = timed(device, run)
+    finally:
+        engine.cuda_graphs = graphs
+        engine._state = None
+    steps = sampled.metrics["rollout/decode_steps"]
+    kernels: dict[str, list[float]] = {}
+    for event in prof.events():
+        if device.type == "cuda" and event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels.setdefault(event.name, []).append(event.device_time_total)
+    gpu_us = sum(sum(times) for times in kernels.values())
+    top = sorted(kernels.items(), key=lambda item: -sum(item[1]))[:12]
+    return {
+        "decode_steps": steps,
+        "wall_ms_per_step": 1e3 * wall_s / steps,
+        "gpu_ms_per_step": gpu_us / 1e3 / steps,
+        "kernels_per_step": sum(len(times) for times in kernels.values()) / steps,
+        "top_kernels": [
+            {"name": name[:120], "per_step": len(times) / steps, "us_per_step": sum(times) / steps}
+            for name, times in top
+        ],
+    }
 
 
 def engine_check(device: torch.device, fused: bool) -> dict[str, Any]:
@@ -337,16 +409,22 @@ def summary(r: dict[str, Any]) -> str:
     text = (
         f"{r['shape']} {r['dtype']} + LoRA, {r['rows']} rows "
         f"({r['prompt_len']} prompt + {r['new_tokens']} new tokens): "
-        f"fast {r['fast']['tokens_per_s']:.0f} tok/s ({r['fast']['cold_tokens_per_s']:.0f} cold) vs generate "
-        f"{r['generate']['tokens_per_s']:.0f} tok/s = {r['speedup_vs_generate']:.1f}x"
+        f"fast {r['fast']['tokens_per_s']:.0f} tok/s ({r['fast']['cold_tokens_per_s']:.0f} cold)"
     )
+    if "generate" in r:
+        text += f" vs generate {r['generate']['tokens_per_s']:.0f} tok/s = {r['speedup_vs_generate']:.1f}x"
     if "generate_merged" in r:
         text += f" ({r['speedup_vs_generate_merged']:.1f}x vs generate with LoRA merged)"
     bound = r["bound_tokens_per_s"]
     text += f"; {100 * r['fast']['fraction_of_bound']:.0f}% of the bandwidth bound ({bound:.0f} tok/s)"
     fused = r.get("fast_fused", {})
     if "tokens_per_s" in fused:
-        text += f"; fused kernels {fused['tokens_per_s']:.0f} tok/s"
+        text += f"; fused kernels {fused['tokens_per_s']:.0f} tok/s ({100 * fused['fraction_of_bound']:.0f}%)"
+    if len(r["variants"]) > 2:
+        text += "; by variant: " + ", ".join(
+            f"{name} {v['tokens_per_s']:.0f}" if "tokens_per_s" in v else f"{name} failed"
+            for name, v in r["variants"].items()
+        )
     return text
 
 
@@ -374,6 +452,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shape = bench_shape(name, args, bandwidth)
         results["shapes"].append(shape)
         print(summary(shape), flush=True)
+        for variant, timing in shape["variants"].items():
+            profiled = timing.get("profile")
+            if profiled:
+                print(
+                    f"  {variant}: {profiled['kernels_per_step']:.0f} kernels/step, GPU "
+                    f"{profiled['gpu_ms_per_step']:.2f} ms of {profiled['wall_ms_per_step']:.2f} ms/step "
+                    "(graphs off); top: "
+                    + "; ".join(
+                        f"{k['name'][:50]} {k['us_per_step']:.0f}us" for k in profiled["top_kernels"][:6]
+                    )
+                )
         if args.json:  # written after every shape, so a later failure keeps the earlier results
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"measured device bandwidth: {bandwidth / 1e9:.0f} GB/s")

@@ -86,24 +86,23 @@ class PrefixStore:
 
 
 class HostCopy:
-    """A pinned host copy of the rows' current tokens and log-probs, read once the GPU gets there."""
+    """A pinned host copy of a block's fed tokens and log-probs, read once the GPU has written them."""
 
-    def __init__(self, rows: int, device: torch.device) -> None:
+    def __init__(self, steps: int, rows: int, device: torch.device) -> None:
         pinned = device.type == "cuda"
-        self.tokens = torch.empty(rows, dtype=torch.long, pin_memory=pinned)
-        self.logprobs = torch.empty(rows, dtype=torch.float32, pin_memory=pinned)
+        self.tokens = torch.empty((steps, rows), dtype=torch.long, pin_memory=pinned)
+        self.logprobs = torch.empty((steps, rows), dtype=torch.float32, pin_memory=pinned)
         self.event = torch.cuda.Event() if pinned else None
 
-    def start(self, tokens: torch.Tensor, logprobs: torch.Tensor, rows: int) -> None:
-        self.tokens[:rows].copy_(tokens[:rows], non_blocking=True)
-        self.logprobs[:rows].copy_(logprobs[:rows], non_blocking=True)
+    def read(self, tokens: torch.Tensor, logprobs: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
+        """``tokens`` and ``logprobs`` [steps, rows] as lists, copied through the pinned buffers."""
+        steps, rows = tokens.shape
+        self.tokens[:steps, :rows].copy_(tokens, non_blocking=True)
+        self.logprobs[:steps, :rows].copy_(logprobs, non_blocking=True)
         if self.event is not None:
             self.event.record()
-
-    def wait(self, rows: int) -> tuple[list[int], list[float]]:
-        if self.event is not None:
             self.event.synchronize()
-        return self.tokens[:rows].tolist(), self.logprobs[:rows].tolist()
+        return self.tokens[:steps, :rows].tolist(), self.logprobs[:steps, :rows].tolist()
 
 
 @dataclass

@@ -14,7 +14,8 @@ Two forward functions share the weights:
   and values and the next-token logits of each prompt's last token;
 - :func:`decode_step`: one token per cache row at per-row positions, attending to the first
   ``context`` cache positions. It does no host synchronisation and allocates nothing that depends on
-  tensor values, so it can be captured in a CUDA graph.
+  tensor values, so it can be captured in a CUDA graph; its pieces between the cache writes can be
+  compiled (:func:`fused_kernels`).
 
 The arithmetic follows transformers' Llama/Qwen2 modules (RMSNorm in float32, rotary tables from the
 model's own rotary module, grouped-query attention), so on float32 the logits agree with the model's
@@ -23,24 +24,21 @@ forward to rounding.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 
 from rlhf.distributed.weight_sync import merged_layer_weight
 from rlhf.models.logprobs import causal_lm_of
+from rlhf.rollout.sampling import sample_next
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
-# Decode attention has a mask, so flash attention is out; the memory-efficient kernel and the
-# matmul fallback are known to be safe inside CUDA graph capture (cuDNN's is left out).
-DECODE_ATTENTION = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 
@@ -240,37 +238,100 @@ def gated_activation(act: nn.Module, gate_up: torch.Tensor) -> torch.Tensor:
     return act(gate) * up
 
 
+def attention_inputs(
+    x: torch.Tensor,
+    input_norm: torch.Tensor,
+    qkv: torch.Tensor,
+    qkv_bias: torch.Tensor | None,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    eps: float,
+    heads: int,
+    kv_heads: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """First half of a decode layer for ``x`` [S, hidden]: RMSNorm, the fused q/k/v projection and
+    rotary. Returns the queries [S, kv_heads, group, dim] (the ``group`` query heads that share a
+    key head become its query rows, all at the same position: grouped-query attention without
+    copies) and the new keys followed by the new values, [2 * S * kv_heads, dim], for one cache
+    write."""
+    rows = x.shape[0]
+    dim = qkv.shape[0] // (heads + 2 * kv_heads)
+    h = rms_norm(x, input_norm, eps)
+    projected = F.linear(h, qkv, qkv_bias).view(rows, heads + 2 * kv_heads, dim)
+    qk = apply_rotary(projected[:, : heads + kv_heads], cos, sin)
+    q = qk[:, :heads].reshape(rows, kv_heads, heads // kv_heads, dim)
+    new_kv = torch.cat((qk[:, heads:], projected[:, heads + kv_heads :])).reshape(-1, dim)
+    return q, new_kv
+
+
+def decode_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor
+) -> torch.Tensor:
+    """Attention of one query position per row: q [S, kv_heads, group, dim] over keys and values
+    [S, kv_heads, context, dim] where ``visible`` [S, 1, 1, context]; softmax in float32, as
+    transformers' eager attention. Written out rather than through a fused attention kernel: with
+    a handful of query rows per head those kernels spend most of their time on tiles of padding
+    (they were a quarter of a step), while these few small batched products are compiled with
+    the rest of the layer."""
+    scores = torch.matmul(q, keys.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    weights = scores.masked_fill(~visible, float("-inf")).softmax(dim=-1).to(values.dtype)
+    return torch.matmul(weights, values)
+
+
+def attention_output_and_mlp(
+    x: torch.Tensor,
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    visible: torch.Tensor,
+    o: torch.Tensor,
+    o_bias: torch.Tensor | None,
+    post_norm: torch.Tensor,
+    gate_up: torch.Tensor,
+    gate_up_bias: torch.Tensor | None,
+    down: torch.Tensor,
+    down_bias: torch.Tensor | None,
+    eps: float,
+    act: nn.Module,
+) -> torch.Tensor:
+    """Second half of a decode layer: attention over the cache (keys and values already written),
+    the output projection and residual, then the MLP block."""
+    attn = decode_attention(q, keys, values, visible)
+    x = x + F.linear(attn.reshape(x.shape[0], -1), o, o_bias)
+    h = rms_norm(x, post_norm, eps)
+    gated = gated_activation(act, F.linear(h, gate_up, gate_up_bias))
+    return x + F.linear(gated, down, down_bias)
+
+
 @dataclass(frozen=True)
 class Kernels:
-    """The elementwise pieces of a decode step; :func:`fused_kernels` swaps in compiled ones."""
+    """The pieces of a decode step between its KV-cache writes: the two halves of a layer and the
+    sampler; the eager functions, or :func:`fused_kernels`' compiled ones."""
 
-    rms_norm: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
-    rotary: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-    gated_activation: Callable[[nn.Module, torch.Tensor], torch.Tensor]
-
-
-EAGER_KERNELS = Kernels(rms_norm=rms_norm, rotary=apply_rotary, gated_activation=gated_activation)
+    attention_inputs: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    attention_output_and_mlp: Callable[..., torch.Tensor]
+    sample: Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
+EAGER_KERNELS = Kernels(attention_inputs, attention_output_and_mlp, sample_next)
+
+
+@functools.cache
 def fused_kernels() -> Kernels:
-    """Kernels compiled by ``torch.compile`` (dynamic shapes), one fused GPU kernel each.
+    """The layer halves and the sampler compiled by ``torch.compile`` (CUDA), shared by every engine
+    of the process.
 
-    RMSNorm is eight small kernels eagerly and rotary five; at decode batch sizes each is a few
-    microseconds of launch-bound GPU time, about a third of a small model's step.
+    Eagerly a decode layer is over 40 kernels (RMSNorm alone is eight, rotary five), each a few
+    microseconds of GPU time at decode batch sizes whatever its size, so a small model's step is
+    bound by their count more than by the bytes it reads. Compiled, each half is its matrix
+    products plus a few fused elementwise kernels, and the sampler a few passes over the logits
+    instead of a dozen. Every layer calls the same two compiled functions (the weights are
+    arguments), so they compile once per model shape, on the first batch, and again once the
+    number of rows or the context changes (then for any). The cache writes stay outside: compiled
+    code would copy the whole cache to mutate a view of it.
     """
-    compile_ = lambda fn: torch.compile(fn, dynamic=True, fullgraph=True)
-    return Kernels(
-        rms_norm=compile_(rms_norm),
-        rotary=compile_(apply_rotary),
-        gated_activation=compile_(gated_activation),
-    )
-
-
-def _mlp(
-    w: DecoderWeights, layer: LayerWeights, h: torch.Tensor, kernels: Kernels = EAGER_KERNELS
-) -> torch.Tensor:
-    gated = kernels.gated_activation(w.act, F.linear(h, layer.gate_up, layer.gate_up_bias))
-    return F.linear(gated, layer.down, layer.down_bias)
+    compile_ = lambda fn: torch.compile(fn, fullgraph=True)
+    return Kernels(compile_(attention_inputs), compile_(attention_output_and_mlp), compile_(sample_next))
 
 
 def new_cache(
@@ -320,7 +381,9 @@ def prefill(
             v = v[:, :, None].expand(n, kv_heads, group, length, dim).reshape(n, heads, length, dim)
         attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=dim**-0.5)
         x = x + F.linear(attn.transpose(1, 2).reshape(n, length, heads * dim), layer.o, layer.o_bias)
-        x = x + _mlp(w, layer, rms_norm(x, layer.post_norm, w.eps))
+        h = rms_norm(x, layer.post_norm, w.eps)
+        gated = gated_activation(w.act, F.linear(h, layer.gate_up, layer.gate_up_bias))
+        x = x + F.linear(gated, layer.down, layer.down_bias)
     last = x[torch.arange(n, device=ids.device), lengths - 1]
     logits = F.linear(rms_norm(last, w.final_norm, w.eps), w.lm_head).float()
     return kv, logits
@@ -338,37 +401,43 @@ def decode_step(
     context_index: torch.Tensor,
     kernels: Kernels = EAGER_KERNELS,
 ) -> torch.Tensor:
-    """One decoding step for cache rows ``0 .. S-1``: float32 logits [S, vocab].
+    """One decoding step for cache rows ``0 .. S-1``: logits [S, vocab] in the weights' dtype.
 
     tokens / positions: [S] the token each row feeds and its position; its key and value are written
         there, and the row attends to cache positions ``0 .. position``.
     context: how many cache positions the attention reads (every position must be < context).
     head_rows: ``arange(rows * kv_heads) * cache_context``, the flat offset of each (row, head).
     context_index: ``arange(cache_context)``.
-    kernels: the elementwise pieces (eager, or compiled by :func:`fused_kernels`).
+    kernels: the layer halves (eager, or compiled by :func:`fused_kernels`).
     """
     rows = tokens.shape[0]
     heads, kv_heads, dim = w.num_heads, w.num_kv_heads, w.head_dim
-    group = heads // kv_heads
     cos_t, sin_t = cos[positions][:, None], sin[positions][:, None]
     visible = (context_index[:context][None, :] <= positions[:, None])[:, None, None, :]
-    flat = head_rows[: rows * kv_heads] + positions[:, None].expand(rows, kv_heads).reshape(-1)
+    # Flat rows of the new keys, then of the new values, in one layer's [2, rows, kv_heads,
+    # context, dim] cache viewed as [-1, dim].
+    keys_flat = head_rows[: rows * kv_heads] + positions[:, None].expand(rows, kv_heads).reshape(-1)
+    flat = torch.cat((keys_flat, keys_flat + cache[0, 0].numel() // dim))
     x = F.embedding(tokens, w.embed)
     for index, layer in enumerate(w.layers):
-        h = kernels.rms_norm(x, layer.input_norm, w.eps)
-        qkv = F.linear(h, layer.qkv, layer.qkv_bias).view(rows, heads + 2 * kv_heads, dim)
-        qk = kernels.rotary(qkv[:, : heads + kv_heads], cos_t, sin_t)
-        keys = cache[index, 0].view(-1, dim)
-        values = cache[index, 1].view(-1, dim)
-        keys.index_copy_(0, flat, qk[:, heads:].reshape(-1, dim))
-        values.index_copy_(0, flat, qkv[:, heads + kv_heads :].reshape(-1, dim))
-        # Grouped-query attention without copies: the `group` query heads sharing a key head become
-        # that head's query rows, all at the same position.
-        q = qk[:, :heads].reshape(rows, kv_heads, group, dim)
-        k = cache[index, 0, :rows, :, :context]
-        v = cache[index, 1, :rows, :, :context]
-        with sdpa_kernel(DECODE_ATTENTION) if q.is_cuda else nullcontext():
-            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=dim**-0.5)
-        x = x + F.linear(attn.reshape(rows, heads * dim), layer.o, layer.o_bias)
-        x = x + _mlp(w, layer, kernels.rms_norm(x, layer.post_norm, w.eps), kernels)
-    return F.linear(kernels.rms_norm(x, w.final_norm, w.eps), w.lm_head).float()
+        q, new_kv = kernels.attention_inputs(
+            x, layer.input_norm, layer.qkv, layer.qkv_bias, cos_t, sin_t, w.eps, heads, kv_heads
+        )
+        cache[index].view(-1, dim).index_copy_(0, flat, new_kv)
+        x = kernels.attention_output_and_mlp(
+            x,
+            q,
+            cache[index, 0, :rows, :, :context],
+            cache[index, 1, :rows, :, :context],
+            visible,
+            layer.o,
+            layer.o_bias,
+            layer.post_norm,
+            layer.gate_up,
+            layer.gate_up_bias,
+            layer.down,
+            layer.down_bias,
+            w.eps,
+            w.act,
+        )
+    return F.linear(rms_norm(x, w.final_norm, w.eps), w.lm_head)

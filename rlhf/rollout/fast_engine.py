@@ -7,16 +7,17 @@ What it does differently from ``model.generate`` (see docs/performance.md for th
   place before every batch. The model's own weights are never modified, so nothing has to be
   unmerged for training and the learner sees bit-identical weights.
 - **Static KV cache and CUDA graphs.** One cache of ``batch_size`` rows is allocated per batch
-  shape; each decode step is replayed from a CUDA graph captured for its (rows, context) bucket
-  (:class:`~rlhf.rollout.decode_graphs.DecodeRunner`), so a step costs one launch instead of
-  hundreds. On CPU the same step runs eagerly.
+  shape; decoding runs in blocks of ``steps_per_sync`` steps, each block (forward passes, sampling,
+  position updates) replayed from a CUDA graph captured for its (rows, context, steps) bucket
+  (:class:`~rlhf.rollout.decode_graphs.DecodeRunner`), so a block costs one launch and one read
+  of its tokens instead of hundreds of launches and a host round trip per token. On CPU the same
+  steps run eagerly, one per block.
 - **Prefix sharing.** Each prompt is prefilled once; its keys and values are copied into the cache
   rows of its ``n_samples`` samples and its last logits give each sample's first token.
 - **Slot refill.** A row whose sample finishes (EOS, stop string, budget) takes the next waiting
-  sample at once; when none are left, live rows are compacted into a smaller graph bucket, so no
-  step decodes padding for long.
-- **No host stalls.** The host reads each step's tokens from a pinned buffer one step behind the
-  GPU, so stop-string checks and slot bookkeeping overlap the next step's compute.
+  sample after its block; when none are left, live rows are compacted into a smaller graph bucket,
+  so no block decodes padding for long. A row that finishes inside a block decodes on to the
+  block's end and those tokens are dropped: the price of reading tokens once per block.
 
 Behaviour log-probs are recomputed after sampling with the learner's own function
 (:func:`rlhf.models.logprobs.completion_logprobs`), on micro-batches packed exactly as the learner packs
@@ -42,7 +43,7 @@ from rlhf.learner.updates import pack_micro_batches
 from rlhf.models.loading import POLICY_ADAPTER, load_adapter_state_dict
 from rlhf.models.logprobs import causal_lm_of, completion_logprobs
 from rlhf.models.packed_logprobs import pack_by_tokens, packed_completion_logprobs_and_entropy
-from rlhf.rollout.decode_graphs import DecodeRunner
+from rlhf.rollout.decode_graphs import DecodeRunner, SamplingRule
 from rlhf.rollout.decode_state import DecodeState, HostCopy, PrefixStore, bucket_rows, round_up
 from rlhf.rollout.decoder import (
     EAGER_KERNELS,
@@ -84,8 +85,10 @@ class FastRolloutEngine:
     context_block: attended context lengths are rounded up to multiples of this; each multiple is
         one CUDA graph per row bucket.
     cuda_graphs: replay decode steps from CUDA graphs (None: on a CUDA device).
-    fuse_kernels: compile RMSNorm, rotary and the gated activation into single kernels with
-        ``torch.compile`` (CUDA only; the first batch pays the compile time).
+    fuse_kernels: compile each decoder layer's two halves around its attention with
+        ``torch.compile`` (CUDA only; the first batch pays the compile time, about a minute).
+    steps_per_sync: decode steps per block, i.e. per read of the tokens by the host (None: 8 on a
+        CUDA device, where a host round trip costs more than a small model's step, 1 on a CPU).
     logprob_tokens: token budget of a behaviour log-prob micro-batch; set it to the learner's
         ``train.micro_batch_tokens`` so both pack rows identically.
     logprob_chunk_size: completion tokens per output-head chunk in that pass (the learner's).
@@ -107,6 +110,7 @@ class FastRolloutEngine:
         context_block: int = 256,
         cuda_graphs: bool | None = None,
         fuse_kernels: bool = False,
+        steps_per_sync: int | None = None,
         logprob_tokens: int = 4096,
         logprob_chunk_size: int | None = None,
         logprob_autocast: bool | None = None,
@@ -121,6 +125,7 @@ class FastRolloutEngine:
             ("prefill_tokens", prefill_tokens),
             ("context_block", context_block),
             ("logprob_tokens", logprob_tokens),
+            ("steps_per_sync", steps_per_sync),
         ):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -140,6 +145,7 @@ class FastRolloutEngine:
         if self.cuda_graphs and not on_cuda:
             raise ValueError("cuda_graphs=True needs the model on a CUDA device")
         self.kernels: Kernels = fused_kernels() if fuse_kernels and on_cuda else EAGER_KERNELS
+        self.steps_per_sync = steps_per_sync or (8 if on_cuda else 1)
         self.logprob_tokens = logprob_tokens
         self.logprob_chunk_size = logprob_chunk_size
         self.logprob_autocast = on_cuda if logprob_autocast is None else bool(logprob_autocast)
@@ -286,7 +292,12 @@ class FastRolloutEngine:
 
     def _ensure_state(self, rows: int, context: int) -> DecodeState:
         state = self._state
-        if state is not None and state.rows >= rows and state.context >= context:
+        if (
+            state is not None
+            and state.rows >= rows
+            and state.context >= context
+            and state.runner.max_steps >= self.steps_per_sync
+        ):
             state.weights.refresh()
             return state
         self._state = None  # drop the old cache and graphs before allocating new ones
@@ -302,10 +313,27 @@ class FastRolloutEngine:
         positions = torch.zeros(rows, dtype=torch.long, device=device)
         cos, sin = weights.rotary_tables(context)
         runner = DecodeRunner(
-            weights, cache, tokens, positions, cos, sin, use_graphs=self.cuda_graphs, kernels=self.kernels
+            weights,
+            cache,
+            tokens,
+            logprobs,
+            positions,
+            cos,
+            sin,
+            max_steps=self.steps_per_sync,
+            use_graphs=self.cuda_graphs,
+            kernels=self.kernels,
         )
         self._state = DecodeState(
-            weights, cache, tokens, logprobs, positions, cos, sin, runner, HostCopy(rows, device)
+            weights,
+            cache,
+            tokens,
+            logprobs,
+            positions,
+            cos,
+            sin,
+            runner,
+            HostCopy(self.steps_per_sync, rows, device),
         )
         return self._state
 
@@ -377,36 +405,41 @@ class FastRolloutEngine:
         admit(list(range(rows)))
         active = rows
         steps = slot_steps = 0
+        rule = SamplingRule(temperature, top_p, top_k)
         while True:
             live = [slot for slot in range(active) if owner[slot] >= 0]
             if not live:
                 break
-            attended = min(capacity, round_up(max(position[slot] for slot in live) + 1, self.context_block))
+            # A whole block, unless every live row needs fewer tokens: then the power of two that
+            # covers them (few distinct block lengths, so few graphs).
+            needed = max(budget - len(tokens[owner[slot]]) for slot in live)
+            block = min(self.steps_per_sync, 1 << (needed - 1).bit_length())
+            furthest = max(position[slot] for slot in live) + block
+            attended = min(capacity, round_up(furthest, self.context_block))
             launched = owner[:active]
-            state.host.start(state.tokens, state.logprobs, active)
-            logits = state.runner.logits(active, attended)
-            next_tokens, next_logps = sample_next(logits, temperature, top_p, top_k)
-            state.tokens[:active].copy_(next_tokens)
-            state.logprobs[:active].copy_(next_logps)
-            # Rows that finished (found out only after this launch) keep stepping until refilled;
-            # the clamp keeps their writes inside the cache.
-            state.positions[:active].add_(1).clamp_(max=capacity - 1)
-            steps += 1
-            slot_steps += active
-            fed, fed_logps = state.host.wait(active)
+            fed, fed_logps = state.host.read(*state.runner.run_block(active, attended, block, rule))
+            steps += block
+            slot_steps += block * active
             finished, check = [], []
             for slot in live:
                 sample = launched[slot]
-                position[slot] += 1
-                tokens[sample].append(fed[slot])
-                logps[sample].append(fed_logps[slot])
-                if fed[slot] in eos or len(tokens[sample]) >= budget:
+                position[slot] += block
+                done = False
+                for step in range(block):
+                    token = fed[step][slot]
+                    tokens[sample].append(token)
+                    logps[sample].append(fed_logps[step][slot])
+                    if token in eos or len(tokens[sample]) >= budget:
+                        done = True
+                        break
+                if done:
                     finished.append(slot)
                 elif stop:
                     check.append(slot)
             if check:
                 tails = self.tokenizer.batch_decode(
-                    [tokens[launched[slot]][-window:] for slot in check], skip_special_tokens=False
+                    [tokens[launched[slot]][-(window + block) :] for slot in check],
+                    skip_special_tokens=False,
                 )
                 finished += [slot for slot, tail in zip(check, tails) if any(s in tail for s in stop)]
             for slot in finished:

@@ -45,6 +45,8 @@ def make_engine(config: ExperimentConfig, model: PeftModel, tokenizer: Any) -> R
                 model,
                 tokenizer,
                 batch_size=config.rollout.batch_size,
+                fuse_kernels=config.rollout.compile_kernels,
+                steps_per_sync=config.rollout.steps_per_sync if on_gpu else 1,
                 logprob_tokens=config.train.micro_batch_tokens,
                 logprob_autocast=use_bf16(config.train.bf16, "cuda" if on_gpu else "cpu"),
             )

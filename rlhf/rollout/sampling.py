@@ -52,12 +52,13 @@ def sample_next(
     top_k: int = 0,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next tokens [N] and their log-probs [N] for float32 ``logits`` [N, V].
+    """Next tokens [N] and their log-probs [N] for ``logits`` [N, V] (computed in float32).
 
     temperature 0 is greedy (log-probs at temperature 1); otherwise the log-probs are those of the
     temperature-scaled distribution before the top-k and nucleus cuts, the convention of the
     behaviour log-probs in :class:`rlhf.types.Rollouts`.
     """
+    logits = logits.float()
     if temperature <= 0:
         tokens = logits.argmax(dim=-1)
         logp = torch.log_softmax(logits, dim=-1)

@@ -69,14 +69,26 @@ def _learner_logprobs(model, out, temperature: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
 @pytest.mark.parametrize("batch_size", [None, 2])
-def test_greedy_matches_generate_engine_token_for_token(architecture, batch_size, llama, qwen2) -> None:
+@pytest.mark.parametrize("steps_per_sync", [1, 4])
+def test_greedy_matches_generate_engine_token_for_token(
+    architecture, batch_size, steps_per_sync, llama, qwen2
+) -> None:
     model, tok = llama if architecture == "llama" else qwen2
     batch = _batch(tok)
     config = _greedy(20, stop=("e",), n=2)
     reference = GenerateRolloutEngine(model, tok).generate(batch, config)
     # Small blocks and prefill budget: several context buckets and prefill chunks; batch_size 2
     # refills rows as samples finish.
-    engine = FastRolloutEngine(model, tok, batch_size=batch_size, context_block=8, prefill_tokens=40)
+    # Blocks of 4 steps read the tokens once per block; rows that finish inside a block are
+    # refilled after it, and what they decoded past their end is dropped.
+    engine = FastRolloutEngine(
+        model,
+        tok,
+        batch_size=batch_size,
+        context_block=8,
+        prefill_tokens=40,
+        steps_per_sync=steps_per_sync,
+    )
     assert isinstance(engine, RolloutEngine)
     out = engine.generate(batch, config)
     assert torch.equal(out.completion_ids, reference.completion_ids)
@@ -161,9 +173,10 @@ def test_top_p_cut_to_one_token_is_greedy_and_seeds_reproduce(llama) -> None:
     assert torch.equal(first.completion_ids, second.completion_ids)
 
 
-def test_stop_string_cuts_like_the_generate_engine(llama) -> None:
+@pytest.mark.parametrize("steps_per_sync", [1, 3])
+def test_stop_string_cuts_like_the_generate_engine(llama, steps_per_sync) -> None:
     model, tok = llama
-    engine = FastRolloutEngine(model, tok, batch_size=2)
+    engine = FastRolloutEngine(model, tok, batch_size=2, steps_per_sync=steps_per_sync)
     batch = _batch(tok)
     free = engine.generate(batch, _greedy(16))
     text = free.texts[0]
@@ -179,7 +192,8 @@ def test_stop_string_cuts_like_the_generate_engine(llama) -> None:
     assert out.texts == reference.texts and torch.equal(out.completion_mask, reference.completion_mask)
 
 
-def test_early_eos_refills_and_compacts_rows_without_changing_results(llama) -> None:
+@pytest.mark.parametrize("steps_per_sync", [1, 4])
+def test_early_eos_refills_and_compacts_rows_without_changing_results(llama, steps_per_sync) -> None:
     model, tok = llama
     batch = _batch(tok)
     free = GenerateRolloutEngine(model, tok).generate(batch, _greedy(24)).completion_ids.tolist()
@@ -190,10 +204,9 @@ def test_early_eos_refills_and_compacts_rows_without_changing_results(llama) -> 
     config.eos_token_id = [tok.eos_token_id, ender]
     try:
         reference = GenerateRolloutEngine(model, tok).generate(batch, _greedy(24, n=3))
-        whole = FastRolloutEngine(model, tok, context_block=8).generate(batch, _greedy(24, n=3))
-        refill = FastRolloutEngine(model, tok, batch_size=2, context_block=8).generate(
-            batch, _greedy(24, n=3)
-        )
+        options = {"context_block": 8, "steps_per_sync": steps_per_sync}
+        whole = FastRolloutEngine(model, tok, **options).generate(batch, _greedy(24, n=3))
+        refill = FastRolloutEngine(model, tok, batch_size=2, **options).generate(batch, _greedy(24, n=3))
     finally:
         config.eos_token_id = saved
     lengths = reference.completion_mask.sum(1)
@@ -207,7 +220,8 @@ def test_early_eos_refills_and_compacts_rows_without_changing_results(llama) -> 
     assert refill.metrics["rollout/slot_utilisation"] > static
 
 
-def test_samples_ending_on_their_first_token_free_their_row_at_once(llama) -> None:
+@pytest.mark.parametrize("steps_per_sync", [1, 8])
+def test_samples_ending_on_their_first_token_free_their_row_at_once(llama, steps_per_sync) -> None:
     model, tok = llama
     batch = _batch(tok)
     first = GenerateRolloutEngine(model, tok).generate(batch, _greedy(1)).completion_ids[:, 0].tolist()
@@ -216,7 +230,8 @@ def test_samples_ending_on_their_first_token_free_their_row_at_once(llama) -> No
     config.eos_token_id = [tok.eos_token_id, first[0]]  # prompt 0's first greedy token ends it
     try:
         reference = GenerateRolloutEngine(model, tok).generate(batch, _greedy(10, n=3))
-        out = FastRolloutEngine(model, tok, batch_size=2).generate(batch, _greedy(10, n=3))
+        engine = FastRolloutEngine(model, tok, batch_size=2, steps_per_sync=steps_per_sync)
+        out = engine.generate(batch, _greedy(10, n=3))
     finally:
         config.eos_token_id = saved
     assert reference.completion_mask[:3].sum(1).tolist() == [1, 1, 1]
@@ -235,9 +250,11 @@ def test_without_the_behaviour_pass_the_decode_logprobs_are_returned(llama) -> N
     assert (out.behaviour_logprobs - _learner_logprobs(model, out, 0.8)).abs().max() <= 1e-4
 
 
-def test_ignore_eos_decodes_exactly_the_budget(llama) -> None:
+@pytest.mark.parametrize("steps_per_sync", [1, 4])
+def test_ignore_eos_decodes_exactly_the_budget(llama, steps_per_sync) -> None:
     model, tok = llama
-    engine = FastRolloutEngine(model, tok, batch_size=3)
+    # 9 tokens in blocks of 4: the last block is cut to the one step the rows still need.
+    engine = FastRolloutEngine(model, tok, batch_size=3, steps_per_sync=steps_per_sync)
     prompts = [
         tok("abc", add_special_tokens=False).input_ids,
         tok("hello world", add_special_tokens=False).input_ids,
@@ -246,6 +263,7 @@ def test_ignore_eos_decodes_exactly_the_budget(llama) -> None:
     sampled = engine.sample_token_ids(prompts, config, ignore_eos=True)
     assert [len(t) for t in sampled.tokens] == [9] * 4
     assert all(len(lp) == 9 and max(lp) <= 0 for lp in sampled.logprobs)
+    assert sampled.metrics["rollout/decode_steps"] == 18  # 2 rounds of 9, no step wasted
 
 
 def test_adapter_updates_take_effect() -> None:
