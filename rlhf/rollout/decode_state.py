@@ -107,17 +107,31 @@ class HostCopy:
 
 @dataclass
 class DecodeState:
-    """Everything a batch shape needs on the device; kept between calls while the shape fits."""
+    """Everything a batch shape needs on the device (the runner's buffers and graphs, the pinned
+    host copy); kept between calls while the shape fits."""
 
-    weights: DecoderWeights
-    cache: torch.Tensor
-    tokens: torch.Tensor
-    logprobs: torch.Tensor
-    positions: torch.Tensor
-    cos: torch.Tensor
-    sin: torch.Tensor
     runner: DecodeRunner
     host: HostCopy
+
+    @property
+    def weights(self) -> DecoderWeights:
+        return self.runner.weights
+
+    @property
+    def cache(self) -> torch.Tensor:
+        return self.runner.cache
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self.runner.tokens
+
+    @property
+    def logprobs(self) -> torch.Tensor:
+        return self.runner.logprobs
+
+    @property
+    def positions(self) -> torch.Tensor:
+        return self.runner.positions
 
     @property
     def rows(self) -> int:

@@ -308,33 +308,21 @@ class FastRolloutEngine:
         context = max(context, state.context if state is not None else 0)
         device = self.device
         cache = new_cache(weights, rows, context)
-        tokens = torch.zeros(rows, dtype=torch.long, device=device)
-        logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
-        positions = torch.zeros(rows, dtype=torch.long, device=device)
         cos, sin = weights.rotary_tables(context)
+        row_buffer = lambda dtype: torch.zeros(rows, dtype=dtype, device=device)
         runner = DecodeRunner(
             weights,
             cache,
-            tokens,
-            logprobs,
-            positions,
-            cos,
-            sin,
+            tokens=row_buffer(torch.long),
+            logprobs=row_buffer(torch.float32),
+            positions=row_buffer(torch.long),
+            cos=cos,
+            sin=sin,
             max_steps=self.steps_per_sync,
             use_graphs=self.cuda_graphs,
             kernels=self.kernels,
         )
-        self._state = DecodeState(
-            weights,
-            cache,
-            tokens,
-            logprobs,
-            positions,
-            cos,
-            sin,
-            runner,
-            HostCopy(self.steps_per_sync, rows, device),
-        )
+        self._state = DecodeState(runner, HostCopy(self.steps_per_sync, rows, device))
         return self._state
 
     @torch.no_grad()
@@ -368,8 +356,9 @@ class FastRolloutEngine:
         state = self._ensure_state(rows, context)
         captured_before = state.runner.capture_s
         capacity = state.context
+        runner = state.runner
         store = PrefixStore(
-            state.weights, prompts, n, self.prefill_tokens, state.cos, state.sin, self._to_device
+            state.weights, prompts, n, self.prefill_tokens, runner.cos, runner.sin, self._to_device
         )
         owner = [-1] * rows
         position = [0] * rows  # position of the token each row feeds next
