@@ -95,14 +95,15 @@ class HostCopy:
         self.event = torch.cuda.Event() if pinned else None
 
     def read(self, tokens: torch.Tensor, logprobs: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
-        """``tokens`` and ``logprobs`` [steps, rows] as lists, copied through the pinned buffers."""
+        """``tokens`` and ``logprobs`` [steps, rows] as lists of each row's steps, copied through the
+        pinned buffers."""
         steps, rows = tokens.shape
         self.tokens[:steps, :rows].copy_(tokens, non_blocking=True)
         self.logprobs[:steps, :rows].copy_(logprobs, non_blocking=True)
         if self.event is not None:
             self.event.record()
             self.event.synchronize()
-        return self.tokens[:steps, :rows].tolist(), self.logprobs[:steps, :rows].tolist()
+        return self.tokens[:steps, :rows].t().tolist(), self.logprobs[:steps, :rows].t().tolist()
 
 
 @dataclass

@@ -413,15 +413,12 @@ class FastRolloutEngine:
             for slot in live:
                 sample = launched[slot]
                 position[slot] += block
-                done = False
-                for step in range(block):
-                    token = fed[step][slot]
-                    tokens[sample].append(token)
-                    logps[sample].append(fed_logps[step][slot])
-                    if token in eos or len(tokens[sample]) >= budget:
-                        done = True
-                        break
-                if done:
+                row_tokens = fed[slot][: budget - len(tokens[sample])]
+                if not eos.isdisjoint(row_tokens):
+                    row_tokens = row_tokens[: next(i for i, t in enumerate(row_tokens) if t in eos) + 1]
+                tokens[sample] += row_tokens
+                logps[sample] += fed_logps[slot][: len(row_tokens)]
+                if row_tokens[-1] in eos or len(tokens[sample]) >= budget:
                     finished.append(slot)
                 elif stop:
                     check.append(slot)
