@@ -134,6 +134,10 @@ class DecodeState:
     def positions(self) -> torch.Tensor:
         return self.runner.positions
 
+    def device_bytes(self) -> int:
+        """Bytes of the KV cache and the engine's own weight buffers."""
+        return self.cache.numel() * self.cache.element_size() + self.weights.owned_bytes()
+
     @property
     def rows(self) -> int:
         return int(self.cache.shape[2])

@@ -147,3 +147,21 @@ def test_a_sampler_replayed_from_a_graph_draws_fresh_noise_from_the_right_distri
     # 20480 draws: the standard error of each frequency is under 0.004.
     assert (observed - expected.double()).abs().max() < 0.02
     assert counts[4] == 0
+
+
+def test_a_small_decode_state_stays_warm_on_a_gpu_and_a_large_one_is_freed(monkeypatch) -> None:
+    """By default the graphs (and the cache they are bound to) survive ``release_memory`` while they
+    take at most WARM_SHARE of the GPU: capturing a batch's graphs again would cost every step."""
+    from rlhf.rollout import fast_engine
+
+    model, tok = _policy("qwen2", torch.float32)
+    engine = FastRolloutEngine(model, tok, context_block=16)
+    config = SamplingConfig(n_samples=2, temperature=0.0, max_new_tokens=12)
+    engine.generate(_batch(), config)
+    engine.release_memory()
+    assert engine._state is not None
+    again = engine.generate(_batch(), config)
+    assert again.metrics["rollout/graph_capture_s"] == 0.0
+    monkeypatch.setattr(fast_engine, "WARM_SHARE", 0.0)
+    engine.release_memory()
+    assert engine._state is None
