@@ -133,6 +133,9 @@ class RewardStream:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="reward-stream")
         self.handed_at: dict[int, float] = {}
         self.generation_end: float | None = None
+        #: seconds before the end of generation during which some sample handed over early was
+        #: being scored: reward work generation hid (set by :meth:`rewards`)
+        self.hidden_s = 0.0
         self.metrics: dict[str, float] = {}
         self.closed = False
 
@@ -173,21 +176,16 @@ class RewardStream:
         by_index = self.backend.rewards()
         count = len(rollouts)
         early = set(range(count)).difference(late)
-        done_early = [i for i in early if self.backend.finished_at.get(i, math.inf) <= self.generation_end]
+        end = self.generation_end
+        finished = {i: self.backend.finished_at.get(i, math.inf) for i in early}
+        done_early = [i for i in early if finished[i] <= end]
+        self.hidden_s = busy_time([(self.handed_at[i], min(finished[i], end)) for i in early])
         self.metrics = {
-            "reward/streamed_fraction": len(early) / max(count, 1),
-            "reward/scored_during_generation": len(done_early) / max(count, 1),
+            "reward_stream/streamed_fraction": len(early) / max(count, 1),
+            "reward_stream/scored_during_generation": len(done_early) / max(count, 1),
         }
         self.close()
         return [by_index[i] for i in range(count)]
-
-    @property
-    def lead_s(self) -> float:
-        """Seconds between the first hand-over and the end of generation: reward work that ran
-        alongside generation (0 before :meth:`rewards`, or when nothing came early)."""
-        if self.generation_end is None or not self.handed_at:
-            return 0.0
-        return max(0.0, self.generation_end - min(self.handed_at.values()))
 
     def _check_layout(self, rollouts: Rollouts) -> None:
         expected = torch.arange(len(self.tasks)).repeat_interleave(self.n_samples)
@@ -206,3 +204,14 @@ class RewardStream:
         self.closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.backend.close()
+
+
+def busy_time(intervals: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals: the time at least one of them was open."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted(intervals):
+        start = max(start, reach)
+        if end > start:
+            total += end - start
+            reach = end
+    return total

@@ -34,7 +34,7 @@ from rlhf.scoring.reward_stream import RewardStream
 from rlhf.types import Rollouts
 
 # The streaming metrics of a step scored after generation (stream off, or a rollout a checkpoint kept).
-NOT_STREAMED = {"reward/streamed_fraction": 0.0, "reward/scored_during_generation": 0.0}
+NOT_STREAMED = {"reward_stream/streamed_fraction": 0.0, "reward_stream/scored_during_generation": 0.0}
 
 
 class Controller:
@@ -83,10 +83,10 @@ class Controller:
 
         started = time.perf_counter()
         scored = self.rewards.score(rollouts, stream)
-        # Exposed: what the step waited for after generation. The whole reward time adds what ran
-        # alongside generation, from the first completion handed over.
+        # Exposed: what the step waited for after generation. The whole reward time adds the time
+        # completions handed over early were being scored while generation went on.
         time_reward_exposed = time.perf_counter() - started
-        time_reward = time_reward_exposed + (stream.lead_s if stream is not None else 0.0)
+        time_reward = time_reward_exposed + (stream.hidden_s if stream is not None else 0.0)
 
         started = time.perf_counter()
         self.steps_done += 1

@@ -115,7 +115,7 @@ def test_training_runs_on_ray_with_ray_reward_workers(tmp_path, overrides):
     assert all(r["time_generate_s"] >= 0 and r["reward"] <= 1.5 for r in rows)
     # Every completion reached the reward actors from the policy actors while generating (async: the
     # next step's, during this step's training).
-    assert all(r["reward/streamed_fraction"] == 1.0 for r in rows)
+    assert all(r["reward_stream/streamed_fraction"] == 1.0 for r in rows)
     assert all(0 < r["time_reward_exposed_s"] <= r["time_reward_s"] for r in rows)
     if config.placement.mode == "split":
         assert all(r["sync_bytes"] > 0 for r in rows[1:])
@@ -178,7 +178,7 @@ def test_policy_actors_stream_completions_to_the_reward_actors_while_generating(
         afterwards.close()
         placement.close()
     assert sorted(stream.handed_at) == list(range(len(rollouts))) == list(range(4 * 3))
-    assert stream.metrics["reward/streamed_fraction"] == 1.0  # every text arrived under its own index
+    assert stream.metrics["reward_stream/streamed_fraction"] == 1.0  # every text arrived under its own index
     assert min(stream.backend.finished_at.values()) < generation_returned
     half = len(rollouts) // 2  # each rollout actor's shard: 2 tasks x 3 samples, decoded one by one
     for shard in (range(0, half), range(half, len(rollouts))):

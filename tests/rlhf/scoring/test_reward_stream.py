@@ -20,6 +20,7 @@ from rewards.settings import RewardSettings
 from rewards.tasks import Task
 from rlhf.config import load_config
 from rlhf.scoring.reward_stage import RewardStage
+from rlhf.scoring.reward_stream import busy_time
 from rlhf.types import Rollouts, Scored
 from tests.rewards.scoring_cases import DATASET, SETTINGS, TASKS, fenced, task_source
 
@@ -97,8 +98,8 @@ def stream_out_of_order(stage: RewardStage, rollouts: Rollouts) -> Scored:
     for sample in order:
         stream.add(sample, rollouts.texts[sample])
     scored = stage.score(rollouts, stream)
-    assert stream.metrics["reward/streamed_fraction"] == 9 / 10
-    assert 0 <= stream.metrics["reward/scored_during_generation"] <= 9 / 10
+    assert stream.metrics["reward_stream/streamed_fraction"] == 9 / 10
+    assert 0 <= stream.metrics["reward_stream/scored_during_generation"] <= 9 / 10
     return scored
 
 
@@ -171,3 +172,8 @@ def test_a_stream_takes_only_the_batch_it_was_opened_for() -> None:
             stage.score(rollouts, closed)
     finally:
         stage.close()
+
+
+def test_the_hidden_reward_time_counts_overlapping_runs_once() -> None:
+    assert busy_time([(5.0, 6.0), (0.0, 2.0), (1.0, 3.0), (5.5, 5.7), (7.0, 7.0)]) == 4.0
+    assert busy_time([]) == 0.0

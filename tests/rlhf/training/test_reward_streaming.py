@@ -49,8 +49,8 @@ def test_finished_completions_are_scored_while_the_rest_still_decode(tmp_path, t
         scored_first = stream.backend.finished_at[0]
         assert scored_first < min(stream.handed_at[i] for i in range(1, len(rollouts)))
         assert scored_first < generation_returned
-        assert stream.metrics["reward/streamed_fraction"] == 1.0
-        assert stream.metrics["reward/scored_during_generation"] > 0
+        assert stream.metrics["reward_stream/streamed_fraction"] == 1.0
+        assert stream.metrics["reward_stream/scored_during_generation"] > 0
     finally:
         stage.close()
 
@@ -70,8 +70,8 @@ def test_steps_report_the_exposed_reward_time_with_and_without_streaming(tmp_pat
         evaluated = controller.evaluate(tasks[:2])
     finally:
         stage.close()
-    assert streamed["reward/streamed_fraction"] == 1.0
+    assert streamed["reward_stream/streamed_fraction"] == 1.0
     assert 0 < streamed["time_reward_exposed_s"] <= streamed["time_reward_s"]
-    assert after["reward/streamed_fraction"] == 0.0 == after["reward/scored_during_generation"]
+    assert after["reward_stream/streamed_fraction"] == 0.0 == after["reward_stream/scored_during_generation"]
     assert after["time_reward_exposed_s"] == after["time_reward_s"] > 0
     assert evaluated["tasks"] == 2 and "reward" in evaluated
