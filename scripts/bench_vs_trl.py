@@ -74,7 +74,7 @@ def digit_share(text: str) -> float:
 class PythonRewardStage:
     """The controller's reward stage with :func:`digit_share` instead of the sandbox."""
 
-    def score(self, rollouts: Rollouts, stream: None = None) -> Scored:
+    def score(self, rollouts: Rollouts) -> Scored:
         rewards = torch.tensor([digit_share(t) for t in rollouts.texts], dtype=torch.float32)
         return Scored(
             rollouts=rollouts,

@@ -54,7 +54,9 @@ class Controller:
         self.rewards = rewards
         self.sampler = sampler
         self.asynchronous = config.placement.async_rollout
-        self.streaming = config.rollout.stream_rewards
+        # A reward stage that only scores whole batches (``score(rollouts)``, e.g. a benchmark's
+        # Python reward) has no ``open_stream``: its batches are scored after generation.
+        self.streaming = config.rollout.stream_rewards and hasattr(rewards, "open_stream")
         self._pending: Any = None  # the handle of a rollout in flight (async)
         self._ready: Rollouts | None = None  # a finished rollout not trained on yet (async, or resumed)
         self._pending_stream: RewardStream | None = None  # where that rollout's completions went
@@ -82,7 +84,7 @@ class Controller:
         time_generate = time.perf_counter() - started
 
         started = time.perf_counter()
-        scored = self.rewards.score(rollouts, stream)
+        scored = self.rewards.score(rollouts) if stream is None else self.rewards.score(rollouts, stream)
         # Exposed: what the step waited for after generation. The whole reward time adds the time
         # completions handed over early were being scored while generation went on.
         time_reward_exposed = time.perf_counter() - started
@@ -180,7 +182,11 @@ class Controller:
                 part = tasks[first : first + chunk]
                 stream = self._open_stream(part, sampling.n_samples)
                 rollouts = self.placement.generate(part, sampling, on_completion=_handing_to(stream))
-                rewards += self.rewards.rewards_of(rollouts, stream)
+                rewards += (
+                    self.rewards.rewards_of(rollouts)
+                    if stream is None
+                    else self.rewards.rewards_of(rollouts, stream)
+                )
                 lengths += rollouts.completion_lengths.tolist()
                 bar.update(len(part))
         metrics = reward_metrics(rewards)
