@@ -6,6 +6,10 @@ cache. A batch is split by group so that the samples of one prompt land on one a
 efficiency compares them with each other), groups balanced by size. Ray is imported only here, when
 a pool is built.
 
+A batch still being generated can be handed over sample by sample (:meth:`RayRewardPool.open_stream`,
+:class:`PoolStream`): each sample starts running on its group's actor as soon as it arrives, and the
+groups are shaped once all are in.
+
     ray.init()
     pool = RayRewardPool(settings, actors=4, workers_per_actor=8)
     rewards = pool.score(tasks, completions, group_ids)
@@ -17,13 +21,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import heapq
+import uuid
 from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rewards.settings import RewardSettings
 from rewards.shaping import Reward
 from rewards.tasks import Task
+
+if TYPE_CHECKING:
+    from rewards.scorer import ScoringStream
 
 
 class RewardActor:
@@ -36,6 +44,7 @@ class RewardActor:
         reward_settings = RewardSettings.from_mapping(settings)
         self.sandbox = Sandbox(reward_settings.sandbox_config(**sandbox_overrides))
         self.scorer = RewardScorer(self.sandbox, reward_settings, cache_size=cache_size)
+        self.streams: dict[str, tuple[ScoringStream, dict[Hashable, Task]]] = {}
 
     def score(
         self,
@@ -46,6 +55,37 @@ class RewardActor:
         shaping: dict[str, Any] | None = None,
     ) -> list[Reward]:
         return self.scorer.score(tasks, completions, group_ids, extract=extract, shaping=shaping)
+
+    def stream_add(
+        self,
+        stream: str,
+        index: int,
+        completion: str,
+        group: Hashable,
+        task: Task | None,
+        extract: bool,
+        shaping: dict[str, Any] | None,
+    ) -> None:
+        """Start sample ``index`` of ``stream`` (see :class:`PoolStream`); ``task`` comes with the
+        first sample of each group only, and is kept for the rest of the group."""
+        if stream not in self.streams:
+            self.streams[stream] = (self.scorer.open_stream(extract=extract, shaping=shaping), {})
+        scoring, tasks = self.streams[stream]
+        if task is not None:
+            tasks[group] = task
+        scoring.add(index, tasks[group], completion, group)
+
+    def stream_rewards(self, stream: str) -> dict[int, tuple[Reward, float | None]]:
+        """Rewards of ``stream``'s samples here, with the wall-clock time each run finished; the
+        stream is forgotten after."""
+        scoring, _ = self.streams.pop(stream)
+        rewards = scoring.rewards()
+        return {index: (reward, scoring.finished_at.get(index)) for index, reward in rewards.items()}
+
+    def stream_drop(self, stream: str) -> None:
+        entry = self.streams.pop(stream, None)
+        if entry is not None:
+            entry[0].close()
 
     def info(self) -> dict[str, Any]:
         import os
@@ -170,6 +210,10 @@ class RayRewardPool:
         parts = await asyncio.gather(*refs)
         return self._merge(len(tasks), shards, list(parts))
 
+    def open_stream(self, *, extract: bool = True, shaping: Mapping[str, Any] | None = None) -> PoolStream:
+        """A :class:`PoolStream`: samples handed over one at a time, each run started at once."""
+        return PoolStream(self, extract=extract, shaping=shaping)
+
     def info(self) -> list[dict[str, Any]]:
         """Per actor: its pid, sandbox state and cache counters."""
         return self._ray.get([actor.info.remote() for actor in self.actors])
@@ -190,3 +234,58 @@ class RayRewardPool:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class PoolStream:
+    """One batch's samples handed to the pool as they arrive (the pool's
+    :class:`~rewards.scorer.ScoringStream`).
+
+    Every sample of a group goes to one actor (groups dealt round-robin in order of appearance),
+    which starts its run at once and shapes its groups when :meth:`rewards` asks, so group-relative
+    efficiency sees whole groups. A task travels once per group, not with every sample. One thread
+    adds (Ray keeps one caller's calls to an actor in order), then one collects.
+    """
+
+    def __init__(
+        self, pool: RayRewardPool, *, extract: bool = True, shaping: Mapping[str, Any] | None = None
+    ) -> None:
+        self.pool = pool
+        self.extract = extract
+        self.shaping = dict(shaping) if shaping else None
+        self.id = uuid.uuid4().hex
+        self.finished_at: dict[int, float] = {}
+        self._actor_of: dict[Hashable, Any] = {}
+        self._added: list[Any] = []
+
+    def add(self, index: int, task: Task, completion: str, group: Hashable) -> None:
+        """Sample ``index`` (``completion`` answering ``task``, in ``group``); its run starts now."""
+        actor = self._actor_of.get(group)
+        first = actor is None
+        if actor is None:
+            actors = self.pool.actors
+            actor = self._actor_of[group] = actors[len(self._actor_of) % len(actors)]
+        self._added.append(
+            actor.stream_add.remote(
+                self.id, index, completion, group, task if first else None, self.extract, self.shaping
+            )
+        )
+
+    def rewards(self) -> dict[int, Reward]:
+        """Every sample's reward by index, once all have run (blocks until then)."""
+        ray = self.pool._ray
+        ray.get(self._added)  # every sample has reached its actor (and an actor's error surfaces here)
+        actors = list({id(a): a for a in self._actor_of.values()}.values())
+        out: dict[int, Reward] = {}
+        for part in ray.get([actor.stream_rewards.remote(self.id) for actor in actors]):
+            for index, (reward, finished_at) in part.items():
+                out[index] = reward
+                if finished_at is not None:
+                    self.finished_at[index] = finished_at
+        self._actor_of.clear()
+        return out
+
+    def close(self) -> None:
+        """Let the actors forget this stream (after :meth:`rewards` they already have)."""
+        for actor in {id(a): a for a in self._actor_of.values()}.values():
+            actor.stream_drop.remote(self.id)
+        self._actor_of.clear()

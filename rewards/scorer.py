@@ -8,6 +8,10 @@ A task with ``perf_tests`` runs in two steps (:func:`submit_run`): its correctne
 only if they all pass, its perf tests with the configured repeats. The perf run is judged like any
 other (a wrong output fails the sample) and its cost is the sample's cost; the reference is measured
 the same way, so speedups compare costs on the perf tests only.
+
+A batch that arrives one sample at a time (completions handed over as a rollout engine finishes
+them) goes through a :class:`ScoringStream`: each sample runs as soon as it arrives, and the rewards
+are shaped once all are in, exactly as :meth:`RewardScorer.score` would shape them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -293,9 +298,27 @@ class RewardScorer:
         """
         settings = self._settings_for(shaping)
         plan = self.plan(tasks, completions, extract=extract, settings=settings)
+        return self.shape_planned(plan, group_ids, settings=settings)
+
+    def shape_planned(
+        self,
+        plan: Sequence[Planned],
+        group_ids: Sequence[Hashable] | None = None,
+        *,
+        settings: RewardSettings | None = None,
+    ) -> list[Reward]:
+        """Rewards of samples :meth:`plan` submitted, once their runs are done (blocks until then).
+
+        This is the group-level step: group-relative efficiency compares the samples of each group
+        given here, so a group's samples must all be in ``plan``.
+        """
         results = [p.result.result() for p in plan]
         references = [None if p.reference is None else reference_cost(p.reference.result()) for p in plan]
-        return self._shape(plan, results, references, group_ids, settings)
+        return self._shape(plan, results, references, group_ids, settings or self.settings)
+
+    def open_stream(self, *, extract: bool = True, shaping: Mapping[str, Any] | None = None) -> ScoringStream:
+        """A :class:`ScoringStream`: samples handed over one at a time, each run started at once."""
+        return ScoringStream(self, self._settings_for(shaping), extract=extract)
 
     async def ascore(
         self,
@@ -322,8 +345,14 @@ class RewardScorer:
         *,
         extract: bool = True,
         settings: RewardSettings | None = None,
+        batch_runs: dict[tuple[Any, ...], ResultFuture] | None = None,
     ) -> list[Planned]:
-        """Extract, dedupe and submit every sample (and each task's reference) without waiting."""
+        """Extract, dedupe and submit every sample (and each task's reference) without waiting.
+
+        batch_runs: the runs of samples planned earlier for the same batch, by :func:`run_key` (filled
+        in here). A sample equal to one of them shares its run, as it would inside one call, even
+        after the cache has kept that run's result only in its slim form.
+        """
         if len(tasks) != len(completions):
             raise ValueError(f"got {len(tasks)} tasks but {len(completions)} completions; pass one task each")
         settings = settings or self.settings
@@ -352,7 +381,13 @@ class RewardScorer:
                     allow_script=settings.allow_script_tests,
                 )
 
-            future, cached = self.cache.get_or_submit(run_key(fingerprint, code, settings), run)
+            key = run_key(fingerprint, code, settings)
+            if batch_runs is not None and key in batch_runs:
+                future, cached = batch_runs[key], True
+            else:
+                future, cached = self.cache.get_or_submit(key, run)
+                if batch_runs is not None:
+                    batch_runs[key] = future
             reference = (
                 self.reference_result(task, fingerprint, settings=settings)
                 if settings.uses_reference
@@ -449,6 +484,52 @@ class RewardScorer:
     @property
     def stats(self) -> dict[str, int]:
         return {**dataclasses.asdict(self.cache.stats), "cached_entries": len(self.cache)}
+
+
+class ScoringStream:
+    """One batch's samples scored as they arrive, for a caller that gets them one at a time (a rollout
+    engine finishing completions while others still decode).
+
+    :meth:`add` starts a sample's run at once (:meth:`RewardScorer.plan`); :meth:`rewards` waits for
+    them all and shapes them together, so group-relative efficiency sees whole groups and the rewards
+    equal :meth:`RewardScorer.score` of the same samples. Adding an index again replaces its sample.
+    One thread adds, then one collects; ``finished_at`` (filled by the sandbox's threads) is the
+    wall-clock time each sample's run finished, comparable across processes of one host.
+    """
+
+    def __init__(self, scorer: RewardScorer, settings: RewardSettings, *, extract: bool = True) -> None:
+        self.scorer = scorer
+        self.settings = settings
+        self.extract = extract
+        self.finished_at: dict[int, float] = {}
+        self._samples: dict[int, tuple[Planned, Hashable]] = {}
+        self._runs: dict[tuple[Any, ...], ResultFuture] = {}
+
+    def add(self, index: int, task: Task, completion: str, group: Hashable) -> None:
+        """Sample ``index`` (``completion`` answering ``task``, in ``group``); its run starts now."""
+        [planned] = self.scorer.plan(
+            [task], [completion], extract=self.extract, settings=self.settings, batch_runs=self._runs
+        )
+        self._samples[index] = (planned, group)
+        self.finished_at.pop(index, None)
+
+        def finished(_: ResultFuture) -> None:
+            if self._samples.get(index, (None,))[0] is planned:  # not replaced meanwhile
+                self.finished_at[index] = time.time()
+
+        planned.result.add_done_callback(finished)
+
+    def rewards(self) -> dict[int, Reward]:
+        """Every sample's reward by index, once all have run (blocks until then)."""
+        indices = sorted(self._samples)
+        plan = [self._samples[i][0] for i in indices]
+        groups = [self._samples[i][1] for i in indices]
+        return dict(zip(indices, self.scorer.shape_planned(plan, groups, settings=self.settings)))
+
+    def close(self) -> None:
+        """Forget the samples; runs already submitted finish in the sandbox and are cached."""
+        self._samples.clear()
+        self._runs.clear()
 
 
 def run_key(fingerprint: str, code: str, settings: RewardSettings) -> tuple[Any, ...]:

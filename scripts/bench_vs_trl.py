@@ -147,6 +147,8 @@ def effirl_config(args: argparse.Namespace, checkpoint: Path) -> ExperimentConfi
             f"rollout.n_samples={args.n_samples}",
             f"rollout.max_new_tokens={args.new_tokens}",
             "rollout.temperature=1.0",
+            # TRL scores after generation; so does effirl here (its Python reward takes microseconds).
+            "rollout.stream_rewards=false",
             "algorithm.name=grpo",
             "algorithm.kl_coef=0.0",
             f"train.micro_batch_tokens={args.micro_batch * (args.prompt_len + args.new_tokens)}",

@@ -204,6 +204,14 @@ class RolloutConfig(Section):
         "Fast engine on a GPU: decode steps run (from one CUDA graph) between two reads of the tokens by "
         "the host. Larger hides more host work; a row that ends inside a block decodes to the block's end.",
     )
+    stream_rewards: bool = setting(
+        True,
+        "Hand each completion to the reward stage as soon as it is finished, so its sandbox run (or "
+        "its task's request to a reward service) goes on while the rest of the batch still decodes; "
+        "the rewards are the same as without. Works in every placement and reward backend. The "
+        "`generate` engine finishes a whole `batch_size` at once, so it gains only with a "
+        "`batch_size` below the batch. Off: the batch is scored after generation.",
+    )
     eval_temperature: float = setting(0.0, "Sampling temperature during evaluation; 0 is greedy decoding.")
     eval_n_samples: int = setting(
         1,

@@ -7,7 +7,9 @@
   update the adapter moves by Ray's object store, a torch.distributed broadcast, or as merged weights.
 
 Both implement :class:`Placement`, so :class:`rlhf.training.controller.Controller` never branches on
-placement.
+placement. Both hand each finished completion to ``on_completion`` while the rest still generate:
+in process the engine calls it directly; from Ray actors the completions come back through a Ray
+streaming generator (:mod:`rlhf.distributed.streamed_generation`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -23,10 +25,12 @@ import torch
 from rewards.tasks import Task
 from rlhf.algorithms import AlgorithmSpec
 from rlhf.config import ExperimentConfig
+from rlhf.distributed.streamed_generation import StreamedGeneration, completions_then_rollouts
 from rlhf.distributed.weight_sync import SyncReport, layout_of, state_bytes, timed
 from rlhf.distributed.worker import PolicyWorker
 from rlhf.models.loading import resolve_device
-from rlhf.rollout import SamplingConfig
+from rlhf.rollout import CompletionCallback, SamplingConfig
+from rlhf.rollout.recipe import training_sampling
 from rlhf.training.checkpoint import LearnerState
 from rlhf.types import Rollouts, TrainBatch
 
@@ -35,16 +39,30 @@ from rlhf.types import Rollouts, TrainBatch
 class Placement(Protocol):
     """Where the policy lives: what the controller, the trainer and the warm start ask of it."""
 
-    def start_generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Any:
-        """Start sampling ``tasks`` (training sampling unless given); a handle for ``finish_generate``."""
+    def start_generate(
+        self,
+        tasks: Sequence[Task],
+        sampling: SamplingConfig | None = None,
+        on_completion: CompletionCallback | None = None,
+    ) -> Any:
+        """Start sampling ``tasks`` (training sampling unless given); a handle for ``finish_generate``.
+
+        ``on_completion(i, text)`` hears of each sample of the batch as soon as it is finished (from
+        another thread on Ray); all have been heard of when ``finish_generate`` returns.
+        """
         ...
 
     def finish_generate(self, handle: Any) -> Rollouts:
         """The rollouts of a ``start_generate``, waited for."""
         ...
 
-    def generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Rollouts:
-        """Sample ``tasks`` and wait for the rollouts."""
+    def generate(
+        self,
+        tasks: Sequence[Task],
+        sampling: SamplingConfig | None = None,
+        on_completion: CompletionCallback | None = None,
+    ) -> Rollouts:
+        """Sample ``tasks`` and wait for the rollouts (``on_completion`` as in ``start_generate``)."""
         ...
 
     def reference_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
@@ -114,14 +132,24 @@ class InProcessPlacement:
         self.config = config
         self.worker = PolicyWorker(config, spec, role="hybrid")
 
-    def start_generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Rollouts:
-        return self.worker.generate(tasks, sampling)
+    def start_generate(
+        self,
+        tasks: Sequence[Task],
+        sampling: SamplingConfig | None = None,
+        on_completion: CompletionCallback | None = None,
+    ) -> Rollouts:
+        return self.worker.generate(tasks, sampling, on_completion)
 
     def finish_generate(self, handle: Rollouts) -> Rollouts:
         return handle
 
-    def generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Rollouts:
-        return self.worker.generate(tasks, sampling)
+    def generate(
+        self,
+        tasks: Sequence[Task],
+        sampling: SamplingConfig | None = None,
+        on_completion: CompletionCallback | None = None,
+    ) -> Rollouts:
+        return self.worker.generate(tasks, sampling, on_completion)
 
     def reference_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
         return self.worker.reference_logprobs(rollouts)
@@ -172,6 +200,13 @@ class PolicyActor(PolicyWorker):
         torch.set_num_threads(threads)
         super().__init__(config, spec, role=role)
         self.device = next(self.model.parameters()).device
+
+    def generate_streamed(
+        self, tasks: Sequence[Task], sampling: SamplingConfig | None = None
+    ) -> Iterator[tuple[int, str] | Rollouts]:
+        """``generate`` as a Ray streaming generator: ``(sample, text)`` for each sample as soon as
+        it is finished, then the Rollouts."""
+        yield from completions_then_rollouts(lambda report: self.generate(tasks, sampling, report))
 
     def address(self) -> tuple[str, int]:
         with socket.socket() as probe:
@@ -268,15 +303,35 @@ class RayPlacement:
 
     # -------------------------------------------------------------------------------- generation
 
-    def start_generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> list[Any]:
+    def start_generate(
+        self,
+        tasks: Sequence[Task],
+        sampling: SamplingConfig | None = None,
+        on_completion: CompletionCallback | None = None,
+    ) -> list[Any] | StreamedGeneration:
         shards = _shard(list(tasks), len(self.rollouts))
-        return [w.generate.remote(shard, sampling) for w, shard in zip(self.rollouts, shards) if shard]
+        work = [(worker, shard) for worker, shard in zip(self.rollouts, shards) if shard]
+        if on_completion is None:
+            return [worker.generate.remote(shard, sampling) for worker, shard in work]
+        n_samples = (sampling or training_sampling(self.config)).n_samples
+        streams, first = [], 0
+        for worker, shard in work:
+            streams.append((worker.generate_streamed.remote(shard, sampling), first))
+            first += len(shard) * n_samples
+        return StreamedGeneration(self.ray, streams, on_completion)
 
-    def finish_generate(self, handle: list[Any]) -> Rollouts:
+    def finish_generate(self, handle: list[Any] | StreamedGeneration) -> Rollouts:
+        if isinstance(handle, StreamedGeneration):
+            return concat_rollouts(handle.wait())
         return concat_rollouts(self.ray.get(handle))
 
-    def generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Rollouts:
-        return self.finish_generate(self.start_generate(tasks, sampling))
+    def generate(
+        self,
+        tasks: Sequence[Task],
+        sampling: SamplingConfig | None = None,
+        on_completion: CompletionCallback | None = None,
+    ) -> Rollouts:
+        return self.finish_generate(self.start_generate(tasks, sampling, on_completion))
 
     def reference_logprobs(self, rollouts: Rollouts) -> torch.Tensor:
         return self.ray.get(self.learner.reference_logprobs.remote(rollouts))

@@ -29,11 +29,13 @@ from rlhf.models.loading import (
 from rlhf.models.logprobs import completion_logprobs, reference_logprobs
 from rlhf.models.policy_model import adapter_config_of, load_policy_model
 from rlhf.rollout import (
+    CompletionCallback,
     RolloutEngine,
     SamplingConfig,
     logprob_temperature,
     render_prompt,
 )
+from rlhf.rollout.generate_engine import completion_text
 from rlhf.rollout.recipe import make_engine, training_sampling
 from rlhf.training.checkpoint import LearnerState, capture_rng, restore_rng
 from rlhf.types import Rollouts, TaskBatch, TrainBatch
@@ -106,11 +108,28 @@ class PolicyWorker:
         style = self.config.data.prompt_style
         return TaskBatch(tasks=list(tasks), prompts=[render_prompt(self.tokenizer, t, style) for t in tasks])
 
-    def generate(self, tasks: Sequence[Task], sampling: SamplingConfig | None = None) -> Rollouts:
-        """Sample completions for ``tasks`` (training sampling settings unless given)."""
+    def generate(
+        self,
+        tasks: Sequence[Task],
+        sampling: SamplingConfig | None = None,
+        on_completion: CompletionCallback | None = None,
+    ) -> Rollouts:
+        """Sample completions for ``tasks`` (training sampling settings unless given).
+
+        ``on_completion(i, text)`` hears of each sample as soon as the engine has finished it, with
+        the text ``Rollouts.texts[i]`` will hold.
+        """
         if self.engine is None:
             raise RuntimeError("a learner-only policy worker cannot generate")
-        return self.engine.generate(self.render(tasks), sampling or training_sampling(self.config))
+        sampling = sampling or training_sampling(self.config)
+        on_finished = None
+        if on_completion is not None:
+            stop, tokenizer = tuple(sampling.stop), self.tokenizer
+
+            def on_finished(sample: int, tokens: list[int]) -> None:
+                on_completion(sample, completion_text(tokens, stop, tokenizer))
+
+        return self.engine.generate(self.render(tasks), sampling, on_finished=on_finished)
 
     def release_memory(self) -> None:
         if self.engine is not None:

@@ -6,13 +6,21 @@ static KV cache and CUDA graphs for Llama/Qwen2-style models (import it from the
 loaded with this package); ``prompts`` renders tasks into prompt strings.
 """
 
-from rlhf.rollout.engine import RolloutEngine, SamplingConfig, SamplingOptions
+from rlhf.rollout.engine import (
+    CompletionCallback,
+    FinishedCallback,
+    RolloutEngine,
+    SamplingConfig,
+    SamplingOptions,
+)
 from rlhf.rollout.generate_engine import GenerateRolloutEngine
 from rlhf.rollout.prompts import PROMPT_STYLES, render_prompt, response_prefix, style_stop_strings
 from rlhf.rollout.sampling import logprob_temperature
 
 __all__ = [
     "PROMPT_STYLES",
+    "CompletionCallback",
+    "FinishedCallback",
     "GenerateRolloutEngine",
     "RolloutEngine",
     "SamplingConfig",

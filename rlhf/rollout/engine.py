@@ -8,13 +8,21 @@ learner update the weight-sync layer hands it the new policy adapter with ``set_
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from rlhf.types import Rollouts, TaskBatch
+
+#: ``on_finished(sample, token_ids)``: an engine calls it once per sample, as soon as that sample is
+#: finished, with its completion's token ids cut where the completion ends (EOS or stop string kept,
+#: as in :class:`~rlhf.types.Rollouts`), so later stages can start on it while the rest decode.
+FinishedCallback = Callable[[int, list[int]], None]
+#: ``on_completion(sample, text)``: the same, one stage later, with the completion's text (what
+#: ``Rollouts.texts`` holds); what a policy worker or a placement hands the reward stage.
+CompletionCallback = Callable[[int, str], None]
 
 
 class SamplingOptions(Protocol):
@@ -75,8 +83,14 @@ def check_sampling(config: SamplingOptions) -> None:
 class RolloutEngine(Protocol):
     """Samples completions for a batch of prompts with the current policy."""
 
-    def generate(self, batch: TaskBatch, config: SamplingOptions) -> Rollouts:
-        """``config.n_samples`` completions per prompt of ``batch``, with behaviour log-probs."""
+    def generate(
+        self, batch: TaskBatch, config: SamplingOptions, *, on_finished: FinishedCallback | None = None
+    ) -> Rollouts:
+        """``config.n_samples`` completions per prompt of ``batch``, with behaviour log-probs.
+
+        ``on_finished`` is called once per sample (index in the Rollouts, cut token ids) as soon as
+        the engine knows that sample is finished, on the calling thread; it should return quickly.
+        """
         ...
 
     def set_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -53,13 +53,14 @@ from rlhf.rollout.decoder import (
     new_cache,
     unsupported_reason,
 )
-from rlhf.rollout.engine import SamplingOptions, check_sampling
+from rlhf.rollout.engine import FinishedCallback, SamplingOptions, check_sampling
 from rlhf.rollout.generate_engine import (
     _generation_mode,
     encode_prompts,
     make_rollouts,
     pad_samples,
     pad_token_id,
+    reporting_cut_completions,
 )
 from rlhf.rollout.sampling import logprob_temperature, sample_next
 from rlhf.types import Rollouts, TaskBatch
@@ -204,10 +205,14 @@ class FastRolloutEngine:
         total = torch.cuda.get_device_properties(self.device).total_memory
         return self._state.device_bytes() <= WARM_SHARE * total
 
-    def generate(self, batch: TaskBatch, config: SamplingOptions) -> Rollouts:
+    def generate(
+        self, batch: TaskBatch, config: SamplingOptions, *, on_finished: FinishedCallback | None = None
+    ) -> Rollouts:
         """Sample ``config.n_samples`` completions per prompt; see :class:`rlhf.types.Rollouts`.
 
         Prompts are tokenized as given (``add_special_tokens=False``). All tensors are on the CPU.
+        ``on_finished`` hears of each sample the moment its row is found finished, while the other
+        rows go on decoding (see :meth:`sample_token_ids`).
         """
         check_sampling(config)
         n = int(config.n_samples)
@@ -215,7 +220,7 @@ class FastRolloutEngine:
         stop = tuple(config.stop)
 
         started = time.perf_counter()
-        sampled = self.sample_token_ids(encoded, config)
+        sampled = self.sample_token_ids(encoded, config, on_finished=on_finished)
         generation_s = time.perf_counter() - started
 
         prompts = [ids for ids in encoded for _ in range(n)]
@@ -340,22 +345,38 @@ class FastRolloutEngine:
 
     @torch.no_grad()
     def sample_token_ids(
-        self, prompts: Sequence[Sequence[int]], config: SamplingOptions, *, ignore_eos: bool = False
+        self,
+        prompts: Sequence[Sequence[int]],
+        config: SamplingOptions,
+        *,
+        ignore_eos: bool = False,
+        on_finished: FinishedCallback | None = None,
     ) -> SampledTokens:
         """Decode ``config.n_samples`` samples of each prompt (token ids); sample ``i`` answers
         prompt ``i // n_samples``.
 
         A sample stops at EOS (unless ``ignore_eos``), at a stop string or at ``max_new_tokens``.
+        ``on_finished(i, tokens)`` is called once per sample when its row is marked finished, with
+        its tokens cut as :func:`~rlhf.rollout.generate_engine.pad_samples` will cut them.
         """
         check_sampling(config)
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        report = (
+            None
+            if on_finished is None
+            else reporting_cut_completions(on_finished, self.eos_ids, tuple(config.stop), self.tokenizer)
+        )
         # Streams and events below belong to the current device: make it the model's.
         with torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext():
-            return self._decode(prompts, config, ignore_eos)
+            return self._decode(prompts, config, ignore_eos, report)
 
     def _decode(
-        self, prompts: Sequence[Sequence[int]], config: SamplingOptions, ignore_eos: bool
+        self,
+        prompts: Sequence[Sequence[int]],
+        config: SamplingOptions,
+        ignore_eos: bool,
+        report: Callable[[int, Sequence[int]], None] | None = None,
     ) -> SampledTokens:
         n, budget = int(config.n_samples), int(config.max_new_tokens)
         temperature, top_p, top_k = float(config.temperature), float(config.top_p), int(config.top_k)
@@ -443,6 +464,8 @@ class FastRolloutEngine:
                 finished += [slot for slot, tail in zip(check, tails) if any(s in tail for s in stop)]
             for slot in finished:
                 owner[slot] = -1
+                if report is not None:  # hand the finished sample over while the others decode
+                    report(launched[slot], tokens[launched[slot]])
             if pending[0] is not None:
                 admit(sorted(finished))
             else:

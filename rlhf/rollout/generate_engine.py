@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -22,7 +22,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase, StoppingCrit
 
 from rlhf.models.loading import POLICY_ADAPTER, load_adapter_state_dict, use_adapter
 from rlhf.models.logprobs import causal_lm_of, completion_logprobs
-from rlhf.rollout.engine import SamplingOptions, check_sampling
+from rlhf.rollout.engine import FinishedCallback, SamplingOptions, check_sampling
 from rlhf.rollout.sampling import logprob_temperature
 from rlhf.types import Rollouts, TaskBatch
 
@@ -81,6 +81,33 @@ def completion_end(
     if eos_at is not None:
         return eos_at + 1, True
     return len(tokens), False
+
+
+def cut_completion(
+    generated: Sequence[int],
+    eos_ids: Sequence[int],
+    stop: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+) -> tuple[list[int], bool]:
+    """A sample's generated tokens up to where its completion ends (:func:`completion_end`), and
+    whether it finished (False: it ran out of budget)."""
+    length, finished = completion_end(generated, set(eos_ids), stop, tokenizer)
+    return list(generated[:length]), finished
+
+
+def reporting_cut_completions(
+    on_finished: FinishedCallback,
+    eos_ids: Sequence[int],
+    stop: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+) -> Callable[[int, Sequence[int]], None]:
+    """``report(sample, generated)`` that hands ``on_finished`` the sample's completion cut as
+    :func:`pad_samples` cuts it, so what is handed over early is what the Rollouts will hold."""
+
+    def report(sample: int, generated: Sequence[int]) -> None:
+        on_finished(sample, cut_completion(generated, eos_ids, stop, tokenizer)[0])
+
+    return report
 
 
 def completion_text(tokens: Sequence[int], stop: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> str:
@@ -192,8 +219,8 @@ def pad_samples(
 ) -> PaddedSamples:
     """Each sample's prompt and generated tokens (one entry per sample) cut at EOS or a stop string
     and padded: prompts on the left, completions on the right."""
-    ends = [completion_end(g, set(eos_ids), stop, tokenizer) for g in generated]
-    completions = [list(g[:length]) for g, (length, _) in zip(generated, ends)]
+    cuts = [cut_completion(g, eos_ids, stop, tokenizer) for g in generated]
+    completions = [tokens for tokens, _ in cuts]
     prompt_ids, prompt_mask = left_pad(prompts, pad_id)
     completion_ids, completion_mask = right_pad(completions, pad_id)
     return PaddedSamples(
@@ -202,8 +229,8 @@ def pad_samples(
         completion_ids=completion_ids,
         completion_mask=completion_mask,
         texts=[completion_text(c, stop, tokenizer) for c in completions],
-        truncated=torch.tensor([not finished for _, finished in ends], dtype=torch.bool),
-        lengths=[length for length, _ in ends],
+        truncated=torch.tensor([not finished for _, finished in cuts], dtype=torch.bool),
+        lengths=[len(tokens) for tokens in completions],
     )
 
 
@@ -296,17 +323,26 @@ class GenerateRolloutEngine:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def generate(self, batch: TaskBatch, config: SamplingOptions) -> Rollouts:
+    def generate(
+        self, batch: TaskBatch, config: SamplingOptions, *, on_finished: FinishedCallback | None = None
+    ) -> Rollouts:
         """Sample ``config.n_samples`` completions per prompt; see :class:`rlhf.types.Rollouts`.
 
         Prompts are tokenized as given (``add_special_tokens=False``: rendered prompts carry their
-        own special tokens). All tensors of the result are on the CPU.
+        own special tokens). All tensors of the result are on the CPU. ``generate`` returns a
+        sub-batch (``generation_batch_size``) only when all of its rows are done, so
+        ``on_finished`` hears of its samples then, before the next sub-batch starts.
         """
         check_sampling(config)
         n = int(config.n_samples)
         encoded = encode_prompts(self.tokenizer, batch)
         prompts = [ids for ids in encoded for _ in range(n)]
         stop = tuple(config.stop)
+        report = (
+            None
+            if on_finished is None
+            else reporting_cut_completions(on_finished, self.eos_ids, stop, self.tokenizer)
+        )
 
         started = time.perf_counter()
         generated: list[list[int]] = []
@@ -314,6 +350,9 @@ class GenerateRolloutEngine:
         with _generation_mode(self.model, self.adapter), _neutral_generation_defaults(self.model):
             for start in range(0, len(prompts), step):
                 generated.extend(self._sample(prompts[start : start + step], config, stop))
+                if report is not None:
+                    for sample in range(start, len(generated)):
+                        report(sample, generated[sample])
         generation_s = time.perf_counter() - started
 
         padded = pad_samples(prompts, generated, self.tokenizer, self.eos_ids, self.pad_id, stop)

@@ -4,10 +4,15 @@ Three backends with one interface: local sandbox workers in this process (defaul
 reward actors (``placement.mode`` colocated/split), or a running reward service
 (``reward.service_url``). All three score with the recipe's ``reward`` settings: the service gets them
 with every request and refuses what it cannot honour, so a backend never changes a reward.
+
+Each backend also takes a batch while it is still being generated (:meth:`RewardStage.open_stream`,
+:mod:`rlhf.scoring.reward_stream`); the rewards are the same either way.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +23,7 @@ from rewards.shaping import Reward
 from rewards.tasks import Task
 from rlhf.config import ExperimentConfig
 from rlhf.rollout import response_prefix
+from rlhf.scoring.reward_stream import BackendStream, PerTaskRequests, RewardStream
 from rlhf.types import Rollouts, Scored
 
 PART_NAMES = ("correctness", "efficiency", "format", "penalty")
@@ -44,6 +50,7 @@ class RewardStage:
         self.backend = backend
         self._sandbox = None
         self._sources: dict[str, tuple[str, str | None]] = {}
+        self._streams: weakref.WeakSet[RewardStream] = weakref.WeakSet()
         if backend == "http":
             from rewards.client import RewardClient
 
@@ -71,11 +78,31 @@ class RewardStage:
         self, tasks: Sequence[Task], texts: Sequence[str], group_ids: Sequence[int]
     ) -> list[Reward]:
         """Rewards for completions given as text (the prompt's prefill is prepended here)."""
-        style = self.config.data.prompt_style
-        answers = [response_prefix(task, style) + text for task, text in zip(tasks, texts)]
+        answers = [self.answer(task, text) for task, text in zip(tasks, texts)]
         if self.backend == "http":
             return self._score_remotely(tasks, answers, list(group_ids))
         return self._scorer.score(tasks, answers, list(group_ids))
+
+    def answer(self, task: Task, text: str) -> str:
+        """A completion's text as it is scored: the prompt's prefill (a code fence the prompt
+        opened) in front of what the model wrote."""
+        return response_prefix(task, self.config.data.prompt_style) + text
+
+    def open_stream(self, tasks: Sequence[Task], n_samples: int) -> RewardStream:
+        """A stream for the batch about to be generated: ``n_samples`` samples of each of ``tasks``,
+        in order. Hand it finished completions (:meth:`RewardStream.add`) while the batch generates,
+        then pass it to :meth:`score` with the rollouts."""
+        backend: BackendStream
+        if self.backend == "http":
+            per_task = Counter(task.id for task in tasks)
+            backend = PerTaskRequests(
+                self._score_remotely, {task_id: count * n_samples for task_id, count in per_task.items()}
+            )
+        else:
+            backend = self._scorer.open_stream()
+        stream = RewardStream(backend, tasks, n_samples, self.answer)
+        self._streams.add(stream)
+        return stream
 
     def _score_remotely(
         self, tasks: Sequence[Task], answers: list[str], group_ids: list[int]
@@ -97,15 +124,21 @@ class RewardStage:
                 rewards[i] = reward
         return rewards  # type: ignore[return-value]
 
-    def score(self, rollouts: Rollouts) -> Scored:
-        return to_scored(rollouts, self.rewards_of(rollouts))
+    def score(self, rollouts: Rollouts, stream: RewardStream | None = None) -> Scored:
+        """``rollouts`` scored; with the ``stream`` they were generated into, the samples it already
+        holds are not handed over again (the result is the same)."""
+        return to_scored(rollouts, self.rewards_of(rollouts, stream))
 
-    def rewards_of(self, rollouts: Rollouts) -> list[Reward]:
-        """One reward per sample of ``rollouts``."""
+    def rewards_of(self, rollouts: Rollouts, stream: RewardStream | None = None) -> list[Reward]:
+        """One reward per sample of ``rollouts`` (see :meth:`score`)."""
+        if stream is not None:
+            return stream.rewards(rollouts)
         tasks = [rollouts.task_of(i) for i in range(len(rollouts))]
         return self.score_texts(tasks, rollouts.texts, rollouts.group_ids.tolist())
 
     def close(self) -> None:
+        for stream in list(self._streams):
+            stream.close()
         closer = getattr(self._scorer, "close", None)
         if callable(closer):
             closer()

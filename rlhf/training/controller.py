@@ -4,6 +4,10 @@
        ^                                                                                          |
        +------------------------------ weight sync (adapter tensors only) <-----------------------+
 
+With ``rollout.stream_rewards`` each completion goes to the reward stage as soon as the engine has
+finished it (:class:`rlhf.scoring.reward_stream.RewardStream`), so scoring runs while the rest of
+the batch decodes; the step's ``time_reward_exposed_s`` is the reward time left after generation.
+
 With ``placement.async_rollout`` the rollout of step t+1 is started before step t trains, so
 generation and learning overlap; those rollouts come from the policy one update behind, which the
 importance ratio (old log-probs = the behaviour log-probs) corrects for. A checkpoint written while
@@ -22,10 +26,15 @@ from rlhf.algorithms import AlgorithmSpec
 from rlhf.algorithms.advantage_step import make_train_batch, reward_spread_metrics
 from rlhf.config import ExperimentConfig
 from rlhf.distributed.placement import Placement
+from rlhf.rollout import CompletionCallback
 from rlhf.rollout.recipe import evaluation_sampling
 from rlhf.rollout.task_sampler import TaskSampler
 from rlhf.scoring.reward_stage import RewardStage, reward_metrics
+from rlhf.scoring.reward_stream import RewardStream
 from rlhf.types import Rollouts
+
+# The streaming metrics of a step scored after generation (stream off, or a rollout a checkpoint kept).
+NOT_STREAMED = {"reward_stream/streamed_fraction": 0.0, "reward_stream/scored_during_generation": 0.0}
 
 
 class Controller:
@@ -45,8 +54,12 @@ class Controller:
         self.rewards = rewards
         self.sampler = sampler
         self.asynchronous = config.placement.async_rollout
+        # A reward stage that only scores whole batches (``score(rollouts)``, e.g. a benchmark's
+        # Python reward) has no ``open_stream``: its batches are scored after generation.
+        self.streaming = config.rollout.stream_rewards and hasattr(rewards, "open_stream")
         self._pending: Any = None  # the handle of a rollout in flight (async)
         self._ready: Rollouts | None = None  # a finished rollout not trained on yet (async, or resumed)
+        self._pending_stream: RewardStream | None = None  # where that rollout's completions went
         self.steps_done = 0
 
     def step(self, *, last: bool = False) -> dict[str, float]:
@@ -55,18 +68,27 @@ class Controller:
         started = time.perf_counter()
         sync_before = None
         if self._pending is not None or self._ready is not None:
-            rollouts = self.pending_rollouts()
-            self._ready = None
+            rollouts, stream = self.pending_rollouts(), self._pending_stream
+            self._ready, self._pending_stream = None, None
             sync_before = self.placement.sync()  # rollout workers are idle now: give them the newest policy
         else:
-            rollouts = self.placement.generate(self.sampler.next_batch())
+            tasks = self.sampler.next_batch()
+            stream = self._open_stream(tasks, config.rollout.n_samples)
+            rollouts = self.placement.generate(tasks, on_completion=_handing_to(stream))
         if self.asynchronous and not last:
-            self._pending = self.placement.start_generate(self.sampler.next_batch())
+            tasks = self.sampler.next_batch()
+            self._pending_stream = self._open_stream(tasks, config.rollout.n_samples)
+            self._pending = self.placement.start_generate(
+                tasks, on_completion=_handing_to(self._pending_stream)
+            )
         time_generate = time.perf_counter() - started
 
         started = time.perf_counter()
-        scored = self.rewards.score(rollouts)
-        time_reward = time.perf_counter() - started
+        scored = self.rewards.score(rollouts) if stream is None else self.rewards.score(rollouts, stream)
+        # Exposed: what the step waited for after generation. The whole reward time adds the time
+        # completions handed over early were being scored while generation went on.
+        time_reward_exposed = time.perf_counter() - started
+        time_reward = time_reward_exposed + (stream.hidden_s if stream is not None else 0.0)
 
         started = time.perf_counter()
         self.steps_done += 1
@@ -88,7 +110,7 @@ class Controller:
 
         sync = sync_before if self.asynchronous else self.placement.sync()
         tokens = float(rollouts.completion_mask.sum())
-        total = time_generate + time_reward + time_train + (0.0 if sync is None else sync.ms / 1e3)
+        total = time_generate + time_reward_exposed + time_train + (0.0 if sync is None else sync.ms / 1e3)
         learned = batch.metrics if batch is not None else {}
         metrics = {
             **scored.metrics,
@@ -96,6 +118,8 @@ class Controller:
             **completion_metrics(rollouts),
             "time_generate_s": time_generate,
             "time_reward_s": time_reward,
+            "time_reward_exposed_s": time_reward_exposed,
+            **(stream.metrics if stream is not None else NOT_STREAMED),
             "time_train_s": time_train,
             "time_sync_s": 0.0 if sync is None else sync.ms / 1e3,
             "sync_bytes": 0 if sync is None else sync.bytes,
@@ -129,8 +153,14 @@ class Controller:
         return self._ready
 
     def restore_pending(self, rollouts: Rollouts | None) -> None:
-        """Resume with the rollout a checkpoint kept (see :meth:`pending_rollouts`)."""
-        self._pending, self._ready = None, rollouts
+        """Resume with the rollout a checkpoint kept (see :meth:`pending_rollouts`); it is scored
+        after the fact, as nothing of it was streamed in this process."""
+        if self._pending_stream is not None:
+            self._pending_stream.close()
+        self._pending, self._ready, self._pending_stream = None, rollouts, None
+
+    def _open_stream(self, tasks: Sequence[Task], n_samples: int) -> RewardStream | None:
+        return self.rewards.open_stream(tasks, n_samples) if self.streaming else None
 
     def evaluate(self, tasks: Sequence[Task], *, label: str = "eval") -> dict[str, float]:
         """Pass rate, mean speedup and reward of the current policy on ``tasks`` (eval sampling).
@@ -150,8 +180,13 @@ class Controller:
         with tqdm(total=len(tasks), desc=label, unit="task", leave=False, dynamic_ncols=True) as bar:
             for first in range(0, len(tasks), chunk):
                 part = tasks[first : first + chunk]
-                rollouts = self.placement.generate(part, sampling)
-                rewards += self.rewards.rewards_of(rollouts)
+                stream = self._open_stream(part, sampling.n_samples)
+                rollouts = self.placement.generate(part, sampling, on_completion=_handing_to(stream))
+                rewards += (
+                    self.rewards.rewards_of(rollouts)
+                    if stream is None
+                    else self.rewards.rewards_of(rollouts, stream)
+                )
                 lengths += rollouts.completion_lengths.tolist()
                 bar.update(len(part))
         metrics = reward_metrics(rewards)
@@ -159,6 +194,10 @@ class Controller:
         metrics["time_eval_s"] = time.perf_counter() - started
         metrics["tasks"] = float(len(tasks))
         return metrics
+
+
+def _handing_to(stream: RewardStream | None) -> CompletionCallback | None:
+    return None if stream is None else stream.add
 
 
 def completion_metrics(rollouts: Rollouts) -> dict[str, float]:

@@ -33,6 +33,7 @@ def _script(name: str) -> ModuleType:
         "bench_learner",
         "bench_shared_prompts",
         "bench_cpu_memory",
+        "bench_reward_stream",
     ],
 )
 def test_help_says_how_long_it_takes(name: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,6 +123,19 @@ def test_bench_cpu_memory_with_a_tiny_model(tmp_path: Path) -> None:
         assert median["peak_rss_gib"] > 0.1 and median["time_train_s"] > 0  # a whole training process
 
 
+@pytest.mark.slow
+def test_bench_reward_stream_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "stream.json"
+    result = _script("bench_reward_stream").main(["--tiny", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    after, streamed = result["medians"]["after"], result["medians"]["streamed"]
+    during = "reward_stream/scored_during_generation"
+    assert after[during] == 0 < streamed[during]
+    for median in (after, streamed):
+        assert 0 < median["time_reward_exposed_s"] <= median["time_reward_s"] < median["time_step_s"]
+    assert after["time_reward_exposed_s"] == after["time_reward_s"]  # nothing ran beside generation
+
+
 def test_table_rows_append_under_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     table = _script("benchmark_table")
     path = tmp_path / "benchmarks.md"
@@ -161,6 +175,7 @@ def test_table_rows_append_under_the_header(tmp_path: Path, monkeypatch: pytest.
         "bench_learner",
         "bench_shared_prompts",
         "bench_cpu_memory",
+        "bench_reward_stream",
     ],
 )
 def test_the_table_is_written_only_when_asked(name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,10 @@ def test_training_runs_on_ray_with_ray_reward_workers(tmp_path, overrides):
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, config.train.steps + 1))
     assert all(r["time_generate_s"] >= 0 and r["reward"] <= 1.5 for r in rows)
+    # Every completion reached the reward actors from the policy actors while generating (async: the
+    # next step's, during this step's training).
+    assert all(r["reward_stream/streamed_fraction"] == 1.0 for r in rows)
+    assert all(0 < r["time_reward_exposed_s"] <= r["time_reward_s"] for r in rows)
     if config.placement.mode == "split":
         assert all(r["sync_bytes"] > 0 for r in rows[1:])
     if config.warm_start.sft_steps:
@@ -141,6 +146,46 @@ def test_controller_async_step_generates_ahead(tmp_path):
     finally:
         rewards.close()
         placement.close()
+
+
+def test_policy_actors_stream_completions_to_the_reward_actors_while_generating(tmp_path):
+    """Two rollout actors, one row decoding at a time: completions reach the Ray reward actors under
+    their index in the whole batch, the first are scored before generation returns, and the rewards
+    are those of scoring afterwards (python_events costs: deterministic)."""
+    config = config_for(
+        tmp_path,
+        "placement.mode=split",
+        "placement.sync=object_store",
+        "placement.rollout_workers=2",
+        "rollout.engine=fast",
+        "rollout.batch_size=1",
+        "rollout.n_samples=3",
+        "rollout.max_new_tokens=48",
+        "reward.cost_measure=python_events",
+    )
+    placement = RayPlacement(config, resolve_algorithm(config.algorithm.name))
+    streamed = RewardStage(config, backend="ray")
+    afterwards = RewardStage(config, backend="local")
+    tasks = load_tasks("synthetic", limit=4)
+    try:
+        stream = streamed.open_stream(tasks, config.rollout.n_samples)
+        rollouts = placement.generate(tasks, on_completion=stream.add)
+        generation_returned = time.time()
+        scored = streamed.score(rollouts, stream)
+        expected = afterwards.score(rollouts)
+    finally:
+        streamed.close()
+        afterwards.close()
+        placement.close()
+    assert sorted(stream.handed_at) == list(range(len(rollouts))) == list(range(4 * 3))
+    assert stream.metrics["reward_stream/streamed_fraction"] == 1.0  # every text arrived under its own index
+    assert min(stream.backend.finished_at.values()) < generation_returned
+    half = len(rollouts) // 2  # each rollout actor's shard: 2 tasks x 3 samples, decoded one by one
+    for shard in (range(0, half), range(half, len(rollouts))):
+        # The shard's first completion was scored before its actor had finished the shard's last.
+        assert stream.backend.finished_at[shard[0]] < stream.handed_at[shard[-1]]
+    assert torch.equal(scored.rewards, expected.rewards)
+    assert scored.evidence == expected.evidence
 
 
 def test_concat_rollouts_renumbers_groups_and_pads(tmp_path):

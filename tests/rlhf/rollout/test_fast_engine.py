@@ -474,3 +474,45 @@ def test_top_k_1_samples_the_argmax_and_keeps_the_uncut_logprob() -> None:
     expected = torch.log_softmax(logits / 0.8, dim=-1).gather(1, tokens[:, None]).squeeze(1)
     assert torch.allclose(logps, expected)
     assert torch.isinf(top_k_filter(logits, 2)).sum() == 4
+
+
+def _with_early_ends(model, tok):
+    """An end token that comes early in some greedy completions, so samples finish far apart."""
+    free = GenerateRolloutEngine(model, tok).generate(_batch(tok), _greedy(24)).completion_ids.tolist()
+    return [tok.eos_token_id, free[0][3]]
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_each_sample_is_handed_over_once_as_it_finishes_and_cut_as_in_the_rollouts(llama, batch_size) -> None:
+    model, tok = llama
+    batch = _batch(tok)
+    stop = next(
+        c for c in GenerateRolloutEngine(model, tok).generate(batch, _greedy(16)).texts[1][2:] if c.isalpha()
+    )
+    config = model.get_base_model().generation_config
+    saved = config.eos_token_id
+    config.eos_token_id = end_ids = _with_early_ends(model, tok)
+    reports: list[tuple[int, list[int]]] = []
+    try:
+        engine = FastRolloutEngine(model, tok, batch_size=batch_size, context_block=8)
+        sampling = _greedy(24, stop=(stop,), n=3)
+        out = engine.generate(batch, sampling, on_finished=lambda i, tokens: reports.append((i, tokens)))
+        plain = engine.generate(batch, sampling)
+    finally:
+        config.eos_token_id = saved
+    assert torch.equal(out.completion_ids, plain.completion_ids)  # reporting changes nothing
+    assert sorted(i for i, _ in reports) == list(range(len(out)))
+    for sample, tokens in reports:
+        length = int(out.completion_mask[sample].sum())
+        assert tokens == out.completion_ids[sample, :length].tolist()
+        assert completion_text(tokens, sampling.stop, tok) == out.texts[sample]
+    # Samples that ended at an end token, at the stop string and at the budget were all handed over.
+    by_eos = [tokens[-1] in end_ids for _, tokens in reports]
+    by_stop = [stop in tok.decode(tokens) for _, tokens in reports]
+    assert any(by_eos) and any(by_stop) and out.truncated.any()
+    if batch_size is None:
+        # All rows decode side by side, so samples are handed over in the order they finish, not in
+        # the order of the batch: the shortest first, the longest last.
+        lengths = [len(tokens) for _, tokens in reports]
+        assert lengths[0] == min(lengths) < max(lengths) == lengths[-1]
+        assert [i for i, _ in reports] != sorted(i for i, _ in reports)

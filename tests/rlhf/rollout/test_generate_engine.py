@@ -241,3 +241,35 @@ def test_completion_end_rules() -> None:
     # A stop string spread over several tokens ends at the token that completes it.
     assert completion_end(ids("x```py"), {eos}, ("```",), tok) == (4, True)
     assert completion_text(ids("x```py"), ("```",), tok) == "x```"
+
+
+@pytest.mark.parametrize("generation_batch_size", [None, 2])
+def test_each_sample_is_handed_over_once_cut_as_in_the_rollouts(policy, generation_batch_size) -> None:
+    model, tok = policy
+    batch = _batch(tok)
+    engine = GenerateRolloutEngine(model, tok, generation_batch_size=generation_batch_size)
+    stop = next(c for c in engine.generate(batch, _greedy(16)).texts[0][2:] if c.isascii() and c.isalpha())
+    config = replace(_greedy(16, stop=(stop,)), n_samples=2)
+    calls: list[int] = []
+    real_generate = model.generate
+
+    def counted_generate(*args, **kwargs):
+        calls.append(len(reports))
+        return real_generate(*args, **kwargs)
+
+    reports: list[tuple[int, list[int]]] = []
+    model.generate = counted_generate
+    try:
+        out = engine.generate(batch, config, on_finished=lambda i, tokens: reports.append((i, tokens)))
+    finally:
+        del model.generate
+    # Rows of a sub-batch come back together: each is handed over then, before the next starts.
+    assert [i for i, _ in reports] == list(range(len(out)))
+    step = generation_batch_size or len(out)
+    assert calls == list(range(0, len(out), step))
+    for sample, tokens in reports:
+        length = int(out.completion_mask[sample].sum())
+        # generate pads rows that finished early; what is handed over is cut where the completion ends
+        assert tokens == out.completion_ids[sample, :length].tolist()
+        assert completion_text(tokens, config.stop, tok) == out.texts[sample]
+    assert any(stop in text for text in out.texts) and out.completion_mask.sum(1).min() < 16
