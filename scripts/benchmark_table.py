@@ -34,11 +34,20 @@ def add_table_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def append_row(path: Path, line: str) -> None:
-    """Append ``line`` (one Markdown row ending in a newline) to the table in ``path``."""
+    """Add ``line`` (one Markdown row ending in a newline) as the last row of the table in ``path``,
+    before whatever text follows the table."""
     text = path.read_text() if path.exists() else "# Benchmarks\n\n" + HEADER
     if HEADER not in text:
         text = text.rstrip("\n") + "\n\n" + HEADER
-    path.write_text(text + line)
+    start = text.index(HEADER) + len(HEADER)
+    lines = text[start:].splitlines(keepends=True)
+    rows = 0
+    while rows < len(lines) and lines[rows].startswith("|"):
+        rows += 1
+    end = start + sum(len(row) for row in lines[:rows])
+    if end > 0 and not text[:end].endswith("\n"):
+        line = "\n" + line
+    path.write_text(text[:end] + line + text[end:])
 
 
 def table_row(benchmark: str, machine: str, result: str, command: str, date: str | None = None) -> str:

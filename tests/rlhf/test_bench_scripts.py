@@ -164,6 +164,12 @@ def test_table_rows_append_under_the_header(tmp_path: Path, monkeypatch: pytest.
         f"| 2026-01-02 | rollout \\| tiny | cpu | 1 tok/s | {cell} |",
         f"| 2026-01-03 | rollout | cpu | 2 tok/s | {cell} |",
     ]
+    # Text after the table stays after it: a new row goes to the table's end, not the file's.
+    path.write_text(text + "\n## Not measured yet\n\n- something\n")
+    table.append_row(path, table.table_row("learner", "cpu", "3 s", command, date="2026-01-04"))
+    after = path.read_text().split(table.HEADER)[1]
+    assert after.splitlines()[2] == f"| 2026-01-04 | learner | cpu | 3 s | {cell} |"
+    assert after.endswith("\n\n## Not measured yet\n\n- something\n")
 
 
 @pytest.mark.parametrize(
