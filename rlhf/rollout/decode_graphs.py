@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from rlhf.rollout.decoder import EAGER_KERNELS, DecoderWeights, Kernels, decode_step
+from rlhf.rollout.sampling import sample_next
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class DecodeRunner:
             self.context_index,
             self.kernels,
         )
-        next_tokens, next_logprobs = self.kernels.sample(logits, rule.temperature, rule.top_p, rule.top_k)
+        next_tokens, next_logprobs = sample_next(logits, rule.temperature, rule.top_p, rule.top_k)
         self.tokens[:rows].copy_(next_tokens)
         self.logprobs[:rows].copy_(next_logprobs)
         # A row that finished during the block keeps stepping until it is refilled; the clamp keeps

@@ -36,7 +36,6 @@ from transformers.activations import ACT2FN
 
 from rlhf.distributed.weight_sync import merged_layer_weight
 from rlhf.models.logprobs import causal_lm_of
-from rlhf.rollout.sampling import sample_next
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
@@ -305,33 +304,32 @@ def attention_output_and_mlp(
 
 @dataclass(frozen=True)
 class Kernels:
-    """The pieces of a decode step between its KV-cache writes: the two halves of a layer and the
-    sampler; the eager functions, or :func:`fused_kernels`' compiled ones."""
+    """The pieces of a decode layer around its KV-cache write: the eager functions, or
+    :func:`fused_kernels`' compiled ones."""
 
     attention_inputs: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     attention_output_and_mlp: Callable[..., torch.Tensor]
-    sample: Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
-EAGER_KERNELS = Kernels(attention_inputs, attention_output_and_mlp, sample_next)
+EAGER_KERNELS = Kernels(attention_inputs, attention_output_and_mlp)
 
 
 @functools.cache
 def fused_kernels() -> Kernels:
-    """The layer halves and the sampler compiled by ``torch.compile`` (CUDA), shared by every engine
-    of the process.
+    """The layer halves compiled by ``torch.compile`` (CUDA), shared by every engine of the process.
 
     Eagerly a decode layer is over 40 kernels (RMSNorm alone is eight, rotary five), each a few
     microseconds of GPU time at decode batch sizes whatever its size, so a small model's step is
     bound by their count more than by the bytes it reads. Compiled, each half is its matrix
-    products plus a few fused elementwise kernels, and the sampler a few passes over the logits
-    instead of a dozen. Every layer calls the same two compiled functions (the weights are
-    arguments), so they compile once per model shape, on the first batch, and again once the
-    number of rows or the context changes (then for any). The cache writes stay outside: compiled
-    code would copy the whole cache to mutate a view of it.
+    products plus a few fused elementwise kernels. Every layer calls the same two compiled
+    functions (the weights are arguments), so they compile once per model shape, on the first
+    batch, and again once the number of rows or the context changes (then for any). The cache
+    writes stay outside: compiled code would copy the whole cache to mutate a view of it. The
+    sampler stays eager: inside the decode graphs its draws come from the default generator, whose
+    state CUDA graphs advance on every replay (tested).
     """
     compile_ = lambda fn: torch.compile(fn, fullgraph=True)
-    return Kernels(compile_(attention_inputs), compile_(attention_output_and_mlp), compile_(sample_next))
+    return Kernels(compile_(attention_inputs), compile_(attention_output_and_mlp))
 
 
 def new_cache(
