@@ -16,6 +16,7 @@ exactly the computation the graphs record.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -130,6 +131,10 @@ class DecodeRunner:
             self.graphs[key].replay()
         return self.fed_tokens[:steps, :rows], self.fed_logprobs[:steps, :rows]
 
+    def _restore(self, saved: list[torch.Tensor]) -> None:
+        for buffer, value in zip((self.tokens, self.logprobs, self.positions), saved):
+            buffer.copy_(value)
+
     def _capture(self, rows: int, context: int, steps: int, rule: SamplingRule) -> torch.cuda.CUDAGraph:
         started = time.perf_counter()
         device = self.cache.device
@@ -142,9 +147,20 @@ class DecodeRunner:
         # are put back, so the replay starts where the warm-up did.
         saved = [t.clone() for t in (self.tokens, self.logprobs, self.positions)]
         with torch.cuda.stream(side):
-            self._step(rows, context, rule)
-            for buffer, value in zip((self.tokens, self.logprobs, self.positions), saved):
-                buffer.copy_(value)
+            try:
+                self._step(rows, context, rule)
+            except Exception as exc:  # compiled kernels are a speed-up: never let them stop a run
+                if self.kernels is EAGER_KERNELS:
+                    raise
+                warnings.warn(
+                    f"compiled decode kernels failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                    "decoding with eager kernels (set rollout.compile_kernels: false to skip them)",
+                    stacklevel=2,
+                )
+                self.kernels = EAGER_KERNELS
+                self._restore(saved)
+                self._step(rows, context, rule)
+            self._restore(saved)
         current.wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):

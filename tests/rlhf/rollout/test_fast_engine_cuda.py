@@ -161,3 +161,22 @@ def test_a_small_decode_state_stays_warm_on_a_gpu_and_a_large_one_is_freed(monke
     monkeypatch.setattr(fast_engine, "WARM_SHARE", 0.0)
     engine.release_memory()
     assert engine._state is None
+
+
+def test_compiled_kernels_that_fail_fall_back_to_eager_ones() -> None:
+    """Compiled kernels are only a speed-up: if they fail on a machine, decoding goes on eagerly
+    (with a warning), with the same tokens."""
+    from rlhf.rollout.decoder import EAGER_KERNELS, Kernels
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    model, tok = _policy("qwen2", torch.float32)
+    config = SamplingConfig(n_samples=2, temperature=0.0, max_new_tokens=20)
+    reference = GenerateRolloutEngine(model, tok).generate(_batch(), config)
+    engine = FastRolloutEngine(model, tok, context_block=16, logprob_autocast=False)
+    engine.kernels = Kernels(broken, EAGER_KERNELS.attention_output_and_mlp)
+    with pytest.warns(UserWarning, match="compiled decode kernels failed"):
+        out = engine.generate(_batch(), config)
+    assert engine._state.runner.kernels is EAGER_KERNELS
+    assert torch.equal(out.completion_ids, reference.completion_ids)
