@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.shapes, args.device = ["tiny"], "cpu"
         args.prompts, args.n_samples, args.prompt_len, args.new_tokens = 2, 2, 16, 12
         args.repeats, args.lora_rank, args.markdown = 1, 4, None
-        args.steps_per_sync = [1, 4]
+        args.steps_per_sync = [4]
     args.device = str(resolve_device(args.device))
     return args
 
