@@ -71,21 +71,13 @@ def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def pack_micro_batches(lengths: list[int], budget: int, groups: list[int] | None = None) -> list[list[int]]:
+def pack_micro_batches(lengths: list[int], budget: int) -> list[list[int]]:
     """Greedy packing of sample indices into micro-batches whose padded size fits ``budget`` tokens.
 
     Padded size = rows x longest row. Samples are taken longest first so rows in a micro-batch have
     similar lengths (little padding); a sample longer than the budget gets a micro-batch of its own.
-    With ``groups`` (a group id per sample, e.g. its distinct prompt) the samples of a group are
-    taken one after another, longest group first, so they land in the same micro-batch where they fit.
     """
-    if groups is None:
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    else:
-        longest_of: dict[int, int] = {}
-        for group, length in zip(groups, lengths):
-            longest_of[group] = max(length, longest_of.get(group, 0))
-        order = sorted(range(len(lengths)), key=lambda i: (-longest_of[groups[i]], groups[i], -lengths[i]))
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
@@ -96,6 +88,52 @@ def pack_micro_batches(lengths: list[int], budget: int, groups: list[int] | None
             current, candidate_longest = [], lengths[index]
         current.append(index)
         longest = candidate_longest
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pack_prompt_groups(
+    prompt_lengths: list[int], completion_lengths: list[int], groups: list[int], budget: int
+) -> list[list[int]]:
+    """Micro-batches for shared prompt passes: whole groups of samples of one prompt where they fit.
+
+    A micro-batch's size is the tokens its passes compute
+    (:func:`rlhf.models.logprobs.shared_prompt_hidden_states`): each distinct prompt once, padded to
+    the longest, plus every row's completion, padded to the longest:
+    ``prompts x longest prompt + rows x longest completion``. A group split over two micro-batches
+    has its prompt computed twice, so groups are taken whole (longest first) and a micro-batch is
+    closed when the next group does not fit; only a group larger than the budget on its own is
+    split, into as many rows as fit (and a row larger than the budget gets a micro-batch of its own).
+    """
+    members: dict[int, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+
+    def longest(rows: list[int]) -> int:
+        return max(prompt_lengths[i] + completion_lengths[i] for i in rows)
+
+    def size(rows: list[int]) -> int:
+        prompts = len({groups[i] for i in rows})
+        return prompts * max(prompt_lengths[i] for i in rows) + len(rows) * max(
+            completion_lengths[i] for i in rows
+        )
+
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for group in sorted(members, key=lambda g: (-longest(members[g]), g)):
+        rows = sorted(members[group], key=lambda i: -completion_lengths[i])
+        if current and size(current + rows) > budget:
+            batches.append(current)
+            current = []
+        if size(rows) <= budget:
+            current += rows
+            continue
+        for index in rows:
+            if current and size([*current, index]) > budget:
+                batches.append(current)
+                current = []
+            current.append(index)
     if current:
         batches.append(current)
     return batches
@@ -171,7 +209,8 @@ class Learner:
     def _optimizer_step(self, batch: TrainBatch, rows: list[int]) -> dict[str, float]:
         options, algorithm = self.options, self.options.algorithm
         mask = batch.completion_mask[rows]
-        lengths = (batch.prompt_mask[rows].sum(1) + mask.sum(1)).tolist() if rows else []
+        prompt_lengths = batch.prompt_mask[rows].sum(1).tolist() if rows else []
+        completion_lengths = mask.sum(1).tolist() if rows else []
         total_tokens = float(mask.sum())
         # The sequence means leave rows without a completion token out (aggregate_loss), so count as
         # they do: rows that have one.
@@ -186,10 +225,12 @@ class Learner:
             torch.distributed.all_reduce(totals, group=self.group)
             total_tokens, total_rows = float(totals[0]), float(totals[1])
         metrics: dict[str, float] = {}
-        groups = None
+        budget = options.train.micro_batch_tokens
         if self.share_prompts and rows:
             groups = prompt_groups(batch.prompt_ids[rows], batch.prompt_mask[rows])[1].tolist()
-        packed = pack_micro_batches([int(n) for n in lengths], options.train.micro_batch_tokens, groups)
+            packed = pack_prompt_groups(prompt_lengths, completion_lengths, groups, budget)
+        else:
+            packed = pack_micro_batches([p + c for p, c in zip(prompt_lengths, completion_lengths)], budget)
         for micro in packed:
             index = torch.tensor([rows[i] for i in micro])
             part = _select(batch, index, self.device)
@@ -247,6 +288,8 @@ class Learner:
             temperature=options.temperature,
             chunk_size=options.logprob_chunk_size,
             share_prompts=self.share_prompts,
+            # Without an entropy bonus the entropy is a metric: no gradient, less work in the head.
+            entropy_grad=bool(algorithm.entropy_coef),
         )
         # On-policy (one update per batch, no async rollout): the policy that sampled is the one being
         # updated, so the old log-probs are this pass's own, detached (ratio exactly 1, no extra pass).
