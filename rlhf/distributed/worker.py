@@ -19,6 +19,7 @@ from peft import PeftModel
 from rewards.tasks import Task
 from rlhf.algorithms import AlgorithmSpec
 from rlhf.config import ExperimentConfig
+from rlhf.learner.host_heap import HEAP
 from rlhf.learner.updates import Learner, LearnerOptions, is_on_policy
 from rlhf.models.loading import (
     POLICY_ADAPTER,
@@ -181,6 +182,8 @@ class PolicyWorker:
         if self.learner is None:
             raise RuntimeError("a rollout-only policy worker cannot train")
         self.release_memory()
+        if self.learner.device.type == "cpu":
+            HEAP.trim()  # what generation freed goes back to the kernel, not under the learner's passes
         return self.learner.step(batch)
 
     # ------------------------------------------------------------------------------- weight sync

@@ -30,6 +30,7 @@ from rlhf.algorithms import (
     value_loss,
 )
 from rlhf.config import AlgorithmConfig, ExperimentConfig, TrainConfig
+from rlhf.learner.host_heap import HEAP
 from rlhf.models.loading import use_bf16
 from rlhf.models.logprobs import completion_logprobs_and_entropy, prompt_groups
 from rlhf.types import TrainBatch
@@ -177,6 +178,9 @@ class Learner:
         }
         device = next(model.parameters()).device
         self.share_prompts = train.share_prompts if train.share_prompts is not None else device.type == "cpu"
+        mapped = train.map_activations if train.map_activations is not None else device.type == "cpu"
+        # The activations kept for the backward pass go to pages of their own (rlhf/learner/host_heap.py).
+        self.forward_heap = HEAP.mapped if mapped else nullcontext
         self.autocast = (
             (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
             if use_bf16(train.bf16, device)
@@ -238,7 +242,7 @@ class Learner:
             token_weight = float(micro_mask.sum()) / max(total_tokens, 1.0)
             row_weight = float((micro_mask.sum(1) > 0).sum()) / max(total_rows, 1.0)
             weight = token_weight if algorithm.loss_aggregation == "token-mean" else row_weight
-            with self.autocast():
+            with self.autocast(), self.forward_heap():
                 loss, critic_loss, micro_metrics = self._loss(part)
             total = loss * weight
             if critic_loss is not None:

@@ -7,13 +7,12 @@ import random
 
 import pytest
 import torch
-from torch.utils import _pytree as pytree
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from rlhf.models.loading import adapter_parameters, apply_lora, tiny_model_and_tokenizer
 from rlhf.models.logprobs import completion_logprobs_and_entropy
 from rlhf.models.packed_logprobs import pack_by_tokens, packed_completion_logprobs_and_entropy
 from rlhf.models.policy_model import enable_activation_checkpointing
+from tests.rlhf.vocab_wide import VocabWideTensors
 
 torch.set_num_threads(2)
 
@@ -103,25 +102,6 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
     for key in grads[0]:
         assert (grads[0][key] - grads[1][key]).norm() <= 1e-5 * grads[0][key].norm(), key
-
-
-class VocabWideTensors(TorchDispatchMode):
-    """Records the most rows of any [..., vocab] tensor an operation allocates (views, such as the
-    output head's transposed weight, allocate nothing and are skipped)."""
-
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.vocab = vocab
-        self.most_rows = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func.is_view:
-            return out
-        for leaf in pytree.tree_leaves(out):
-            if isinstance(leaf, torch.Tensor) and leaf.dim() >= 1 and leaf.shape[-1] == self.vocab:
-                self.most_rows = max(self.most_rows, leaf.numel() // self.vocab)
-        return out
 
 
 @pytest.mark.parametrize("packed", [False, True])
