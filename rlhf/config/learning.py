@@ -123,9 +123,10 @@ class TrainConfig(Section):
     max_grad_norm: float | None = setting(1.0, "Clip the gradient's global norm to this; null disables.")
     micro_batch_tokens: int = setting(
         4096,
-        "Token budget of one forward/backward pass (prompt plus completion tokens, padding included; "
-        "with `share_prompts`, each distinct prompt counted once); sequences are packed into "
-        "micro-batches under it and gradients accumulate over them.",
+        "Token budget of one forward/backward pass (prompt plus completion tokens, padding included); "
+        "sequences are packed into micro-batches under it and gradients accumulate over them. With "
+        "`share_prompts` a group of samples of one prompt stays whole while its prompt once plus its "
+        "completions fit.",
     )
     mini_batches: int = setting(
         1, "Optimiser steps per rollout batch: the batch is split into this many mini-batches."

@@ -97,15 +97,16 @@ def pack_micro_batches(lengths: list[int], budget: int) -> list[list[int]]:
 def pack_prompt_groups(
     prompt_lengths: list[int], completion_lengths: list[int], groups: list[int], budget: int
 ) -> list[list[int]]:
-    """Micro-batches for shared prompt passes: whole groups of samples of one prompt where they fit.
+    """Micro-batches for shared prompt passes (:func:`rlhf.models.logprobs.shared_prompt_hidden_states`)
+    that keep each group of samples of one prompt whole.
 
-    A micro-batch's size is the tokens its passes compute
-    (:func:`rlhf.models.logprobs.shared_prompt_hidden_states`): each distinct prompt once, padded to
-    the longest, plus every row's completion, padded to the longest:
-    ``prompts x longest prompt + rows x longest completion``. A group split over two micro-batches
-    has its prompt computed twice, so groups are taken whole (longest first) and a micro-batch is
-    closed when the next group does not fit; only a group larger than the budget on its own is
-    split, into as many rows as fit (and a row larger than the budget gets a micro-batch of its own).
+    A group split over two micro-batches has its prompt computed twice, so a group stays whole while
+    its passes fit the budget: its prompt once plus every completion, ``prompt + rows x longest
+    completion`` tokens; only a group too large for that is split, into as many rows as fit (a row
+    larger than the budget gets a micro-batch of its own). Groups are taken longest first, and the
+    next group joins a micro-batch only while the micro-batch's padded size (``rows x longest row``,
+    as without sharing) fits: every row attends to its own copy of its prompt's keys and values, so
+    several groups cost memory in proportion to rows x prompt length, not only to the tokens computed.
     """
     members: dict[int, list[int]] = {}
     for index, group in enumerate(groups):
@@ -114,24 +115,21 @@ def pack_prompt_groups(
     def longest(rows: list[int]) -> int:
         return max(prompt_lengths[i] + completion_lengths[i] for i in rows)
 
-    def size(rows: list[int]) -> int:
-        prompts = len({groups[i] for i in rows})
-        return prompts * max(prompt_lengths[i] for i in rows) + len(rows) * max(
-            completion_lengths[i] for i in rows
-        )
+    def one_prompt(rows: list[int]) -> int:
+        return max(prompt_lengths[i] for i in rows) + len(rows) * max(completion_lengths[i] for i in rows)
 
     batches: list[list[int]] = []
     current: list[int] = []
     for group in sorted(members, key=lambda g: (-longest(members[g]), g)):
         rows = sorted(members[group], key=lambda i: -completion_lengths[i])
-        if current and size(current + rows) > budget:
-            batches.append(current)
-            current = []
-        if size(rows) <= budget:
+        if current and (len(current) + len(rows)) * longest([*current, *rows]) <= budget:
             current += rows
             continue
+        if current:
+            batches.append(current)
+        current = []
         for index in rows:
-            if current and size([*current, index]) > budget:
+            if current and one_prompt([*current, index]) > budget:
                 batches.append(current)
                 current = []
             current.append(index)

@@ -100,9 +100,11 @@ def test_packing_keeps_a_group_together() -> None:
     lengths = [p + c for p, c in zip(prompts, completions)]
     assert pack_micro_batches(lengths, budget=70) == [[0, 5], [3, 1, 4], [2]]
     # a shared pass computes each prompt once: group 0 is 10 + 3 x 20 = 70 tokens
+    # a whole group fits where its padded rows (3 x 30 = 90) would not
     assert pack_prompt_groups(prompts, completions, groups, budget=70) == [[0, 4, 2], [5, 3, 1]]
-    # both groups in one pass: 2 x 10 + 6 x 20 = 140 tokens (padded rows would count 6 x 30 = 180)
-    assert pack_prompt_groups(prompts, completions, groups, budget=140) == [[0, 4, 2, 5, 3, 1]]
+    # two groups share a micro-batch only when their padded rows fit: 6 x 30 = 180 tokens
+    assert pack_prompt_groups(prompts, completions, groups, budget=179) == [[0, 4, 2], [5, 3, 1]]
+    assert pack_prompt_groups(prompts, completions, groups, budget=180) == [[0, 4, 2, 5, 3, 1]]
 
 
 def test_packing_splits_only_a_group_larger_than_the_budget() -> None:
@@ -110,7 +112,7 @@ def test_packing_splits_only_a_group_larger_than_the_budget() -> None:
     completions = [10, 9, 8, 7, 6, 3, 2]
     groups = [0] * 5 + [1] * 2
     # group 0 alone is 10 + 5 x 10 = 60 tokens: split into rows that fit 40 (10 + 3 x 10, then
-    # 10 + 2 x 7); group 1 (4 + 2 x 3) beside the last part would make 2 x 10 + 4 x 7 = 48 > 40
+    # 10 + 2 x 7); group 1 beside the last part would pad 4 rows to 17 tokens: 68 > 40
     assert pack_prompt_groups(prompts, completions, groups, budget=40) == [[0, 1, 2], [3, 4], [5, 6]]
     # every row over the budget on its own still gets a micro-batch
     assert pack_prompt_groups([50, 50], [5, 5], [0, 1], budget=10) == [[0], [1]]
