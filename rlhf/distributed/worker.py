@@ -182,9 +182,16 @@ class PolicyWorker:
         if self.learner is None:
             raise RuntimeError("a rollout-only policy worker cannot train")
         self.release_memory()
-        if self.learner.device.type == "cpu":
-            HEAP.trim()  # what generation freed goes back to the kernel, not under the learner's passes
-        return self.learner.step(batch)
+        # On a CPU freed heap memory stays resident (rlhf/learner/host_heap.py): give back what
+        # generation freed before the learner's passes, and what they freed before the next
+        # generation allocates its buffers, so that neither phase's peak stacks on the other's.
+        on_cpu = self.learner.device.type == "cpu"
+        if on_cpu:
+            HEAP.trim()
+        metrics = self.learner.step(batch)
+        if on_cpu:
+            HEAP.trim()
+        return metrics
 
     # ------------------------------------------------------------------------------- weight sync
 
