@@ -144,8 +144,9 @@ class TrainConfig(Section):
         "Give the learner forward pass's allocations of 256 KiB and more pages of their own, returned "
         "to the kernel when freed (glibc's malloc only; elsewhere nothing changes): the activations "
         "kept for the backward pass then cannot fragment the heap, whose freed memory stays resident. "
-        "On the CPU quickstart peak RSS 2.2 instead of 2.9 GiB, for a learner pass about 20% slower "
-        "(the kernel zeroes every page; docs/performance.md). null turns it on when training on a CPU.",
+        "Over three CPU quickstart steps: peak RSS 2.29 instead of 2.79 GiB, for 1.14x the learner's "
+        "time (the kernel zeroes every page; docs/performance.md). null turns it on when training on "
+        "a CPU.",
     )
     seed: int = setting(0, "Seed of sampling, initialisation and anything else random in the learner.")
     bf16: bool | None = setting(
