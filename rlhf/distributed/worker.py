@@ -19,6 +19,7 @@ from peft import PeftModel
 from rewards.tasks import Task
 from rlhf.algorithms import AlgorithmSpec
 from rlhf.config import ExperimentConfig
+from rlhf.learner.host_heap import HEAP
 from rlhf.learner.updates import Learner, LearnerOptions, is_on_policy
 from rlhf.models.loading import (
     POLICY_ADAPTER,
@@ -200,7 +201,16 @@ class PolicyWorker:
         if self.learner is None:
             raise RuntimeError("a rollout-only policy worker cannot train")
         self.release_memory()
-        return self.learner.step(batch)
+        # On a CPU freed heap memory stays resident (rlhf/learner/host_heap.py): give back what
+        # generation freed before the learner's passes, and what they freed before the next
+        # generation allocates its buffers, so that neither phase's peak stacks on the other's.
+        on_cpu = self.learner.device.type == "cpu"
+        if on_cpu:
+            HEAP.trim()
+        metrics = self.learner.step(batch)
+        if on_cpu:
+            HEAP.trim()
+        return metrics
 
     # ------------------------------------------------------------------------------- weight sync
 

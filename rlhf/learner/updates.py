@@ -30,6 +30,7 @@ from rlhf.algorithms import (
     value_loss,
 )
 from rlhf.config import AlgorithmConfig, ExperimentConfig, TrainConfig
+from rlhf.learner.host_heap import HEAP
 from rlhf.models.loading import use_bf16
 from rlhf.models.logprobs import completion_logprobs_and_entropy, prompt_groups
 from rlhf.types import TrainBatch
@@ -71,21 +72,13 @@ def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def pack_micro_batches(lengths: list[int], budget: int, groups: list[int] | None = None) -> list[list[int]]:
+def pack_micro_batches(lengths: list[int], budget: int) -> list[list[int]]:
     """Greedy packing of sample indices into micro-batches whose padded size fits ``budget`` tokens.
 
     Padded size = rows x longest row. Samples are taken longest first so rows in a micro-batch have
     similar lengths (little padding); a sample longer than the budget gets a micro-batch of its own.
-    With ``groups`` (a group id per sample, e.g. its distinct prompt) the samples of a group are
-    taken one after another, longest group first, so they land in the same micro-batch where they fit.
     """
-    if groups is None:
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    else:
-        longest_of: dict[int, int] = {}
-        for group, length in zip(groups, lengths):
-            longest_of[group] = max(length, longest_of.get(group, 0))
-        order = sorted(range(len(lengths)), key=lambda i: (-longest_of[groups[i]], groups[i], -lengths[i]))
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
@@ -96,6 +89,50 @@ def pack_micro_batches(lengths: list[int], budget: int, groups: list[int] | None
             current, candidate_longest = [], lengths[index]
         current.append(index)
         longest = candidate_longest
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pack_prompt_groups(
+    prompt_lengths: list[int], completion_lengths: list[int], groups: list[int], budget: int
+) -> list[list[int]]:
+    """Micro-batches for shared prompt passes (:func:`rlhf.models.logprobs.shared_prompt_hidden_states`)
+    that keep each group of samples of one prompt whole.
+
+    A group split over two micro-batches has its prompt computed twice, so a group stays whole while
+    its passes fit the budget: its prompt once plus every completion, ``prompt + rows x longest
+    completion`` tokens; only a group too large for that is split, into as many rows as fit (a row
+    larger than the budget gets a micro-batch of its own). Groups are taken longest first, and the
+    next group joins a micro-batch only while the micro-batch's padded size (``rows x longest row``,
+    as without sharing) fits: every row attends to its own copy of its prompt's keys and values, so
+    several groups cost memory in proportion to rows x prompt length, not only to the tokens computed.
+    """
+    members: dict[int, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+
+    def longest(rows: list[int]) -> int:
+        return max(prompt_lengths[i] + completion_lengths[i] for i in rows)
+
+    def one_prompt(rows: list[int]) -> int:
+        return max(prompt_lengths[i] for i in rows) + len(rows) * max(completion_lengths[i] for i in rows)
+
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for group in sorted(members, key=lambda g: (-longest(members[g]), g)):
+        rows = sorted(members[group], key=lambda i: -completion_lengths[i])
+        if current and (len(current) + len(rows)) * longest([*current, *rows]) <= budget:
+            current += rows
+            continue
+        if current:
+            batches.append(current)
+        current = []
+        for index in rows:
+            if current and one_prompt([*current, index]) > budget:
+                batches.append(current)
+                current = []
+            current.append(index)
     if current:
         batches.append(current)
     return batches
@@ -139,6 +176,9 @@ class Learner:
         }
         device = next(model.parameters()).device
         self.share_prompts = train.share_prompts if train.share_prompts is not None else device.type == "cpu"
+        mapped = train.map_activations if train.map_activations is not None else device.type == "cpu"
+        # The activations kept for the backward pass go to pages of their own (rlhf/learner/host_heap.py).
+        self.forward_heap = HEAP.mapped if mapped else nullcontext
         self.autocast = (
             (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
             if use_bf16(train.bf16, device)
@@ -171,7 +211,8 @@ class Learner:
     def _optimizer_step(self, batch: TrainBatch, rows: list[int]) -> dict[str, float]:
         options, algorithm = self.options, self.options.algorithm
         mask = batch.completion_mask[rows]
-        lengths = (batch.prompt_mask[rows].sum(1) + mask.sum(1)).tolist() if rows else []
+        prompt_lengths = batch.prompt_mask[rows].sum(1).tolist() if rows else []
+        completion_lengths = mask.sum(1).tolist() if rows else []
         total_tokens = float(mask.sum())
         # The sequence means leave rows without a completion token out (aggregate_loss), so count as
         # they do: rows that have one.
@@ -186,10 +227,12 @@ class Learner:
             torch.distributed.all_reduce(totals, group=self.group)
             total_tokens, total_rows = float(totals[0]), float(totals[1])
         metrics: dict[str, float] = {}
-        groups = None
+        budget = options.train.micro_batch_tokens
         if self.share_prompts and rows:
             groups = prompt_groups(batch.prompt_ids[rows], batch.prompt_mask[rows])[1].tolist()
-        packed = pack_micro_batches([int(n) for n in lengths], options.train.micro_batch_tokens, groups)
+            packed = pack_prompt_groups(prompt_lengths, completion_lengths, groups, budget)
+        else:
+            packed = pack_micro_batches([p + c for p, c in zip(prompt_lengths, completion_lengths)], budget)
         for micro in packed:
             index = torch.tensor([rows[i] for i in micro])
             part = _select(batch, index, self.device)
@@ -197,7 +240,7 @@ class Learner:
             token_weight = float(micro_mask.sum()) / max(total_tokens, 1.0)
             row_weight = float((micro_mask.sum(1) > 0).sum()) / max(total_rows, 1.0)
             weight = token_weight if algorithm.loss_aggregation == "token-mean" else row_weight
-            with self.autocast():
+            with self.autocast(), self.forward_heap():
                 loss, critic_loss, micro_metrics = self._loss(part)
             total = loss * weight
             if critic_loss is not None:
@@ -247,6 +290,8 @@ class Learner:
             temperature=options.temperature,
             chunk_size=options.logprob_chunk_size,
             share_prompts=self.share_prompts,
+            # Without an entropy bonus the entropy is a metric: no gradient, less work in the head.
+            entropy_grad=bool(algorithm.entropy_coef),
         )
         # On-policy (one update per batch, no async rollout): the policy that sampled is the one being
         # updated, so the old log-probs are this pass's own, detached (ratio exactly 1, no extra pass).

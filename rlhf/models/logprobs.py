@@ -14,9 +14,8 @@ of n samples with prompt length P and completion length T costs ``P + n*T`` toke
 ``n*(P + T)``.
 
 Only completion tokens reach the output head, and with ``chunk_size`` they do so ``chunk_size``
-tokens at a time, so peak memory holds ``chunk_size x vocab`` logits rather than ``B x T x vocab``.
-With gradients enabled each chunk is recomputed in the backward pass (activation checkpointing), so
-the saving holds for training too.
+tokens at a time, so peak memory holds ``chunk_size x vocab`` logits rather than ``B x T x vocab``;
+on a CPU always (:mod:`rlhf.models.output_head` says how, with gradients too).
 """
 
 from __future__ import annotations
@@ -26,10 +25,10 @@ import inspect
 import torch
 from peft import PeftModel
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from rlhf.models.loading import adapters_disabled
+from rlhf.models.output_head import completion_token_stats
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -150,33 +149,6 @@ def _check_shapes(
         raise ValueError("prompts must be left-padded (the last prompt column must be all real tokens)")
 
 
-def _output_logits(lm: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
-    """float32 logits for [N, H] hidden states, with the post-head transforms some models apply."""
-    logits = lm.get_output_embeddings()(hidden).float()
-    config = lm.config.get_text_config()
-    scale = getattr(config, "logit_scale", None)
-    if scale is not None:
-        logits = logits * scale
-    cap = getattr(config, "final_logit_softcapping", None)
-    if cap is not None:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
-def _token_stats(
-    lm: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool
-) -> torch.Tensor:
-    """[N] log-probs of ``targets`` (and [N] entropies stacked after them when asked)."""
-    logp = torch.log_softmax(_output_logits(lm, hidden) / temperature, dim=-1)
-    token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    if not with_entropy:
-        return token_logp.unsqueeze(0)
-    probs = logp.exp()
-    # A -inf log-prob (probability 0) would make 0 * -inf = NaN, in the backward pass too.
-    entropy = -(probs * logp.masked_fill(probs == 0, 0.0)).sum(dim=-1)
-    return torch.stack([token_logp, entropy])
-
-
 def check_logprob_options(temperature: float, chunk_size: int | None) -> None:
     """ValueError for a temperature log-probs cannot be taken at, or a chunk size below 1."""
     if temperature <= 0:
@@ -186,38 +158,6 @@ def check_logprob_options(temperature: float, chunk_size: int | None) -> None:
         )
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
-
-
-def completion_token_stats(
-    lm: PreTrainedModel,
-    hidden: torch.Tensor,
-    completion_ids: torch.Tensor,
-    keep: torch.Tensor,
-    temperature: float,
-    chunk_size: int | None,
-    with_entropy: bool,
-) -> torch.Tensor:
-    """[1 or 2, B, T] float32 log-probs (and entropies) of the completion tokens ``keep`` marks.
-
-    ``hidden`` [N, H] holds the states that predict them, in ``completion_ids[keep]`` order; masked
-    positions cost no head matmul and come out as exact zeros. ``chunk_size`` tokens reach the output
-    head at a time, recomputed in the backward pass when grad is enabled.
-    """
-    targets = completion_ids[keep]
-    n = targets.shape[0]
-    step = n if chunk_size is None else chunk_size
-    pieces = []
-    for start in range(0, n, max(step, 1)):
-        h, y = hidden[start : start + step], targets[start : start + step]
-        if chunk_size is not None and torch.is_grad_enabled():
-            pieces.append(checkpoint(_token_stats, lm, h, y, temperature, with_entropy, use_reentrant=False))
-        else:
-            pieces.append(_token_stats(lm, h, y, temperature, with_entropy))
-    rows = 2 if with_entropy else 1
-    out = hidden.new_zeros((rows, *completion_ids.shape), dtype=torch.float32)
-    if pieces:
-        out[:, keep] = torch.cat(pieces, dim=1)
-    return out
 
 
 def _completion_stats(
@@ -230,13 +170,15 @@ def _completion_stats(
     chunk_size: int | None,
     with_entropy: bool,
     share_prompts: bool = False,
+    entropy_grad: bool = True,
 ) -> torch.Tensor:
     check_logprob_options(temperature, chunk_size)
     hidden_states = shared_prompt_hidden_states if share_prompts else completion_hidden_states
     hidden = hidden_states(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
     keep = completion_mask.bool()
+    lm = causal_lm_of(model)
     return completion_token_stats(
-        causal_lm_of(model), hidden[keep], completion_ids, keep, temperature, chunk_size, with_entropy
+        lm, hidden[keep], completion_ids, keep, temperature, chunk_size, with_entropy, entropy_grad
     )
 
 
@@ -254,7 +196,8 @@ def completion_logprobs(
 
     prompt_ids / prompt_mask: [B, P], left-padded. completion_ids / completion_mask: [B, T],
     right-padded. temperature: logits are divided by it before the softmax, as in sampling.
-    chunk_size: completion tokens per output-head chunk (None: all at once).
+    chunk_size: completion tokens per output-head chunk (None: all at once; on a CPU never more
+        than :data:`rlhf.models.output_head.CPU_LOGITS_CHUNK_BYTES` of logits).
     Gradients flow when called with grad enabled; wrap in ``torch.no_grad()`` for old log-probs.
     """
     stats = _completion_stats(
@@ -273,10 +216,12 @@ def completion_logprobs_and_entropy(
     temperature: float = 1.0,
     chunk_size: int | None = None,
     share_prompts: bool = False,
+    entropy_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, T] log-probs as :func:`completion_logprobs`, and [B, T] entropies of the same
     temperature-scaled next-token distributions (0 where masked). ``share_prompts``: one prompt
-    pass per distinct prompt (module docstring)."""
+    pass per distinct prompt (module docstring). ``entropy_grad=False``: the entropies carry no
+    gradient (a metric only; the output head then does less work)."""
     stats = _completion_stats(
         model,
         prompt_ids,
@@ -287,6 +232,7 @@ def completion_logprobs_and_entropy(
         chunk_size,
         True,
         share_prompts,
+        entropy_grad,
     )
     return stats[0], stats[1]
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rlhf.models.logprobs import _check_shapes, causal_lm_of, check_logprob_options, completion_token_stats
+from rlhf.models.logprobs import _check_shapes, causal_lm_of, check_logprob_options
+from rlhf.models.output_head import completion_token_stats
 
 
 def pack_by_tokens(lengths: list[int], budget: int) -> list[list[int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -112,18 +113,6 @@ def test_bench_shared_prompts_tiny(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_bench_cpu_memory_with_a_tiny_model(tmp_path: Path) -> None:
-    out = tmp_path / "memory.json"
-    result = _script("bench_cpu_memory").main(
-        ["--recipe", "smoke", "--tokens", "512", "256", "--rounds", "1", "--json", str(out)]
-    )
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    assert set(result["medians"]) == {"512", "256"}
-    for median in result["medians"].values():
-        assert median["peak_rss_gib"] > 0.1 and median["time_train_s"] > 0  # a whole training process
-
-
-@pytest.mark.slow
 def test_bench_reward_stream_tiny(tmp_path: Path) -> None:
     out = tmp_path / "stream.json"
     result = _script("bench_reward_stream").main(["--tiny", "--json", str(out)])
@@ -134,6 +123,56 @@ def test_bench_reward_stream_tiny(tmp_path: Path) -> None:
     for median in (after, streamed):
         assert 0 < median["time_reward_exposed_s"] <= median["time_reward_s"] < median["time_step_s"]
     assert after["time_reward_exposed_s"] == after["time_reward_s"]  # nothing ran beside generation
+
+
+@pytest.mark.slow
+def test_bench_cpu_memory_compares_variants_in_alternating_rounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "memory.json"
+    result = _script("bench_cpu_memory").main(
+        [
+            "--tiny",
+            "--json",
+            str(out),
+            "--rounds",
+            "2",
+            "--variant",
+            "plain:train.map_activations=false",
+            "--variant",
+            "mapped:train.map_activations=true,train.micro_batch_tokens=256",
+        ]
+    )
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["variants"] == {
+        "plain": ["train.map_activations=false"],
+        "mapped": ["train.map_activations=true", "train.micro_batch_tokens=256"],
+    }
+    assert [len(runs) for runs in result["runs"].values()] == [2, 2]
+    # Ratios to the first variant, of each median.
+    ratios = result["ratios_to_first"]
+    assert set(ratios) == {"mapped"}
+    for key, ratio in ratios["mapped"].items():
+        assert ratio == pytest.approx(result["medians"]["mapped"][key] / result["medians"]["plain"][key])
+    for median in result["medians"].values():
+        assert median["peak_rss_gib"] > 0.1 and median["time_train_s"] > 0  # a whole training process
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[memory]")]
+    assert [line.split()[1] for line in printed] == ["plain", "mapped", "mapped", "plain"]
+
+
+def test_bench_cpu_memory_variants_are_checked() -> None:
+    bench = _script("bench_cpu_memory")
+    assert bench.parse_variant("a:train.bf16=true,train.seed=2") == ("a", ["train.bf16=true", "train.seed=2"])
+    assert bench.parse_variant("recipe:") == ("recipe", [])
+    for bad in ("no-colon", ":train.bf16=true", "a:train.bf16"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench.parse_variant(bad)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--variant", "a:train.seed=1", "--variant", "a:train.seed=2"])  # one label twice
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--variant", "a:train.seed=1"])  # nothing to compare with
+    defaults = bench.parse_args([])
+    assert [label for label, _ in defaults.variant] == ["heap", "mapped"]
 
 
 def test_table_rows_append_under_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

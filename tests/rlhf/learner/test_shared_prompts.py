@@ -7,7 +7,7 @@ import torch
 
 from rlhf.algorithms import resolve_algorithm
 from rlhf.config import AlgorithmConfig, TrainConfig
-from rlhf.learner.updates import Learner, LearnerOptions, pack_micro_batches
+from rlhf.learner.updates import Learner, LearnerOptions, pack_micro_batches, pack_prompt_groups
 from rlhf.models.loading import adapter_parameters, apply_lora, tiny_model_and_tokenizer
 from rlhf.models.logprobs import completion_logprobs_and_entropy, prompt_groups
 from rlhf.models.policy_model import enable_activation_checkpointing
@@ -93,11 +93,29 @@ def test_under_activation_checkpointing_the_full_pass_runs() -> None:
 
 
 def test_packing_keeps_a_group_together() -> None:
-    lengths = [30, 20, 5, 21, 6, 22]
+    prompts = [10, 8, 10, 8, 10, 8]
+    completions = [20, 12, 5, 13, 6, 14]
     groups = [0, 1, 0, 1, 0, 1]
-    # by length alone, group 0's long row would share a micro-batch with group 1's rows
-    assert pack_micro_batches(lengths, budget=90) == [[0, 5, 3], [1, 4, 2]]
-    assert pack_micro_batches(lengths, budget=90, groups=groups) == [[0, 4, 2], [5, 3, 1]]
+    # by padded length alone, group 0's long row shares a micro-batch with group 1's rows
+    lengths = [p + c for p, c in zip(prompts, completions)]
+    assert pack_micro_batches(lengths, budget=70) == [[0, 5], [3, 1, 4], [2]]
+    # a shared pass computes each prompt once: group 0 is 10 + 3 x 20 = 70 tokens
+    # a whole group fits where its padded rows (3 x 30 = 90) would not
+    assert pack_prompt_groups(prompts, completions, groups, budget=70) == [[0, 4, 2], [5, 3, 1]]
+    # two groups share a micro-batch only when their padded rows fit: 6 x 30 = 180 tokens
+    assert pack_prompt_groups(prompts, completions, groups, budget=179) == [[0, 4, 2], [5, 3, 1]]
+    assert pack_prompt_groups(prompts, completions, groups, budget=180) == [[0, 4, 2, 5, 3, 1]]
+
+
+def test_packing_splits_only_a_group_larger_than_the_budget() -> None:
+    prompts = [10] * 5 + [4] * 2
+    completions = [10, 9, 8, 7, 6, 3, 2]
+    groups = [0] * 5 + [1] * 2
+    # group 0 alone is 10 + 5 x 10 = 60 tokens: split into rows that fit 40 (10 + 3 x 10, then
+    # 10 + 2 x 7); group 1 beside the last part would pad 4 rows to 17 tokens: 68 > 40
+    assert pack_prompt_groups(prompts, completions, groups, budget=40) == [[0, 1, 2], [3, 4], [5, 6]]
+    # every row over the budget on its own still gets a micro-batch
+    assert pack_prompt_groups([50, 50], [5, 5], [0, 1], budget=10) == [[0], [1]]
 
 
 def _train_batch() -> TrainBatch:
