@@ -2,9 +2,13 @@
 
 The rules are transformers' (``TemperatureLogitsWarper``, ``TopKLogitsWarper``, then
 ``TopPLogitsWarper``), so the fast
-engine samples from the same distribution as the ``generate`` engine. Sampling draws exponential
-noise and takes ``argmax(p / noise)`` (equivalent to drawing from ``p``) rather than calling
-``torch.multinomial``: it never synchronises with the host, so the decode loop keeps the GPU fed.
+engine samples from the same distribution as the ``generate`` engine. On a GPU, sampling draws
+exponential noise and takes ``argmax(p / noise)`` (equivalent to drawing from ``p``) rather than
+calling ``torch.multinomial``: it never synchronises with the host, so the decode loop keeps the GPU
+fed, and it runs inside the decode step's CUDA graph. On a CPU a vocabulary of noise is the cost:
+one uniform draw per row against the running sum of ``p`` (the inverse of its distribution
+function) is exact too, and 30x faster (0.6 vs 18.6 ms for 16 rows of 49,152 tokens on 2 cores,
+about 1.7 s of each CPU quickstart step's 96 decode steps).
 """
 
 from __future__ import annotations
@@ -67,6 +71,20 @@ def sample_next(
     logp = torch.log_softmax(scaled, dim=-1)
     cut = top_p < 1.0 or 0 < top_k < scaled.shape[-1]
     probs = torch.softmax(top_p_filter(top_k_filter(scaled, top_k), top_p), dim=-1) if cut else logp.exp()
-    noise = torch.empty_like(probs).exponential_(generator=generator).clamp_(min=1e-20)
-    tokens = (probs / noise).argmax(dim=-1)
+    tokens = draw(probs, generator)
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token [N] per row of ``probs`` [N, V], drawn with those probabilities (the module docstring
+    says why the method depends on the device)."""
+    if probs.device.type != "cpu":
+        noise = torch.empty_like(probs).exponential_(generator=generator).clamp_(min=1e-20)
+        return (probs / noise).argmax(dim=-1)
+    # The first token whose running sum reaches u x total, with u in (0, 1]: the running sum is
+    # non-decreasing (float64 sums of non-negative numbers), so a token of probability 0 repeats its
+    # predecessor's sum and is never the first to reach a target above 0, and u x total never
+    # exceeds the last sum, so every row finds a token.
+    running = probs.cumsum(dim=-1, dtype=torch.float64)
+    u = 1.0 - torch.rand(probs.shape[0], 1, dtype=torch.float64, generator=generator)
+    return torch.searchsorted(running, u * running[:, -1:]).squeeze(1)

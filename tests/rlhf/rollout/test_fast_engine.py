@@ -13,9 +13,10 @@ from rewards.tasks import Task
 from rlhf.models.loading import adapter_parameters, adapter_state_dict, apply_lora, tiny_model_and_tokenizer
 from rlhf.models.logprobs import completion_logprobs
 from rlhf.rollout import GenerateRolloutEngine, RolloutEngine, SamplingConfig, render_prompt
+from rlhf.rollout.decoder import DecoderWeights, cpu_packing_works
 from rlhf.rollout.fast_engine import FastRolloutEngine
 from rlhf.rollout.generate_engine import completion_text
-from rlhf.rollout.sampling import sample_next, top_k_filter, top_p_filter
+from rlhf.rollout.sampling import draw, sample_next, top_k_filter, top_p_filter
 from rlhf.types import TaskBatch
 
 torch.set_num_threads(2)
@@ -282,6 +283,8 @@ def test_adapter_updates_take_effect() -> None:
     # with the merged buffers kept warm in between.
     engine.release_memory()
     assert engine._state is not None
+    # On a CPU the merged buffers are packed (not rewritable in place): refresh builds them afresh.
+    assert engine._state.weights.layers[0].qkv.is_mkldnn == cpu_packing_works()
     with torch.no_grad():
         for key, p in adapter_parameters(generator).items():
             if "lora_B" in key:  # negates B @ A
@@ -311,9 +314,38 @@ def test_model_weights_are_left_exactly_as_they_were(llama) -> None:
     assert engine._state is None
 
 
+@pytest.mark.skipif(not cpu_packing_works(), reason="this torch build cannot pack weights for oneDNN")
+def test_packed_cpu_weights_decode_like_the_plain_ones() -> None:
+    # The head adapted too, so every packed weight is a merged copy; and a float64 model is left as is.
+    model, tok = _policy(target_modules=["q_proj", "v_proj", "down_proj", "lm_head"])
+    batch, greedy = _batch(tok), _greedy(12, n=2)
+    plain = FastRolloutEngine(model, tok, pack_weights=False, keep_warm=True)
+    packed = FastRolloutEngine(model, tok, keep_warm=True)
+    expected, got = plain.generate(batch, greedy), packed.generate(batch, greedy)
+    weights = packed._state.weights
+    assert all(
+        t.is_mkldnn for layer in weights.layers for t in (layer.qkv, layer.o, layer.gate_up, layer.down)
+    )
+    assert weights.lm_head.is_mkldnn and not plain._state.weights.lm_head.is_mkldnn
+    assert torch.equal(got.completion_ids, expected.completion_ids)
+    gap = (
+        got.metrics["rollout/decode_logprob_max_abs_diff"],
+        expected.metrics["rollout/decode_logprob_max_abs_diff"],
+    )
+    assert max(gap) <= 1e-4  # decode-time log-probs against the learner's pass, both ways
+    # Sampled, the same seed draws the same tokens from the same distribution.
+    sampling = SamplingConfig(n_samples=3, temperature=0.9, max_new_tokens=12)
+    torch.manual_seed(4)
+    expected = plain.generate(batch, sampling)
+    torch.manual_seed(4)
+    assert torch.equal(packed.generate(batch, sampling).completion_ids, expected.completion_ids)
+    wide, _ = tiny_model_and_tokenizer(architecture="llama", seed=0)
+    assert not DecoderWeights(wide.to(torch.float64), None, pack=True).pack
+
+
 def test_merged_buffers_equal_peft_merge() -> None:
     model, tok = _policy(target_modules=["q_proj", "v_proj", "down_proj", "lm_head"])
-    engine = FastRolloutEngine(model, tok)
+    engine = FastRolloutEngine(model, tok, pack_weights=False)  # the plain buffers, to compare
     engine.generate(_batch(tok), _greedy(2))
     weights = engine._state.weights
     saved = {k: v.clone() for k, v in model.state_dict().items()}
@@ -465,6 +497,28 @@ def test_both_engines_sample_only_among_the_top_k_tokens(llama, engine_class) ->
     assert first <= allowed and len(first) > 1
     wide = set(engine.generate(batch, dataclasses.replace(config, top_k=0)).completion_ids[:, 0].tolist())
     assert not wide <= allowed
+
+
+def test_cpu_draws_follow_the_probabilities_and_never_pick_a_zero() -> None:
+    # Zeros first, in the middle and last: the running sum repeats there, and the inverse CDF must
+    # never land on them; a row whose whole mass is on its first or last token always draws it.
+    probs = torch.tensor(
+        [
+            [0.0, 0.1, 0.0, 0.2, 0.0, 0.3, 0.4, 0.0],
+            [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+        ]
+    )
+    generator = torch.Generator().manual_seed(0)
+    draws = 20000
+    tokens = torch.stack([draw(probs, generator) for _ in range(draws)])  # [draws, 3]
+    assert bool((tokens[:, 1] == 0).all()) and bool((tokens[:, 2] == 7).all())
+    observed = torch.bincount(tokens[:, 0], minlength=8).float()
+    kept = probs[0] > 0
+    assert bool((observed[~kept] == 0).all())
+    expected = draws * probs[0][kept]
+    chi2 = float(((observed[kept] - expected) ** 2 / expected).sum())
+    assert chi2 < 3 + 6 * 6**0.5  # 3 degrees of freedom; a draw off by 1% in any token fails it
 
 
 def test_top_k_1_samples_the_argmax_and_keeps_the_uncut_logprob() -> None:
