@@ -14,7 +14,9 @@ ignored), once with each of:
     and CUDA graphs are rebuilt inside the timed call;
   * fast (fused), with --fused: each decoder layer's halves compiled by torch.compile;
   * with --steps-per-sync K [K ...], the fast engine (and fused) once per block length K (decode
-    steps per read of the tokens by the host); the first K is the headline figure.
+    steps per read of the tokens by the host); the first K is the headline figure;
+  * fast (unpacked), with --unpacked on a CPU: float32 weights left in F.linear's layout instead of
+    oneDNN's packed one (``pack_weights=False``).
 
 With --profile, one short decode of every variant also runs under torch.profiler with CUDA graphs
 off: kernels launched per decode step, GPU time per step (the kernels' own time) against the wall
@@ -86,6 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per variant (median reported)")
     parser.add_argument(
         "--fused", action="store_true", help="also time the fast engine with compiled kernels"
+    )
+    parser.add_argument(
+        "--unpacked", action="store_true", help="on a CPU, also time the fast engine without packed weights"
     )
     parser.add_argument("--skip-merged-generate", action="store_true", help="skip generate with LoRA merged")
     parser.add_argument("--skip-generate", action="store_true", help="time the fast engine alone")
@@ -270,16 +275,25 @@ def bench_shape(name: str, args: argparse.Namespace, bandwidth: float) -> dict[s
             "peak_gib": peak_memory_gib(device),
         }
 
-    variants = [(False, k) for k in args.steps_per_sync]
+    # (compiled kernels, packed CPU weights, steps per sync)
+    variants = [(False, True, k) for k in args.steps_per_sync]
     if args.fused and device.type == "cuda":
-        variants += [(True, k) for k in args.steps_per_sync]
+        variants += [(True, True, k) for k in args.steps_per_sync]
+    if args.unpacked and device.type == "cpu":
+        variants += [(False, False, k) for k in args.steps_per_sync]
     result["variants"] = {}
-    for fuse, steps_per_sync in variants:
-        name = ("fast_fused" if fuse else "fast") + f"/steps_per_sync={steps_per_sync}"
+    for fuse, pack, steps_per_sync in variants:
+        kind = "fast_fused" if fuse else "fast" if pack else "fast_unpacked"
+        name = f"{kind}/steps_per_sync={steps_per_sync}"
         reset_peak(device)
         try:
             engine = FastRolloutEngine(
-                model, tok, keep_warm=True, fuse_kernels=fuse, steps_per_sync=steps_per_sync
+                model,
+                tok,
+                keep_warm=True,
+                fuse_kernels=fuse,
+                steps_per_sync=steps_per_sync,
+                pack_weights=pack,
             )
             timing = bench_fast(engine, prompt_ids, args)
             timing.update(
@@ -292,7 +306,7 @@ def bench_shape(name: str, args: argparse.Namespace, bandwidth: float) -> dict[s
         except Exception as exc:  # a failed variant is reported, the others still run
             timing = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         result["variants"][name] = timing
-        if "fast" not in result and not fuse and "error" not in timing:
+        if "fast" not in result and kind == "fast" and "error" not in timing:
             result["fast"] = timing
         if "fast_fused" not in result and fuse:
             result["fast_fused"] = timing
@@ -420,6 +434,16 @@ def summary(r: dict[str, Any]) -> str:
     fused = r.get("fast_fused", {})
     if "tokens_per_s" in fused:
         text += f"; fused kernels {fused['tokens_per_s']:.0f} tok/s ({100 * fused['fraction_of_bound']:.0f}%)"
+    unpacked = next(
+        (v for n, v in r["variants"].items() if n.startswith("fast_unpacked/") and "tokens_per_s" in v), None
+    )
+    if unpacked is not None:
+        text += (
+            f"; unpacked CPU weights {unpacked['tokens_per_s']:.0f} tok/s "
+            f"({unpacked['cold_tokens_per_s']:.0f} cold): packed "
+            f"{r['fast']['tokens_per_s'] / unpacked['tokens_per_s']:.2f}x "
+            f"({r['fast']['cold_tokens_per_s'] / unpacked['cold_tokens_per_s']:.2f}x cold)"
+        )
     if len(r["variants"]) > 2:
         text += "; by variant: " + ", ".join(
             f"{name} {v['tokens_per_s']:.0f}" if "tokens_per_s" in v else f"{name} failed"

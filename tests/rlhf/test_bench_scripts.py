@@ -47,7 +47,7 @@ def test_help_says_how_long_it_takes(name: str, capsys: pytest.CaptureFixture[st
 @pytest.mark.slow
 def test_bench_rollout_tiny(tmp_path: Path) -> None:
     out = tmp_path / "rollout.json"
-    _script("bench_rollout").main(["--tiny", "--json", str(out)])
+    _script("bench_rollout").main(["--tiny", "--unpacked", "--json", str(out)])
     result = json.loads(out.read_text())
     assert len(result["engine_check"]) == 4
     assert all(check["tokens_match"] for check in result["engine_check"].values()), result["engine_check"]
@@ -57,6 +57,7 @@ def test_bench_rollout_tiny(tmp_path: Path) -> None:
         assert shape[key]["tokens_per_s"] > 0
     assert 0 < shape["fast"]["fraction_of_bound"] < 1
     assert shape["speedup_vs_generate"] > 0
+    assert shape["variants"]["fast_unpacked/steps_per_sync=4"]["tokens_per_s"] > 0
 
 
 @pytest.mark.slow
