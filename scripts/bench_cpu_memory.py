@@ -121,7 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def summary_line(recipe: str, rounds: int, medians: dict[str, dict[str, float]], ratios: dict) -> str:
+def summary_line(
+    recipe: str, steps: int, rounds: int, medians: dict[str, dict[str, float]], ratios: dict
+) -> str:
     """The result as one sentence: each variant's medians, and its ratios to the first."""
     parts = []
     for label, median in medians.items():
@@ -134,7 +136,8 @@ def summary_line(recipe: str, rounds: int, medians: dict[str, dict[str, float]],
             text += f" ({ratio['peak_rss_gib']:.2f}x peak, {ratio['time_train_s']:.2f}x learner, "
             text += f"{ratio['time_step_s']:.2f}x step)"
         parts.append(text)
-    return f"`{recipe}` one step, medians of {rounds} alternating runs: " + "; ".join(parts)
+    run = "one step a run" if steps == 1 else f"{steps} steps a run (times of the last)"
+    return f"`{recipe}`, {run}, medians of {rounds} alternating runs: " + "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "medians": medians,
         "ratios_to_first": ratios,
     }
-    summary = summary_line(args.recipe, args.rounds, medians, ratios)
+    summary = summary_line(args.recipe, args.steps, args.rounds, medians, ratios)
     print(summary, flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
