@@ -141,9 +141,10 @@ class TrainConfig(Section):
     )
     map_activations: bool | None = setting(
         None,
-        "Give the learner forward pass's allocations of 256 KiB and more pages of their own, returned "
-        "to the kernel when freed (glibc's malloc only; elsewhere nothing changes): the activations "
-        "kept for the backward pass then cannot fragment the heap, whose freed memory stays resident. "
+        "Give the learner forward pass's allocations of 256 KiB and more that the heap has no free room "
+        "for pages of their own, returned to the kernel when freed (glibc's malloc only; elsewhere "
+        "nothing changes): the activations kept for the backward pass then cannot fragment the heap, "
+        "whose freed memory stays resident. "
         "Over three CPU quickstart steps: peak RSS 2.29 instead of 2.79 GiB, for 1.14x the learner's "
         "time (the kernel zeroes every page; docs/performance.md). null turns it on when training on "
         "a CPU.",

@@ -9,14 +9,15 @@ left were too small or too scattered for the next ones (glibc before 2.38 needs 
 bytes larger than an aligned request, so a hole left by a freed tensor cannot take the next tensor of
 the same size). Freed memory stays resident, so the peak RSS is that heap, not what the step needs.
 
-:func:`HostHeap.mapped` serves the allocations of a stretch of code that are at least a threshold
-from fresh pages mapped for each (``mallopt(M_MMAP_THRESHOLD)``), which go back to the kernel when
-freed. Around the learner's forward passes that takes the activations out of the heap (the backward
-passes' temporaries, short-lived, stay in it): over three CPU quickstart steps the peak RSS fell
-from 2.79 to 2.29 GiB. Each page of a mapping is faulted in and zeroed by the kernel, which costs
-time: 1.14x the learner's (docs/performance.md, "CPU memory"). :func:`HostHeap.trim` gives freed
-heap pages back (``malloc_trim``): the rollout engine's buffers before the learner starts, and the
-learner's before the next generation.
+:func:`HostHeap.mapped` serves the allocations of a stretch of code that are at least a threshold,
+and that the heap's free memory cannot hold, from fresh pages mapped for each
+(``mallopt(M_MMAP_THRESHOLD)``), which go back to the kernel when freed: the heap does not grow.
+Around the learner's forward passes that takes the activations out of the heap (the backward passes'
+temporaries, short-lived, stay in it): over three CPU quickstart steps the peak RSS fell from 2.79
+to 2.29 GiB. Each page of a mapping is faulted in and zeroed by the kernel, which costs time: 1.14x
+the learner's (docs/performance.md, "CPU memory"). :func:`HostHeap.trim` gives freed heap pages back
+(``malloc_trim``): the rollout engine's buffers before the learner starts, and the learner's before
+the next generation.
 
 Elsewhere than Linux with glibc (macOS, musl) both do nothing.
 """

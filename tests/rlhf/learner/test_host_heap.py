@@ -43,11 +43,15 @@ class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in MALLINFO2_FIELDS.split()]
 
 
-def _mapped_bytes() -> int:
-    """Bytes of the allocations glibc serves with a mapping of their own (mallinfo2's hblkhd)."""
+def _mallinfo() -> _MallInfo2:
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = _MallInfo2
-    return int(libc.mallinfo2().hblkhd)
+    return libc.mallinfo2()
+
+
+def _mapped_bytes() -> int:
+    """Bytes of the allocations glibc serves with a mapping of their own (mallinfo2's hblkhd)."""
+    return int(_mallinfo().hblkhd)
 
 
 @needs_glibc
@@ -61,9 +65,13 @@ def test_the_heap_is_settled_once_per_heap() -> None:
 def test_inside_the_window_large_allocations_are_mapped_and_given_back() -> None:
     heap = HostHeap(_glibc())
     heap.settle()
+    # glibc serves a request from free heap memory first and maps only what the heap cannot hold
+    # (so the heap does not grow): in a process that has freed memory before (the whole test
+    # suite), only a request larger than all the heap's free bytes is sure to be mapped.
+    elements = max(MAPPED_FROM_BYTES, int(_mallinfo().fordblks) // 4 + 2**20)  # float32: 4x or more
     before = _mapped_bytes()
     with heap.mapped():
-        large = torch.empty(MAPPED_FROM_BYTES)  # float32: 4x the threshold
+        large = torch.empty(elements)
         with_large = _mapped_bytes()
         small = torch.empty(MAPPED_FROM_BYTES // 16)  # a quarter of it: from the heap
         with_small = _mapped_bytes()
