@@ -91,8 +91,11 @@ def test_bf16_sampling_with_refill_matches_the_learners_logprobs(fuse_kernels: b
             temperature=0.9,
         ).cpu()
     assert (learner - out.behaviour_logprobs).abs().max() <= 1e-6
-    # Decoding runs on merged bf16 weights: close to, not equal to, the learner's numbers.
-    assert out.metrics["rollout/decode_logprob_max_abs_diff"] < 0.5
+    # Decoding runs on merged bf16 weights: close to, not equal to, the learner's numbers. This random
+    # model (weights of std 0.2) spreads its logits over about 13 nats and amplifies rounding from layer
+    # to layer: 0.56 measured on an H200. A stale adapter or a shifted position moves log-probs by
+    # several nats.
+    assert out.metrics["rollout/decode_logprob_max_abs_diff"] < 1.0
 
 
 def test_kept_warm_graphs_see_adapter_updates() -> None:
