@@ -143,6 +143,29 @@ def submit_run(
     return combined
 
 
+def then(first: ResultFuture, next_run: Any) -> ResultFuture:
+    """One future for ``next_run(result of first)``, a run submitted once ``first`` is done."""
+    combined: ResultFuture = concurrent.futures.Future()
+
+    def start(done: ResultFuture) -> None:
+        try:
+            second = next_run(done.result())
+        except BaseException as exc:  # the sandbox closed or failed: the chained run fails alike
+            _settle(combined, exc)
+            return
+        second.add_done_callback(lambda ran: _settle(combined, _outcome(ran)))
+
+    first.add_done_callback(start)
+    return combined
+
+
+def _outcome(future: ResultFuture) -> ExecutionResult | BaseException:
+    try:
+        return future.result()
+    except BaseException as exc:
+        return exc
+
+
 def _settle(future: ResultFuture, outcome: ExecutionResult | BaseException) -> None:
     # A waiter may have cancelled the combined future meanwhile; the runs themselves still finish.
     try:
@@ -371,15 +394,27 @@ class RewardScorer:
             # A task that cannot be scored raises here, before anything is submitted.
             job_for(task, code, allow_script=settings.allow_script_tests)
 
-            def run(task: Task = task, code: str = code) -> ResultFuture:
-                return submit_run(
-                    self.sandbox,
-                    task,
-                    code,
-                    timeout_s=settings.timeout_s,
-                    repeats=settings.repeats,
-                    allow_script=settings.allow_script_tests,
+            def run(task: Task = task, code: str = code, fingerprint: str = fingerprint) -> ResultFuture:
+                def submit(limit_s: float) -> ResultFuture:
+                    return submit_run(
+                        self.sandbox,
+                        task,
+                        code,
+                        timeout_s=limit_s,
+                        repeats=settings.repeats,
+                        allow_script=settings.allow_script_tests,
+                    )
+
+                measured = (
+                    self.reference_result(task, fingerprint, settings=settings)
+                    if settings.timeout_factor
+                    else None
                 )
+                if measured is None:
+                    return submit(settings.timeout_s)
+                # The limit comes from the reference's time, so the run starts once it is known
+                # (measured once per task and cached).
+                return then(measured, lambda ran: submit(settings.time_limit(reference_wall_s(ran))))
 
             key = run_key(fingerprint, code, settings)
             if batch_runs is not None and key in batch_runs:
@@ -538,7 +573,19 @@ def run_key(fingerprint: str, code: str, settings: RewardSettings) -> tuple[Any,
     The execution settings a call may vary (repeats, time limit) are part of it; the others (cost
     counters, memory limit) are fixed by the sandbox the cache belongs to.
     """
-    return (fingerprint, code_digest(code), settings.repeats, settings.timeout_s)
+    return (
+        fingerprint,
+        code_digest(code),
+        settings.repeats,
+        settings.timeout_s,
+        settings.timeout_factor,
+        settings.min_timeout_s,
+    )
+
+
+def reference_wall_s(result: ExecutionResult) -> float | None:
+    """A reference run's wall time in seconds (what time limits scale), None when it did not pass."""
+    return result.cost.wall_ns / 1e9 if result.status is Status.PASSED else None
 
 
 def reference_cost(result: ExecutionResult) -> Cost | None:

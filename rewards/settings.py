@@ -53,7 +53,15 @@ SHAPING_KEYS = (
     "missing_entry_point_penalty",
     "format_weight",
 )
-EXECUTION_KEYS = ("cost_measure", "repeats", "timeout_s", "memory_mb", "allow_script_tests")
+EXECUTION_KEYS = (
+    "cost_measure",
+    "repeats",
+    "timeout_s",
+    "timeout_factor",
+    "min_timeout_s",
+    "memory_mb",
+    "allow_script_tests",
+)
 PLACEMENT_KEYS = ("workers", "isolation", "allow_weak_isolation", "service_url")
 # What decides a reward: the settings a client sends a reward service.
 SCORING_KEYS = SHAPING_KEYS + EXECUTION_KEYS
@@ -145,6 +153,17 @@ class RewardSettings:
         "this user can. For code you trust, or inside a disposable container.",
     )
     timeout_s: float = setting(5.0, "Wall-clock limit for running one completion against all of its tests.")
+    timeout_factor: float = setting(
+        10.0,
+        "A completion's time limit as a multiple of the wall time its task's reference took on the same "
+        "tests, between `min_timeout_s` and `timeout_s` (as EvalPlus limits each test to a multiple of "
+        "the ground truth's time): code stuck in a loop stops holding up the step's rewards after "
+        "`min_timeout_s`. Tasks without a passing reference get `timeout_s`; 0 gives every completion "
+        "`timeout_s`.",
+    )
+    min_timeout_s: float = setting(
+        0.5, "The shortest time limit `timeout_factor` gives a completion (the reference's time is noisy)."
+    )
     memory_mb: int = setting(1024, "Memory limit of one sandboxed run, in MiB.")
     allow_script_tests: bool = setting(
         False,
@@ -175,6 +194,8 @@ class RewardSettings:
             "missing_entry_point_penalty",
             "format_weight",
             "timeout_s",
+            "timeout_factor",
+            "min_timeout_s",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -201,6 +222,12 @@ class RewardSettings:
             raise SettingError("workers", "must be an integer >= 1 or null", self.workers)
         if self.timeout_s <= 0:
             raise SettingError("timeout_s", "must be > 0", self.timeout_s)
+        if self.timeout_factor != 0 and self.timeout_factor < 1:
+            raise SettingError(
+                "timeout_factor", "must be 0 (off) or >= 1 (the reference itself must fit)", self.timeout_factor
+            )
+        if self.min_timeout_s <= 0:
+            raise SettingError("min_timeout_s", "must be > 0", self.min_timeout_s)
         if self.service_url is not None and (
             not isinstance(self.service_url, str) or not re.match(r"https?://\S+$", self.service_url)
         ):
@@ -262,6 +289,13 @@ class RewardSettings:
     def uses_reference(self) -> bool:
         """Whether scoring needs each task's reference cost."""
         return self.efficiency_weight > 0 and self.efficiency_mode in ("reference", "both")
+
+    def time_limit(self, reference_wall_s: float | None) -> float:
+        """A completion's time limit when its task's reference took ``reference_wall_s`` (None: no
+        passing reference): ``timeout_factor`` times that, within [``min_timeout_s``, ``timeout_s``]."""
+        if not self.timeout_factor or reference_wall_s is None:
+            return self.timeout_s
+        return min(self.timeout_s, max(self.min_timeout_s, self.timeout_factor * reference_wall_s))
 
     def sandbox_config(self, **overrides: Any) -> SandboxConfig:
         """A :class:`SandboxConfig` that measures what these settings need (cost counters, limits)."""

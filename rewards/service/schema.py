@@ -332,6 +332,8 @@ FIXED_BY_SANDBOX = ("cost_measure", "memory_mb")
 # a request that asks for them.
 OPT_IN_BY_SERVICE = ("allow_script_tests",)
 HONOURED_UP_TO = {"repeats": "--max-repeats", "timeout_s": "--max-run-timeout-s"}
+# Honoured as sent: they only shorten a run's limit below timeout_s.
+HONOURED = ("timeout_factor", "min_timeout_s")
 
 
 def _settings_object(value: Any) -> dict[str, Any]:

@@ -180,7 +180,7 @@ def test_a_service_reports_the_limits_its_sandbox_runs_with(box) -> None:
 
 
 def test_every_execution_key_is_honoured_or_fixed() -> None:
-    from rewards.service.schema import FIXED_BY_SANDBOX, HONOURED_UP_TO, OPT_IN_BY_SERVICE
+    from rewards.service.schema import FIXED_BY_SANDBOX, HONOURED, HONOURED_UP_TO, OPT_IN_BY_SERVICE
     from rewards.settings import EXECUTION_KEYS
 
-    assert sorted([*FIXED_BY_SANDBOX, *HONOURED_UP_TO, *OPT_IN_BY_SERVICE]) == sorted(EXECUTION_KEYS)
+    assert sorted([*FIXED_BY_SANDBOX, *HONOURED_UP_TO, *HONOURED, *OPT_IN_BY_SERVICE]) == sorted(EXECUTION_KEYS)

@@ -87,7 +87,8 @@ def test_scores_function_program_and_script_tasks(box) -> None:
 
 
 def test_identical_pairs_execute_once(box) -> None:
-    scorer = RewardScorer(box, RewardSettings(efficiency_mode="none"))
+    # No reference run at all: neither efficiency nor a reference-scaled time limit asks for one.
+    scorer = RewardScorer(box, RewardSettings(efficiency_mode="none", timeout_factor=0.0))
     before = box.executions
     rewards = scorer.score([SQUARE] * 4, [GOOD, GOOD_REFORMATTED, GOOD, WRONG], extract=False)
     assert [r.evidence.status for r in rewards] == ["passed", "passed", "passed", "failed"]
