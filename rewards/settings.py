@@ -224,7 +224,9 @@ class RewardSettings:
             raise SettingError("timeout_s", "must be > 0", self.timeout_s)
         if self.timeout_factor != 0 and self.timeout_factor < 1:
             raise SettingError(
-                "timeout_factor", "must be 0 (off) or >= 1 (the reference itself must fit)", self.timeout_factor
+                "timeout_factor",
+                "must be 0 (off) or >= 1 (the reference itself must fit)",
+                self.timeout_factor,
             )
         if self.min_timeout_s <= 0:
             raise SettingError("min_timeout_s", "must be > 0", self.min_timeout_s)

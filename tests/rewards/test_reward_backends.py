@@ -183,4 +183,6 @@ def test_every_execution_key_is_honoured_or_fixed() -> None:
     from rewards.service.schema import FIXED_BY_SANDBOX, HONOURED, HONOURED_UP_TO, OPT_IN_BY_SERVICE
     from rewards.settings import EXECUTION_KEYS
 
-    assert sorted([*FIXED_BY_SANDBOX, *HONOURED_UP_TO, *HONOURED, *OPT_IN_BY_SERVICE]) == sorted(EXECUTION_KEYS)
+    assert sorted([*FIXED_BY_SANDBOX, *HONOURED_UP_TO, *HONOURED, *OPT_IN_BY_SERVICE]) == sorted(
+        EXECUTION_KEYS
+    )
