@@ -394,7 +394,16 @@ class RewardScorer:
             # A task that cannot be scored raises here, before anything is submitted.
             job_for(task, code, allow_script=settings.allow_script_tests)
 
-            def run(task: Task = task, code: str = code, fingerprint: str = fingerprint) -> ResultFuture:
+            # One lookup serves both the reference-scaled time limit and the efficiency baseline.
+            measured = (
+                self.reference_result(task, fingerprint, settings=settings)
+                if settings.uses_reference or settings.timeout_factor
+                else None
+            )
+
+            def run(
+                task: Task = task, code: str = code, measured: ResultFuture | None = measured
+            ) -> ResultFuture:
                 def submit(limit_s: float) -> ResultFuture:
                     return submit_run(
                         self.sandbox,
@@ -405,12 +414,7 @@ class RewardScorer:
                         allow_script=settings.allow_script_tests,
                     )
 
-                measured = (
-                    self.reference_result(task, fingerprint, settings=settings)
-                    if settings.timeout_factor
-                    else None
-                )
-                if measured is None:
+                if measured is None or not settings.timeout_factor:
                     return submit(settings.timeout_s)
                 # The limit comes from the reference's time, so the run starts once it is known
                 # (measured once per task and cached).
@@ -423,11 +427,7 @@ class RewardScorer:
                 future, cached = self.cache.get_or_submit(key, run)
                 if batch_runs is not None:
                     batch_runs[key] = future
-            reference = (
-                self.reference_result(task, fingerprint, settings=settings)
-                if settings.uses_reference
-                else None
-            )
+            reference = measured if settings.uses_reference else None
             planned.append(Planned(task, code, future, cached, reference, signals))
         return planned
 

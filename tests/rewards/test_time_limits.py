@@ -86,3 +86,23 @@ def test_code_within_the_factor_passes_and_slower_code_times_out(box) -> None:
     wider = RewardScorer(box, RewardSettings(timeout_s=5.0, timeout_factor=30.0, min_timeout_s=0.05))
     wider.cache = scorer.cache
     assert _timed(wider, task, _sleeper(2.0))[0] == "passed"
+
+
+def test_a_loop_on_the_perf_tests_is_censored_at_the_scaled_limit(box) -> None:
+    # Right on the small tests, endless on the perf input: it passes as slow as can be measured,
+    # its cost the scaled limit (0.3 s here), never less than a run that finished.
+    task = Task(
+        id="toy/total",
+        prompt="def total(n): ...",
+        entry_point="total",
+        function_tests=tuple(FunctionTest((n,), n * (n - 1) // 2) for n in range(6)),
+        perf_tests=(FunctionTest((3000,), 3000 * 2999 // 2),),
+        references=("def total(n):\n    return n * (n - 1) // 2\n",),
+    )
+    endless = "def total(n):\n    while n >= 1000:\n        pass\n    return n * (n - 1) // 2\n"
+    settings = RewardSettings(timeout_s=5.0, timeout_factor=10.0, min_timeout_s=0.3, efficiency_weight=0.5)
+    started = time.perf_counter()
+    (reward,) = RewardScorer(box, settings, cache_size=0).score([task], [endless], extract=False)
+    assert time.perf_counter() - started < 2.0
+    assert reward.evidence.status == "passed" and reward.evidence.error_kind == "perf_timeout"
+    assert reward.evidence.cost == pytest.approx(0.3) and reward.efficiency == -1.0
